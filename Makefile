@@ -1,0 +1,69 @@
+# Atelier: train (PyTorch) -> export (ONNX) -> serve (BentoML on ONNX Runtime).
+# Every target installs what it needs into .venv on first use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PROFILE ?= quick
+DATASET ?= mnist
+RUNS ?= runs
+EXPORTS ?= exports
+STYLES_DIR ?=
+PORT ?= 3000
+PYTHON ?= python3
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export BENTOML_DO_NOT_TRACK := true
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help setup train train-gan train-style export serve test smoke bench clean
+
+help:
+	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
+	@echo "make test                 the test suite"
+	@echo "make smoke | bench        the whole path in miniature | latency measurements"
+	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= PORT=$(PORT)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.service: requirements-service.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-service.txt
+	@touch $@
+
+$(VENV)/.training: requirements-training.txt $(VENV)/.service
+	$(PY) -m pip install -q -r requirements-training.txt
+	@touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.training
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+setup: $(VENV)/.dev
+
+train: train-gan train-style
+
+train-gan: $(VENV)/.training
+	$(PY) -m training.gan.train --profile $(PROFILE) --dataset $(DATASET) --runs-root $(RUNS)
+
+train-style: $(VENV)/.training
+	$(PY) -m training.style.train --profile $(PROFILE) --runs-root $(RUNS)
+
+export: $(VENV)/.training
+	$(PY) -m training.export --runs-root $(RUNS) --out $(EXPORTS) $(if $(STYLES_DIR),--styles-dir $(STYLES_DIR))
+
+serve: $(VENV)/.service
+	ATELIER_EXPORTS=$(EXPORTS) $(VENV)/bin/bentoml serve service.service:Atelier --port $(PORT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+smoke: $(VENV)/.dev
+	$(PY) -m tests.smoke
+
+bench: $(VENV)/.dev
+	$(PY) -m tests.bench --exports $(EXPORTS)
+
+clean:
+	rm -rf $(EXPORTS)/*.onnx $(EXPORTS)/*.npz $(EXPORTS)/manifest.json $(EXPORTS)/presets .pytest_cache

@@ -1,0 +1,1 @@
+"""Atelier service: BentoML on ONNX Runtime (numpy, Pillow; no torch)."""

@@ -1,0 +1,249 @@
+"""Safe image decoding and encoding for the service endpoints.
+
+``decode_image`` turns untrusted upload bytes into an ``(H, W, 3)`` uint8 RGB array, or raises
+``ImageInputError`` with a message a user can act on. Every limit is checked from the file
+header before any pixel is decoded, and no process-wide Pillow setting is changed: the
+decompression-bomb limit and ``LOAD_TRUNCATED_IMAGES`` keep their defaults.
+
+``encode_image`` and ``tile_grid`` turn model outputs back into PNG/JPEG/WebP bytes.
+Only numpy, Pillow and the standard library are used here (no torch).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+# Pillow format names accepted on upload; only these parsers ever see the bytes.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+_SUPPORTED_TEXT = "PNG, JPEG, WebP, GIF (single frame), BMP, TIFF"
+# Pillow's JPEG opener returns format "MPO" for a JPEG carrying extra pictures (stereo pairs,
+# depth maps, as some phones write). Those frames are not animation: decode the first one.
+_SINGLE_PICTURE_FORMATS = {"MPO"}
+
+_MB = 1024 * 1024
+_WHITE = (255, 255, 255)
+
+
+class ImageInputError(ValueError):
+    """A user-supplied image was rejected; ``field`` names the form field it came from."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def decode_image(
+    data: bytes,
+    field: str,
+    *,
+    max_bytes: int = 20 * 1024 * 1024,
+    max_pixels: int = 40_000_000,
+    min_side: int = 16,
+) -> np.ndarray:
+    """Decode untrusted image bytes to a uint8 ``(H, W, 3)`` RGB array, EXIF orientation applied.
+
+    Raises ``ImageInputError(field, ...)`` for empty or oversized files, unknown or
+    unsupported formats, too many pixels (judged from the header, before decoding), sides
+    shorter than ``min_side``, animated images and truncated or corrupt pixel data.
+    """
+    _check_byte_size(data, field, max_bytes)
+    with _open_checked(data, field, max_pixels, min_side) as opened:
+        _load_pixels(opened, field)
+        upright = _apply_orientation(opened)
+        return _to_rgb_array(upright, field)
+
+
+def _check_byte_size(data: bytes, field: str, max_bytes: int) -> None:
+    """Reject empty uploads and uploads above ``max_bytes``."""
+    if not data:
+        raise ImageInputError(field, "file is empty")
+    if len(data) > max_bytes:
+        raise ImageInputError(
+            field, f"file is {len(data) / _MB:.1f} MB; the limit is {max_bytes / _MB:g} MB"
+        )
+
+
+def _open_checked(data: bytes, field: str, max_pixels: int, min_side: int) -> Image.Image:
+    """Identify the image lazily and check its header: format, size, frame count.
+
+    Pillow's own DecompressionBombWarning is silenced here only (our ``max_pixels`` is the
+    limit that applies); its DecompressionBombError (headers above twice Pillow's default
+    limit) becomes the same "too large" error.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise ImageInputError(field, _bomb_message(str(exc), max_pixels)) from None
+        except UnidentifiedImageError:
+            raise ImageInputError(
+                field,
+                f"not an image (could not identify format); supported formats: {_SUPPORTED_TEXT}",
+            ) from None
+        except Exception as exc:  # a recognised but broken header: the input's fault
+            raise ImageInputError(field, f"truncated or corrupt image header ({exc})") from None
+        try:
+            _check_header(img, field, max_pixels, min_side)
+        except BaseException:
+            img.close()
+            raise
+    return img
+
+
+def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int) -> None:
+    """Apply the pixel, side and frame-count limits to an opened (not yet decoded) image."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageInputError(
+            field,
+            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
+            f"the limit is {max_pixels / 1e6:g} megapixels",
+        )
+    if min(width, height) < min_side:
+        raise ImageInputError(
+            field, f"image is {width}x{height} pixels; each side must be at least {min_side} pixels"
+        )
+    try:
+        frames = getattr(img, "n_frames", 1)  # GIF counts frames by skipping through them
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(field, _bomb_message(str(exc), max_pixels)) from None
+    except Exception as exc:
+        raise ImageInputError(field, f"truncated or corrupt image data ({exc})") from None
+    if frames > 1 and img.format not in _SINGLE_PICTURE_FORMATS:
+        kind = "multi-page" if img.format == "TIFF" else "animated"
+        raise ImageInputError(
+            field,
+            f"{kind} images are not supported ({img.format} with {frames} frames); "
+            "send a single frame",
+        )
+
+
+def _bomb_message(pillow_message: str, max_pixels: int) -> str:
+    """Phrase Pillow's DecompressionBombError like our own limit (it gives only a pixel count)."""
+    limit = f"the limit is {max_pixels / 1e6:g} megapixels"
+    match = re.search(r"\((\d+) pixels\)", pillow_message)
+    if match is None:
+        return f"image is too large; {limit}"
+    return f"image is {int(match.group(1)) / 1e6:.1f} megapixels; {limit}"
+
+
+def _load_pixels(img: Image.Image, field: str) -> None:
+    """Decode the pixel data; any decoder failure means truncated or corrupt input."""
+    try:
+        img.load()
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad data
+        raise ImageInputError(field, f"truncated or corrupt image data ({exc})") from None
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    """Rotate/flip as the EXIF orientation tag says; broken EXIF is ignored, not fatal."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a photo with an unreadable EXIF block is still a usable photo
+        return img
+
+
+def _to_rgb_array(img: Image.Image, field: str) -> np.ndarray:
+    """Convert any decoded Pillow mode to uint8 RGB; transparency is composited over white."""
+    if img.mode.startswith("I") or img.mode == "F":
+        gray = _high_depth_to_uint8(np.asarray(img), img.mode)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE + (255,)), rgba)
+    try:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ValueError as exc:
+        raise ImageInputError(field, f"unsupported pixel format {img.mode} ({exc})") from None
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    """True for modes with an alpha band and for palette/gray/RGB images with a tRNS entry."""
+    return img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info
+
+
+def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16/32-bit integer or float grayscale to uint8.
+
+    ``I;16*`` (and ``I``, Pillow's container for 16-bit data) are 0..65535: keep the high
+    byte (``>> 8``). ``F`` in 0..1 is scaled by 255; any other float range is clipped to 0..255.
+    """
+    if mode == "F":
+        values = values.astype(np.float64)
+        if values.size and 0.0 <= values.min() and values.max() <= 1.0:
+            values = values * 255.0
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    wide = np.clip(values.astype(np.int64), 0, 65535)
+    return (wide >> 8).astype(np.uint8)
+
+
+def encode_image(pixels: np.ndarray, fmt: str, quality: int = 92) -> bytes:
+    """Encode uint8 RGB ``(H, W, 3)`` or grayscale ``(H, W)``/``(H, W, 1)`` pixels.
+
+    ``fmt`` is a key of ``FORMATS``. PNG is lossless; JPEG and WebP use ``quality`` (1..100).
+    Raises ``ValueError`` for a bad array, format or quality (these are programming errors).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(FORMATS)}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be 1..100, got {quality}")
+    image = Image.fromarray(_as_encodable(pixels))
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, "PNG")
+    else:
+        image.save(buffer, fmt.upper(), quality=quality)
+    return buffer.getvalue()
+
+
+def _as_encodable(pixels: np.ndarray) -> np.ndarray:
+    """Validate dtype/shape and return a contiguous ``(H, W)`` or ``(H, W, 3)`` uint8 array."""
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+        found = getattr(pixels, "dtype", type(pixels).__name__)
+        raise ValueError(f"pixels must be a uint8 numpy array, got {found}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise ValueError(f"pixels must be (H, W), (H, W, 1) or (H, W, 3), got {pixels.shape}")
+    if min(pixels.shape[:2]) < 1:
+        raise ValueError(f"pixels must not be empty, got {pixels.shape}")
+    return np.ascontiguousarray(pixels)
+
+
+def tile_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` uint8 images into one ``(rows*H + gaps, cols*W + gaps, C)`` image.
+
+    ``ncols`` defaults to ``ceil(sqrt(N))`` (a near-square grid) and is capped at N; tiles are
+    separated by ``pad`` pixels of value 0 (no outer border); unused cells stay 0.
+    """
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[0] < 1:
+        raise ValueError(
+            f"images must be uint8 (N, H, W, C) with N >= 1, got {images.dtype} {images.shape}"
+        )
+    count, height, width, channels = images.shape
+    if ncols is None:
+        ncols = math.ceil(math.sqrt(count))
+    if ncols < 1 or pad < 0:
+        raise ValueError(f"ncols must be >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
+    ncols = min(ncols, count)
+    nrows = math.ceil(count / ncols)
+    grid = np.zeros(
+        (nrows * height + (nrows - 1) * pad, ncols * width + (ncols - 1) * pad, channels), np.uint8
+    )
+    for index, tile in enumerate(images):
+        top = (index // ncols) * (height + pad)
+        left = (index % ncols) * (width + pad)
+        grid[top : top + height, left : left + width] = tile
+    return grid

@@ -1,0 +1,52 @@
+"""Read ``exports/manifest.json`` — the only contract with training — and verify every file in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_VERSION = 1
+
+
+class ManifestError(RuntimeError):
+    """The export folder cannot be served as it is; the message says why and what to do."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(exports: Path) -> dict[str, Any]:
+    """Parse the manifest and check the sha256 of every model and asset; refuse on any mismatch."""
+    path = exports / "manifest.json"
+    if not path.exists():
+        raise ManifestError(f"{path} does not exist: run `make train export` first (or set ATELIER_EXPORTS)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not valid JSON: {e}") from e
+    if manifest.get("version") != SUPPORTED_VERSION:
+        raise ManifestError(f"{path}: manifest version {manifest.get('version')!r}, this service reads {SUPPORTED_VERSION}")
+    entries = list(manifest.get("models", {}).values()) + list(manifest.get("assets", []))
+    for entry in entries:
+        verify_file(exports, entry)
+    return manifest
+
+
+def verify_file(exports: Path, entry: dict[str, Any]) -> Path:
+    file = (exports / entry["path"]).resolve()
+    if exports.resolve() not in file.parents:
+        raise ManifestError(f"manifest path {entry['path']!r} points outside {exports}")
+    if not file.is_file():
+        raise ManifestError(f"{file} is listed in the manifest but missing: re-run `make export`")
+    actual = sha256_file(file)
+    if actual != entry["sha256"]:
+        raise ManifestError(f"{file}: sha256 {actual} does not match the manifest ({entry['sha256']}); "
+                            "refusing to serve it — re-run `make export`")
+    return file

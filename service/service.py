@@ -1,0 +1,227 @@
+"""Atelier's HTTP service: BentoML on ONNX Runtime. ``bentoml serve`` (see bentofile.yaml).
+
+Configuration (environment variables, the one mechanism):
+  ATELIER_EXPORTS    folder with manifest.json and the ONNX files (default: exports/ beside service/)
+  ATELIER_PROVIDERS  ONNX Runtime provider preference, e.g. ``cuda,cpu`` (default) or ``cpu``
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import bentoml
+import numpy as np
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel, Field, Strict
+from starlette.responses import Response
+
+from service.errors import error_response
+from service.gan import GanSampler
+from service.images import FORMATS, encode_image, tile_grid
+from service.limits import BodyGuard
+from service.manifest import load_manifest, verify_file
+from service.runtime import device_name, open_session, parse_providers
+
+DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
+MAX_SAMPLES = 64
+MAX_STEPS = 64
+JSON_BODY_LIMIT = 64 * 1024
+
+Format = Literal["png", "jpeg", "webp"]
+Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
+Truncation = Annotated[float, Gt(0.0), Le(1.0)]
+Label = Annotated[int, Strict(), Ge(0)]
+
+
+class SampleResponse(BaseModel):
+    seed: int = Field(description="the request's seed (uint32), echoed; image i used seed + i")
+    seeds: list[int]
+    labels: list[int] | None
+    images: list[str] = Field(description="base64-encoded image files")
+    format: str
+    width: int
+    height: int
+    model: str
+
+
+class InterpolateResponse(BaseModel):
+    seed_a: int
+    seed_b: int
+    steps: int
+    method: str
+    label: int | None
+    images: list[str]
+    format: str
+    width: int
+    height: int
+    model: str
+
+
+@bentoml.service(
+    name="atelier",
+    workers=1,
+    traffic={"timeout": 120, "max_concurrency": 32},
+    http={"cors": {"enabled": False}},
+)
+class Atelier:
+    def __init__(self) -> None:
+        self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
+        providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
+        self.manifest = load_manifest(self.exports)
+        models = self.manifest["models"]
+        self.sessions: dict[str, Any] = {
+            role: open_session(verify_file(self.exports, entry), providers) for role, entry in models.items()
+        }
+        self.gan = GanSampler(self.sessions["generator"], models["generator"]) if "generator" in models else None
+        self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
+        self.warm_up()
+        self.ready = True
+
+    def warm_up(self) -> None:
+        """Run each model once at the shapes served most, so the first request pays no set-up cost."""
+        if self.gan:
+            for n in (1, MAX_SAMPLES):
+                self.gan.sample(0, n, 1.0, self.gan.default_labels(n))
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "ready", False)
+
+    def provider(self, role: str) -> str:
+        return self.sessions[role].get_providers()[0]
+
+    # --- GAN sampling -------------------------------------------------------------------------
+
+    def _check_gan(self, label: int | None) -> Response | None:
+        if self.gan is None:
+            return error_response("model", "no generator in this export (run `make train export`)", 503)
+        if label is not None:
+            if not self.gan.num_classes:
+                return error_response("label", "this generator is unconditional; leave label out")
+            if label >= self.gan.num_classes:
+                return error_response("label", f"must be in 0..{self.gan.num_classes - 1} "
+                                               f"(classes: {', '.join(self.gan.labels)}), got {label}")
+        return None
+
+    def _sample(self, n: int, seed: int | None, truncation: float, label: int | None):
+        seed = secrets.randbelow(2**32) if seed is None else seed
+        labels = [label] * n if label is not None else self.gan.default_labels(n)
+        seeds, images = self.gan.sample(seed, n, truncation, labels)
+        return seed, seeds, labels, images
+
+    @bentoml.api
+    def sample(
+        self,
+        n: Annotated[int, Strict(), Ge(1), Le(MAX_SAMPLES)] = 1,
+        seed: Seed | None = None,
+        truncation: Truncation = 1.0,
+        label: Label | None = None,
+        format: Format = "png",
+    ) -> SampleResponse:
+        """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call."""
+        if (error := self._check_gan(label)) is not None:
+            return error
+        seed, seeds, labels, images = self._sample(n, seed, truncation, label)
+        return SampleResponse(
+            seed=seed, seeds=seeds, labels=labels, images=[_b64(encode_image(img, format)) for img in images],
+            format=format, width=images.shape[2], height=images.shape[1], model=self._model_id("generator"),
+        )
+
+    @bentoml.api
+    def sample_grid(
+        self,
+        n: Annotated[int, Strict(), Ge(1), Le(MAX_SAMPLES)] = 16,
+        seed: Seed | None = None,
+        truncation: Truncation = 1.0,
+        label: Label | None = None,
+        format: Format = "png",
+    ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
+        """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in X-Atelier-Seed."""
+        if (error := self._check_gan(label)) is not None:
+            return error
+        seed, _, _, images = self._sample(n, seed, truncation, label)
+        return Response(encode_image(tile_grid(images), format), media_type=FORMATS[format],
+                        headers={"X-Atelier-Seed": str(seed)})
+
+    @bentoml.api
+    def interpolate(
+        self,
+        seed_a: Seed,
+        seed_b: Seed,
+        steps: Annotated[int, Strict(), Ge(2), Le(MAX_STEPS)] = 8,
+        method: Literal["slerp", "lerp"] = "slerp",
+        truncation: Truncation = 1.0,
+        label: Label | None = None,
+        format: Format = "png",
+    ) -> InterpolateResponse:
+        """``steps`` images walking the latent space from seed_a's image to seed_b's (both ends included)."""
+        if (error := self._check_gan(label)) is not None:
+            return error
+        if self.gan.num_classes and label is None:
+            label = 0
+        images = self.gan.interpolate(seed_a, seed_b, steps, method, truncation, label)
+        return InterpolateResponse(
+            seed_a=seed_a, seed_b=seed_b, steps=steps, method=method, label=label,
+            images=[_b64(encode_image(img, format)) for img in images], format=format,
+            width=images.shape[2], height=images.shape[1], model=self._model_id("generator"),
+        )
+
+    # --- information --------------------------------------------------------------------------
+
+    def _model_id(self, role: str) -> str:
+        return f"{role}@{self.manifest['models'][role]['sha256'][:12]}"
+
+    @bentoml.api
+    def info(self) -> dict[str, Any]:
+        """Models, versions, checksums and the execution provider each session actually runs on."""
+        models = {}
+        for role, entry in self.manifest["models"].items():
+            models[role] = {
+                "path": entry["path"],
+                "sha256": entry["sha256"],
+                "opset": entry["opset"],
+                "inputs": entry["inputs"],
+                "outputs": entry["outputs"],
+                "parity": entry["parity"],
+                "provider": self.provider(role),
+            }
+        if "generator" in models:
+            g = self.manifest["models"]["generator"]
+            models["generator"].update({
+                "latent_dim": g["latent_dim"], "image_size": g["image_size"], "channels": g["channels"],
+                "class_labels": g["class_labels"], "dataset": g["dataset"], "metrics": _finite(g.get("metrics")),
+                "latent": g["latent"],
+            })
+        return {
+            "service": "atelier",
+            "version": self.manifest["atelier_version"],
+            "manifest_version": self.manifest["version"],
+            "exported": self.manifest["created"],
+            "exports": str(self.exports),
+            "device": self.device,
+            "models": models,
+        }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: unmeasured metrics become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+Atelier.add_asgi_middleware(
+    BodyGuard, limits={f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate")}
+)

@@ -1,0 +1,88 @@
+"""The project's path in miniature, shared by the tests, `make smoke` and `make bench`:
+tiny trainings, export, and a real `bentoml serve` process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_GAN_ARGS = ["--dataset", "fake", "--epochs", "2", "--g-channels", "8", "--d-channels", "8",
+                 "--batch-size", "32", "--classifier-epochs", "1"]
+
+
+def train_tiny_gan(runs_root: Path, name: str = "tiny", extra: list[str] | None = None) -> Path:
+    from training.gan.train import main
+
+    code = main([*TINY_GAN_ARGS, "--runs-root", str(runs_root), "--name", name, *(extra or [])])
+    assert code == 0, f"tiny GAN training failed with exit code {code}"
+    return runs_root / "gan" / name
+
+
+def export(out: Path, gan_run: Path | None = None, style_run: Path | None = None, styles_dir: Path | None = None) -> Path:
+    from training.export import export_all
+
+    export_all(gan_run, style_run, out, styles_dir)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`bentoml serve` over an export folder, on a free loopback port; ready when /readyz says so."""
+
+    def __init__(self, exports: Path, log_path: Path, startup_timeout: float = 120.0, env: dict | None = None):
+        self.exports, self.log_path, self.startup_timeout = exports, log_path, startup_timeout
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "ATELIER_EXPORTS": str(exports), "BENTOML_DO_NOT_TRACK": "true",
+                    "PYTHONPATH": str(REPO), **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Server":
+        bentoml = Path(sys.executable).parent / "bentoml"
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [str(bentoml), "serve", "service.service:Atelier", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return self
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"bentoml serve not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+
+    def ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()

@@ -1,0 +1,79 @@
+"""Export: ONNX parity with PyTorch, the manifest contract, checksums, atomic writes."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from service.manifest import ManifestError, load_manifest
+from training.gan.latents import latents_for_seeds
+from training.gan.train import build_models
+from training.onnx_export import ParityError, export_checked
+from training.runs import load_checkpoint, sha256_file
+
+
+def test_generator_matches_pytorch_on_fixed_seeds(exports_dir, tiny_gan_run):
+    manifest = json.loads((exports_dir / "manifest.json").read_text())
+    entry = manifest["models"]["generator"]
+    assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["seeds"] == list(range(8))
+    assert [i["name"] for i in entry["inputs"]] == ["z", "label"]
+    assert entry["inputs"][0]["shape"][0] == "batch"  # dynamic batch
+    # Independently of the export's own check: a new session, other seeds and a batch of 5.
+    checkpoint = load_checkpoint(tiny_gan_run / "checkpoint.pt")
+    options = json.loads(checkpoint["options"])
+    g, _ = build_models(options)
+    g.load_state_dict(checkpoint["generator_ema"])
+    g.eval()
+    z = latents_for_seeds([11, 12, 13, 14, 15], options["latent_dim"], 0.8)
+    labels = np.array([0, 1, 2, 3, 0])
+    with torch.no_grad():
+        expected = g(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    session = ort.InferenceSession(str(exports_dir / "generator.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"z": z, "label": labels})
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_manifest_records_the_contract(exports_dir):
+    manifest = json.loads((exports_dir / "manifest.json").read_text())
+    assert manifest["version"] == 1 and manifest["created"]
+    g = manifest["models"]["generator"]
+    assert g["sha256"] == sha256_file(exports_dir / "generator.onnx")
+    assert g["latent_dim"] == 100 and g["image_size"] == 32 and g["channels"] == 1
+    assert g["class_labels"] == ["class0", "class1", "class2", "class3"]
+    assert "PCG64" in g["latent"]["rng"] and g["opset"] >= 17
+    assert g["metrics"]["fid"] >= 0 and "baseline_real_vs_real" in g["metrics"]
+    assert g["training"]["dataset"] == "fake"
+
+
+def test_service_refuses_a_tampered_model(exports_dir, tmp_path):
+    copy = tmp_path / "exports"
+    copy.mkdir()
+    for f in exports_dir.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    load_manifest(copy)  # intact: accepted
+    data = bytearray((copy / "generator.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "generator.onnx").write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match="does not match the manifest"):
+        load_manifest(copy)
+    (copy / "generator.onnx").unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        load_manifest(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ManifestError, match="make train export"):
+        load_manifest(copy)
+
+
+def test_failed_parity_writes_nothing(tmp_path):
+    module = torch.nn.Linear(3, 2)
+    dim = torch.export.Dim("batch", min=1, max=64)
+    with pytest.raises(ParityError):
+        export_checked(module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}},
+                       [(torch.randn(4, 3),)], atol=-1.0)  # an impossible tolerance
+    assert list(tmp_path.iterdir()) == []
+    result = export_checked(module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}},
+                            [(torch.randn(4, 3),)])
+    assert result.max_abs_diff <= 1e-6 and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -1,0 +1,116 @@
+"""GAN training: datasets, options, run folder contents, and resuming a killed run exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
+from training.gan.data import load_dataset
+from training.gan.train import main
+from training.runs import load_checkpoint
+
+
+def test_run_folder_has_everything(tiny_gan_run):
+    for name in ("options.json", "metrics.jsonl", "checkpoint.pt", "classifier.pt", "loss.png", "grid.png",
+                 "metrics.json", "samples/epoch_001.png", "samples/epoch_002.png"):
+        assert (tiny_gan_run / name).exists(), name
+    options = json.loads((tiny_gan_run / "options.json").read_text())
+    assert options["conditional"] is True and options["num_classes"] == 4
+    records = [json.loads(line) for line in (tiny_gan_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    metrics = json.loads((tiny_gan_run / "metrics.json").read_text())
+    assert {"fid", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"} <= set(metrics)
+    assert sum(metrics["coverage"]["histogram"]) == metrics["samples"]
+    # the grid: 4 class rows x 10 seed columns of 32 px tiles with 2 px gaps
+    assert Image.open(tiny_gan_run / "grid.png").size == (10 * 32 + 9 * 2, 4 * 32 + 3 * 2)
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    """Kill a run with SIGKILL after its first checkpoint; --resume must end where an uninterrupted run ends."""
+    reference = train_tiny_gan(tmp_path / "a", extra=["--epochs", "3"])
+    runs = tmp_path / "b"
+    args = [*TINY_GAN_ARGS, "--epochs", "3", "--runs-root", str(runs), "--name", "killed"]
+    proc = subprocess.Popen([sys.executable, "-m", "training.gan.train", *args], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = runs / "gan" / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the run never wrote a checkpoint"
+    epoch_at_kill = load_checkpoint(checkpoint)["epoch"]
+    assert epoch_at_kill < 3, "the run finished before it could be killed"
+    assert main(["--resume", str(runs / "gan" / "killed")]) == 0
+    a, b = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(checkpoint)
+    assert b["epoch"] == 3 and b["step"] == a["step"]
+    for key in ("generator", "generator_ema", "discriminator"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    records = [json.loads(line) for line in (runs / "gan" / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]  # no epoch logged twice
+
+
+def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
+    assert main(["--dry-run", "--runs-root", str(tmp_path), "--profile", "full"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["epochs"] == 60 and printed["g_channels"] == 64
+    assert not (tmp_path / "gan").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-size", "48"], "image-size"),
+    (["--epochs", "0"], "epochs"),
+    (["--dataset", "imagenet"], "unknown dataset"),
+    (["--dataset", "folder:/does/not/exist"], "not a folder"),
+    (["--diffaugment", "rotate"], "unknown DiffAugment"),
+    (["--lr-d", "3"], "lr-d"),
+    (["--dataset", "mnist", "--channels", "3"], "grayscale"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
+    assert main([*args, "--runs-root", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "gan").exists()
+
+
+def _write_images(folder, n, size, mode, fmt, colour):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = Image.new(mode, size, colour if mode == "RGB" else colour[0])
+        img.save(folder / f"img{i}.{fmt}")
+
+
+def test_folder_dataset_recursive_labels_and_formats(tmp_path):
+    _write_images(tmp_path / "cats" / "deep", 6, (50, 40), "RGB", "png", (255, 0, 0))
+    _write_images(tmp_path / "dogs", 6, (40, 60), "L", "jpg", (128,))
+    _write_images(tmp_path / "dogs", 4, (64, 64), "RGB", "webp", (0, 0, 255))
+    split = load_dataset(f"folder:{tmp_path}", 32, 3)
+    assert split.train.class_names == ["cats", "dogs"]
+    assert split.train.images.shape[1:] == (3, 32, 32)
+    assert len(split.train) + len(split.held_out) == 16 and len(split.held_out) == 2  # stratified 10%
+    cats = split.train.images[split.train.labels == 0]
+    assert torch.allclose(cats[:, 0], torch.ones_like(cats[:, 0]))  # red stays red after resize/crop
+    grey = load_dataset(f"folder:{tmp_path}", 32, 1)
+    assert grey.train.images.shape[1] == 1
+
+
+def test_folder_without_class_folders_is_unlabelled(tmp_path):
+    _write_images(tmp_path, 5, (32, 32), "RGB", "png", (10, 20, 30))
+    split = load_dataset(f"folder:{tmp_path}", 32, 3)
+    assert split.train.labels is None and split.train.class_names is None
+
+
+def test_mnist_is_padded_to_32_and_split_stratified():
+    split = load_dataset("mnist", 32, 1)
+    assert split.train.images.shape == (4500, 1, 32, 32) and len(split.held_out) == 500
+    assert np.bincount(split.held_out.labels.numpy()).tolist() == [50] * 10
+    assert split.train.images[:, :, :2].max() == -1.0  # the 2 px padding is background

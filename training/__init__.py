@@ -1,0 +1,1 @@
+"""Atelier training: datasets, models, trainers, metrics and ONNX export (PyTorch)."""

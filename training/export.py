@@ -1,0 +1,175 @@
+"""Export trained runs to ONNX and write ``exports/manifest.json``: ``python -m training.export``.
+
+Every model is exported through the public ``torch.onnx.export`` and checked against ONNX Runtime
+on fixed inputs before it is kept. All files are staged in a temporary folder beside the output,
+moved into place, and the manifest — the only contract with the service — is written last,
+atomically, with the sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.gan.latents import LATENT_RULE, latents_for_seeds
+from training.gan.train import build_models
+from training.onnx_export import export_checked
+from training.runs import atomic_write_json, load_checkpoint, sha256_file
+
+MANIFEST_VERSION = 1
+ATELIER_VERSION = "0.1.0"
+PARITY_SEEDS = list(range(8))  # the first seeds of the training grid
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
+    """The EMA generator of a GAN run -> ``generator.onnx`` and its manifest entry."""
+    checkpoint_path = run / "checkpoint.pt"
+    if not checkpoint_path.exists():
+        raise ExportError(f"{run}: no checkpoint.pt (train first: make train)")
+    checkpoint = load_checkpoint(checkpoint_path)
+    options = json.loads(checkpoint["options"])
+    generator, _ = build_models(options)
+    generator.load_state_dict(checkpoint["generator_ema"])
+    generator.eval()
+    conditional = bool(options["num_classes"])
+    module = generator if conditional else _Unconditional(generator)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    names = ["z", "label"] if conditional else ["z"]
+
+    def inputs(seeds: list[int]) -> tuple[torch.Tensor, ...]:
+        z = torch.from_numpy(latents_for_seeds(seeds, options["latent_dim"]))
+        if not conditional:
+            return (z,)
+        return z, torch.arange(len(seeds), dtype=torch.int64) % options["num_classes"]
+
+    result = export_checked(
+        module,
+        inputs([100, 101]),
+        out_dir / "generator.onnx",
+        input_names=names,
+        output_names=["image"],
+        dynamic_shapes={name: {0: batch} for name in names},
+        check_inputs=[inputs(PARITY_SEEDS), inputs([7])],
+    )
+    log(f"generator.onnx: max |PyTorch - ONNX Runtime| = {result.max_abs_diff:.2e} on seeds {PARITY_SEEDS}")
+    metrics_path = run / "metrics.json"
+    entry = {
+        "path": "generator.onnx",
+        **result.manifest_fields(),
+        "latent_dim": options["latent_dim"],
+        "image_size": options["image_size"],
+        "channels": options["channels"],
+        "output_range": [-1.0, 1.0],
+        "class_labels": options["class_names"] if conditional else None,
+        "latent": LATENT_RULE,
+        "dataset": options["dataset"],
+        "run": str(run.resolve()),
+        "training": options,
+        "metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
+    }
+    entry["parity"]["seeds"] = PARITY_SEEDS
+    return entry
+
+
+class _Unconditional(torch.nn.Module):
+    """Gives an unconditional generator a one-input signature for export."""
+
+    def __init__(self, generator: torch.nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+
+def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styles_dir: Path | None, log=print) -> dict:
+    if gan_run is None and style_run is None:
+        raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        models: dict[str, Any] = {}
+        assets: list[str] = []
+        manifest: dict[str, Any] = {}
+        if gan_run is not None:
+            models["generator"] = export_generator(gan_run, staging, log)
+        if style_run is not None:
+            from training.style.export import export_style
+
+            style = export_style(style_run, staging, styles_dir, log=log)
+            models.update(style["models"])
+            assets.extend(style["assets"])
+            manifest["style"] = style["style"]
+        for entry in models.values():
+            entry["sha256"] = sha256_file(staging / entry["path"])
+        asset_entries = [{"path": a, "sha256": sha256_file(staging / a)} for a in sorted(assets)]
+        _replace_contents(staging, out_dir)
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "atelier_version": ATELIER_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "models": models,
+            "assets": asset_entries,
+            **manifest,
+        }
+        atomic_write_json(out_dir / "manifest.json", manifest)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_contents(staging: Path, out_dir: Path) -> None:
+    """Move every staged file into ``out_dir`` (each move atomic); the manifest follows last."""
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # no manifest may describe a half-replaced folder
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dst = out_dir / src.relative_to(staging)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def _latest(runs_root: Path, kind: str) -> Path | None:
+    latest = runs_root / kind / "latest"
+    return latest.resolve() if (latest / "checkpoint.pt").exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--gan-run", type=Path, default=None, help="GAN run folder (default: runs/gan/latest if it exists)")
+    p.add_argument("--style-run", type=Path, default=None, help="style run folder (default: runs/style/latest if it exists)")
+    p.add_argument("--no-gan", action="store_true", help="export no generator")
+    p.add_argument("--no-style", action="store_true", help="export no style model")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"))
+    p.add_argument("--styles-dir", type=Path, default=None, help="extra style presets: every jpg/png/webp in this folder")
+    p.add_argument("--out", type=Path, default=Path("exports"))
+    args = p.parse_args(argv)
+    gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
+    style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
+    if args.styles_dir is not None and not args.styles_dir.is_dir():
+        print(f"error: --styles-dir {args.styles_dir} is not a folder", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    try:
+        manifest = export_all(gan_run, style_run, args.out, args.styles_dir)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out / 'manifest.json'}: " + ", ".join(f"{k} ({v['path']})" for k, v in manifest["models"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

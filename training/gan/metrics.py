@@ -1,0 +1,174 @@
+"""Sample quality in the feature space of a small classifier the project trains itself.
+
+FID-LeNet (Fréchet distance of classifier features), k-NN precision/recall (Kynkäänniemi et al.
+2019, k=3) and class coverage (histogram of predicted classes, KL to uniform). The same distances
+are reported for real held-out images against the training split as the real-vs-real baseline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+from torch import nn
+
+
+class LeNet(nn.Module):
+    """A LeNet-5-style classifier for (N, C, S, S) images in [-1, 1]; ``features`` is the 128-d penultimate layer."""
+
+    def __init__(self, channels: int = 1, image_size: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, S/2, S/2)
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, S/4, S/4)
+            nn.AdaptiveAvgPool2d(4),  # (N, 64, 4, 4) for any supported size
+        )
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU())  # (N, 128)
+        self.out = nn.Linear(128, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    device: torch.device,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> LeNet:
+    """Train the evaluation classifier on the training split (small shifts as augmentation)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = LeNet(images.shape[1], images.shape[-1], num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for i in range(0, len(images), batch_size):
+            idx = order[i : i + batch_size]
+            x = images[idx]
+            shift = torch.randint(-2, 3, (2,), generator=g).tolist()
+            x = torch.roll(x, shifts=shift, dims=(2, 3)).to(device)
+            loss = F.cross_entropy(model(x), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def classify(model: LeNet, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, 128) float64, predicted classes (N,))."""
+    feats, preds = [], []
+    for i in range(0, len(images), batch_size):
+        f = model.features(images[i : i + batch_size].to(device))
+        feats.append(f.double().cpu())
+        preds.append(model.out(f).argmax(1).cpu())
+    return torch.cat(feats).numpy(), torch.cat(preds).numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # near-singular covariances of poor samples
+        covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        eps = np.eye(s1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def knn_radii(x: np.ndarray, k: int = 3) -> np.ndarray:
+    """Distance from each point to its k-th nearest neighbour within the same set."""
+    return np.partition(_pairwise(x, x), k, axis=1)[:, k]  # column 0 is the point itself
+
+
+def ball_coverage(ref: np.ndarray, ref_radii: np.ndarray, query: np.ndarray) -> float:
+    """Share of ``query`` points inside at least one k-NN ball of ``ref``."""
+    return float((_pairwise(query, ref) <= ref_radii[None, :]).any(axis=1).mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None) -> tuple[float, float]:
+    """Improved precision/recall (Kynkäänniemi et al. 2019): each set's share inside the other's k-NN balls."""
+    real_radii = knn_radii(real, k) if real_radii is None else real_radii
+    return ball_coverage(real, real_radii, fake), ball_coverage(fake, knn_radii(fake, k), real)
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def class_coverage(predictions: np.ndarray, num_classes: int) -> dict[str, object]:
+    """Histogram of predicted classes, the number of classes seen and KL(histogram || uniform) in nats."""
+    hist = np.bincount(predictions, minlength=num_classes).astype(np.float64)
+    p = hist / hist.sum()
+    nz = p > 0
+    kl = float((p[nz] * np.log(p[nz] * num_classes)).sum())
+    return {"histogram": hist.astype(int).tolist(), "classes_seen": int(nz.sum()), "kl_to_uniform": kl}
+
+
+Featurizer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray | None]]
+
+
+def classifier_featurizer(model: LeNet, device: torch.device) -> Featurizer:
+    return lambda images: classify(model, images, device)
+
+
+def vgg_featurizer(vgg: nn.Module, device: torch.device, batch_size: int = 100) -> Featurizer:
+    """Generic features for unlabelled data: channel means of VGG relu4_1 (512-d), no class predictions."""
+
+    @torch.no_grad()
+    def featurize(images: torch.Tensor) -> tuple[np.ndarray, None]:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = (images[i : i + batch_size].to(device) + 1) / 2  # [-1, 1] -> [0, 1]
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            x = F.interpolate(x, size=max(64, x.shape[-1]), mode="bilinear", align_corners=False)
+            out.append(vgg(x)[vgg.last_layer].mean(dim=(2, 3)).double().cpu())
+        return torch.cat(out).numpy(), None
+
+    return featurize
+
+
+class Reference:
+    """Features of the real images, computed once per run, and the real-vs-real baseline.
+
+    Generated sets should have as many images as the held-out split, so both sides of each
+    comparison carry the same small-sample bias.
+    """
+
+    def __init__(self, featurize: Featurizer, feature_space: str, train_images: torch.Tensor,
+                 held_out_images: torch.Tensor, num_classes: int):
+        self.featurize, self.feature_space, self.num_classes = featurize, feature_space, num_classes
+        self.train_features, _ = featurize(train_images)
+        self.train_radii = knn_radii(self.train_features)
+        self.baseline = self._measures(*featurize(held_out_images))
+
+    def _measures(self, features: np.ndarray, predictions: np.ndarray | None) -> dict[str, object]:
+        precision, recall = precision_recall(self.train_features, features, real_radii=self.train_radii)
+        result: dict[str, object] = {"fid": frechet_distance(features, self.train_features),
+                                     "precision": precision, "recall": recall}
+        if predictions is not None:
+            result["coverage"] = class_coverage(predictions, self.num_classes)
+        return result
+
+    def fid(self, fake_images: torch.Tensor) -> float:
+        return frechet_distance(self.featurize(fake_images)[0], self.train_features)
+
+    def evaluate(self, fake_images: torch.Tensor) -> dict[str, object]:
+        """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real baseline."""
+        return {**self._measures(*self.featurize(fake_images)), "baseline_real_vs_real": self.baseline,
+                "samples": int(len(fake_images)), "feature_space": self.feature_space}

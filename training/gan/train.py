@@ -1,0 +1,345 @@
+"""Train a DCGAN: ``python -m training.gan.train --dataset mnist --profile quick``.
+
+One run folder per run (``runs/gan/<name>``): options.json, metrics.jsonl, samples/epoch_NNN.png
+(EMA generator, fixed seeds), loss.png, checkpoint.pt (atomic, every epoch), classifier.pt and
+metrics.json (final quality measures). ``--resume RUN`` continues a killed run from its last
+checkpoint; the data order and noise of every step derive from (seed, step), so a resumed run
+repeats exactly what the uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.gan.data import DatasetSplit, load_dataset, parse_dataset_spec
+from training.gan.functions import AUGMENTS, EMA, LOSSES, d_loss, diff_augment, g_loss
+from training.gan.latents import latents_for_seeds
+from training.gan.metrics import LeNet, Reference, classifier_featurizer, train_classifier, vgg_featurizer
+from training.gan.model import SUPPORTED_SIZES, Discriminator, Generator
+from training.imaging import grid, save_png, to_uint8
+from training.runs import (
+    MetricsLog,
+    atomic_write_json,
+    load_checkpoint,
+    new_run_dir,
+    pick_device,
+    plot_losses,
+    save_checkpoint,
+)
+
+# Schedules per profile: `quick` fits a 2-core CPU in under 10 minutes on MNIST, `full` is for a GPU.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 12, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 3},
+    "full": {"epochs": 60, "g_channels": 64, "d_channels": 64, "batch_size": 128, "classifier_epochs": 8},
+}
+# Options a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_OVERRIDES = ("epochs", "device", "resume", "dry_run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.gan.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="schedule: quick (2-core CPU) or full (GPU)")
+    p.add_argument("--dataset", default="mnist", help="mnist | fake | folder:PATH")
+    p.add_argument("--image-size", type=int, default=None, help=f"one of {SUPPORTED_SIZES}; default 32 for mnist, 64 otherwise")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="default 1 for mnist, 3 otherwise")
+    p.add_argument("--conditional", choices=("auto", "yes", "no"), default="auto", help="class-conditional when the data has labels")
+    p.add_argument("--latent-dim", type=int, default=100)
+    p.add_argument("--g-channels", type=int, default=None, help="generator base width (profile default)")
+    p.add_argument("--d-channels", type=int, default=None, help="discriminator base width (profile default)")
+    p.add_argument("--upsample", choices=("transposed", "nearest"), default=None,
+                   help="generator upsampling; default transposed up to 32 px, nearest above")
+    p.add_argument("--loss", choices=LOSSES, default="ns", help="non-saturating (ns) or hinge")
+    p.add_argument("--lr-g", type=float, default=2e-4)
+    p.add_argument("--lr-d", type=float, default=2e-4)
+    p.add_argument("--beta1", type=float, default=0.5)
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="one-sided: real target is 1 - this (ns loss)")
+    p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=False, help="spectral norm on D")
+    p.add_argument("--diffaugment", default="auto",
+                   help=f"comma-separated subset of {','.join(AUGMENTS)}, 'none', or auto (color,translation under 10k images)")
+    p.add_argument("--d-skip-below", type=float, default=0.1, help="skip the D update while its loss is below this (0 = never)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the generator (the exported one)")
+    p.add_argument("--batch-size", type=int, default=None, help="profile default")
+    p.add_argument("--epochs", type=int, default=None, help="profile default")
+    p.add_argument("--classifier-epochs", type=int, default=None, help="epochs of the evaluation classifier (profile default)")
+    p.add_argument("--quality-vgg", default="auto", help="VGG weights for the generic feature space of unlabelled data")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"))
+    p.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
+    p.add_argument("--resume", type=Path, default=None, help="continue this run folder from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved options, then exit")
+    return p
+
+
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill profile and dataset defaults and validate everything before any work starts."""
+    o = vars(args).copy()
+    kind, path = parse_dataset_spec(o["dataset"])
+    if kind == "folder" and not Path(path).is_dir():
+        raise ValueError(f"--dataset {o['dataset']}: {path} is not a folder")
+    for key, value in PROFILES[o["profile"]].items():
+        if o.get(key) is None:
+            o[key] = value
+    o["image_size"] = o["image_size"] or (32 if kind in ("mnist", "fake") else 64)
+    o["channels"] = o["channels"] or (1 if kind in ("mnist", "fake") else 3)
+    o["upsample"] = o["upsample"] or ("transposed" if o["image_size"] <= 32 else "nearest")
+    if o["image_size"] not in SUPPORTED_SIZES:
+        raise ValueError(f"--image-size must be one of {SUPPORTED_SIZES}")
+    if kind == "mnist" and o["channels"] != 1:
+        raise ValueError("--channels: mnist is grayscale (1 channel)")
+    for key in ("latent_dim", "g_channels", "d_channels", "batch_size", "epochs", "classifier_epochs"):
+        if o[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
+    for key in ("lr_g", "lr_d"):
+        if not 0 < o[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1)")
+    if not 0 <= o["label_smoothing"] < 0.5:
+        raise ValueError("--label-smoothing must be in [0, 0.5)")
+    if not 0 <= o["ema_decay"] < 1:
+        raise ValueError("--ema-decay must be in [0, 1)")
+    if o["diffaugment"] not in ("auto", "none"):
+        diff_augment(torch.zeros(1, 1, 8, 8), o["diffaugment"])  # raises on unknown names
+    o["runs_root"] = str(o["runs_root"])
+    o["resume"] = str(o["resume"]) if o["resume"] else None
+    return o
+
+
+def resolve_data_dependent(o: dict[str, Any], data: DatasetSplit) -> None:
+    n = len(data.train)
+    if o["diffaugment"] == "auto":
+        o["diffaugment"] = "color,translation" if n < 10_000 else "none"
+    o["conditional"] = {"auto": data.num_classes > 1, "yes": True, "no": False}.get(o["conditional"], o["conditional"])
+    if o["conditional"] and data.num_classes < 2:
+        raise ValueError(f"--conditional yes: dataset {o['dataset']} has no class labels")
+    o["num_classes"] = data.num_classes if o["conditional"] else 0
+    o["class_names"] = data.train.class_names if o["conditional"] else None
+    o["train_images"], o["held_out_images"] = n, len(data.held_out)
+    if n < o["batch_size"]:
+        raise ValueError(f"--batch-size {o['batch_size']} is larger than the training split ({n} images)")
+
+
+def build_models(o: dict[str, Any]) -> tuple[Generator, Discriminator]:
+    g = Generator(o["latent_dim"], o["image_size"], o["channels"], o["g_channels"], o["num_classes"], upsample=o["upsample"])
+    d = Discriminator(o["image_size"], o["channels"], o["d_channels"], o["num_classes"], spectral=o["spectral_norm"])
+    return g, d
+
+
+def grid_inputs(o: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The fixed-seed sample grid: columns are seeds 0..9, rows are classes (or 8x8 seeds 0..63)."""
+    if o["num_classes"]:
+        cols = 10
+        rows = min(o["num_classes"], 10)
+        seeds = list(range(cols)) * rows
+        labels = np.repeat(np.arange(rows), cols)
+        return latents_for_seeds(seeds, o["latent_dim"]), labels, cols
+    return latents_for_seeds(list(range(64)), o["latent_dim"]), None, 8
+
+
+@torch.no_grad()
+def generate(g: Generator, z: np.ndarray, labels: np.ndarray | None, device: torch.device, batch: int = 500) -> torch.Tensor:
+    out = []
+    for i in range(0, len(z), batch):
+        zt = torch.from_numpy(z[i : i + batch]).to(device)
+        lt = None if labels is None else torch.from_numpy(labels[i : i + batch]).long().to(device)
+        out.append(g(zt, lt).cpu())
+    return torch.cat(out)
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device, checkpoint: dict | None) -> dict:
+    torch.manual_seed(o["seed"])
+    g, d = build_models(o)
+    g, d = g.to(device), d.to(device)
+    opt_g = torch.optim.Adam(g.parameters(), lr=o["lr_g"], betas=(o["beta1"], 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=o["lr_d"], betas=(o["beta1"], 0.999))
+    ema = EMA(g, o["ema_decay"])
+    start_epoch, step, last_d_loss = 0, 0, math.inf
+    log = MetricsLog(run / "metrics.jsonl")
+    if checkpoint:
+        g.load_state_dict(checkpoint["generator"])
+        d.load_state_dict(checkpoint["discriminator"])
+        ema.model.load_state_dict(checkpoint["generator_ema"])
+        opt_g.load_state_dict(checkpoint["opt_g"])
+        opt_d.load_state_dict(checkpoint["opt_d"])
+        start_epoch, step, last_d_loss = checkpoint["epoch"], checkpoint["step"], checkpoint["last_d_loss"]
+        log.truncate_after(step)
+    reference = quality_reference(o, run, data, device)
+    n_eval = len(data.held_out)
+    policy = "" if o["diffaugment"] == "none" else o["diffaugment"]
+    images, labels = data.train.images, data.train.labels
+    n, bs = len(images), o["batch_size"]
+    steps_per_epoch = n // bs
+    grid_z, grid_labels, grid_cols = grid_inputs(o)
+    (run / "samples").mkdir(exist_ok=True)
+    bar = tqdm(total=o["epochs"] * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="gan", unit="step",
+               disable=None)
+    t0 = time.time()
+    for epoch in range(start_epoch, o["epochs"]):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + epoch))
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_skipped": 0}
+        g.train(), d.train()
+        for i in range(steps_per_epoch):
+            step += 1
+            rng = step_generator(o["seed"], step, device)
+            idx = order[i * bs : (i + 1) * bs]
+            real = images[idx].to(device)
+            y = labels[idx].to(device) if o["num_classes"] else None
+            z = torch.randn(bs, o["latent_dim"], generator=rng, device=device)
+            fake_y = torch.randint(0, o["num_classes"], (bs,), generator=rng, device=device) if o["num_classes"] else None
+            fake = g(z, fake_y)
+            # Discriminator: real -> 1, generated -> 0; skipped while it is already winning.
+            real_logits = d(diff_augment(real, policy, rng), y)
+            fake_logits = d(diff_augment(fake.detach(), policy, rng), fake_y)
+            loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
+            if last_d_loss >= o["d_skip_below"]:
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+            else:
+                sums["d_skipped"] += 1
+            last_d_loss = loss_d.item()
+            # Generator, through the discriminator: make generated images score as real.
+            loss_g = g_loss(o["loss"], d(diff_augment(fake, policy, rng), fake_y))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            ema.update(g, step)
+            sums["loss_d"] += last_d_loss
+            sums["loss_g"] += loss_g.item()
+            sums["d_real"] += torch.sigmoid(real_logits).mean().item()
+            sums["d_fake"] += torch.sigmoid(fake_logits).mean().item()
+            bar.update(1)
+            bar.set_postfix(loss_d=f"{last_d_loss:.3f}", loss_g=f"{loss_g.item():.3f}")
+        record = {"step": step, "epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
+                  "d_skipped": sums["d_skipped"], "seconds": round(time.time() - t0, 2)}
+        samples = generate(ema.model, grid_z, grid_labels, device)
+        save_png(grid(to_uint8(samples), grid_cols), run / "samples" / f"epoch_{epoch + 1:03d}.png")
+        record["fid"] = reference.fid(evaluation_samples(o, ema.model, n_eval, device)[0])
+        log.append(record)
+        tqdm.write(f"epoch {epoch + 1:3d}/{o['epochs']} step {step:6d}  loss_d {record['loss_d']:.3f}  "
+                   f"loss_g {record['loss_g']:.3f}  D(x) {record['d_real']:.2f}  D(G(z)) {record['d_fake']:.2f}  "
+                   f"skipped {sums['d_skipped']:3d}  fid {record['fid']:.2f}  {record['seconds']:.0f}s")
+        save_checkpoint(run / "checkpoint.pt", {
+            "generator": g.state_dict(), "discriminator": d.state_dict(), "generator_ema": ema.model.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "step": step,
+            "last_d_loss": last_d_loss, "options": json.dumps(o),
+        })
+        plot_losses(log.read(), ["loss_d", "loss_g"], run / "loss.png", f"GAN losses ({o['dataset']})")
+    bar.close()
+    save_png(grid(to_uint8(generate(ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
+    final = final_quality(o, ema.model, reference, n_eval, device)
+    final["training_seconds"] = sum_training_seconds(log.read())
+    atomic_write_json(run / "metrics.json", final)
+    return final
+
+
+def sum_training_seconds(records: list[dict]) -> float:
+    """Wall time of the epochs, summed over resumed segments (each restarts its clock)."""
+    total, last = 0.0, 0.0
+    for r in records:
+        total += r["seconds"] - last if r["seconds"] >= last else r["seconds"]
+        last = r["seconds"]
+    return round(total, 1)
+
+
+def quality_reference(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device) -> Reference:
+    """The feature space for FID and precision/recall, with the real-vs-real baseline.
+
+    Labelled data: a LeNet classifier trained once per run on the training split (kept in the run
+    folder, so a resumed run reuses it). Unlabelled data: generic VGG features, labelled as such.
+    """
+    if not o["num_classes"]:
+        from training.vgg import load_vgg
+
+        vgg, info = load_vgg(o["quality_vgg"], log=tqdm.write)
+        space = f"generic: VGG ({info['source']}) relu4_1 channel means — no classifier for unlabelled data"
+        return Reference(vgg_featurizer(vgg.to(device), device), space, data.train.images, data.held_out.images, 0)
+    path = run / "classifier.pt"
+    model = LeNet(o["channels"], o["image_size"], o["num_classes"])
+    if path.exists():
+        model.load_state_dict(load_checkpoint(path)["model"])
+        model = model.to(device).eval()
+    else:
+        model = train_classifier(data.train.images, data.train.labels, o["num_classes"], o["classifier_epochs"], device,
+                                 o["seed"])
+        save_checkpoint(path, {"model": model.state_dict()})
+    with torch.no_grad():
+        pred = model(data.held_out.images.to(device)).argmax(1).cpu()
+    o["classifier_held_out_accuracy"] = float((pred == data.held_out.labels).float().mean())
+    space = (f"FID-LeNet: classifier trained on the {o['dataset']} training split "
+             f"(held-out accuracy {o['classifier_held_out_accuracy']:.4f}), 128-d penultimate layer")
+    tqdm.write(space)
+    return Reference(classifier_featurizer(model, device), space, data.train.images, data.held_out.images, o["num_classes"])
+
+
+def evaluation_samples(o: dict[str, Any], g: Generator, n: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray | None]:
+    """``n`` EMA samples from fixed evaluation seeds (1,000,000 on), classes cycling when conditional."""
+    z = latents_for_seeds(list(range(1_000_000, 1_000_000 + n)), o["latent_dim"])
+    labels = np.arange(n) % o["num_classes"] if o["num_classes"] else None
+    return generate(g.eval(), z, labels, device), labels
+
+
+def final_quality(o: dict[str, Any], g: Generator, reference: Reference, n: int, device: torch.device) -> dict:
+    fake, labels = evaluation_samples(o, g, n, device)
+    result = reference.evaluate(fake)
+    if labels is not None:
+        # How often the classifier agrees with the label the generator was asked for.
+        predictions = reference.featurize(fake)[1]
+        result["label_agreement"] = float((predictions == labels).mean())
+        result["classifier_held_out_accuracy"] = o["classifier_held_out_accuracy"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    checkpoint = None
+    try:
+        if args.resume:
+            run = args.resume
+            if not (run / "checkpoint.pt").exists():
+                raise ValueError(f"--resume {run}: no checkpoint.pt there")
+            checkpoint = load_checkpoint(run / "checkpoint.pt")
+            o = json.loads(checkpoint["options"])
+            given = vars(args)
+            o.update({k: (str(given[k]) if isinstance(given[k], Path) else given[k])
+                      for k in RESUMABLE_OVERRIDES if given[k] is not None and k != "epochs"})
+            if args.epochs is not None:
+                o["epochs"] = args.epochs
+        else:
+            o = resolve_options(args)
+        device = pick_device(o["device"])
+        if args.dry_run:
+            print(json.dumps(o, indent=2))
+            return 0
+        data = load_dataset(o["dataset"], o["image_size"], o["channels"])
+        if not args.resume:
+            resolve_data_dependent(o, data)
+            run = new_run_dir(Path(o["runs_root"]), "gan", o["name"])
+            o["run_dir"] = str(run)
+            atomic_write_json(run / "options.json", o)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
+          f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}")
+    final = train(o, Path(run), data, device, checkpoint)
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
