@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import os
 import secrets
 from pathlib import Path
@@ -22,15 +23,20 @@ from starlette.responses import Response
 
 from service.errors import error_response
 from service.gan import GanSampler
-from service.images import FORMATS, encode_image, tile_grid
+from service.images import FORMATS, ImageInputError, decode_image, encode_image, tile_grid
 from service.limits import BodyGuard
-from service.manifest import load_manifest, verify_file
+from service.manifest import load_manifest
 from service.runtime import device_name, open_session, parse_providers
+from service.style import StyleTransfer
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 MAX_SAMPLES = 64
 MAX_STEPS = 64
 JSON_BODY_LIMIT = 64 * 1024
+UPLOAD_LIMIT = 20 * 1024 * 1024  # per image file
+MAX_MEGAPIXELS = 40
+STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
+PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 
 Format = Literal["png", "jpeg", "webp"]
 Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
@@ -72,12 +78,14 @@ class Atelier:
     def __init__(self) -> None:
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
         providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
-        self.manifest = load_manifest(self.exports)
+        self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         models = self.manifest["models"]
         self.sessions: dict[str, Any] = {
-            role: open_session(verify_file(self.exports, entry), providers) for role, entry in models.items()
+            role: open_session(self.exports / entry["path"], providers) for role, entry in models.items()
         }
         self.gan = GanSampler(self.sessions["generator"], models["generator"]) if "generator" in models else None
+        self.style = (StyleTransfer(self.exports, self.manifest, self.sessions["vgg_encoder"], self.sessions["decoder"])
+                      if "decoder" in models else None)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self.warm_up()
         self.ready = True
@@ -87,6 +95,10 @@ class Atelier:
         if self.gan:
             for n in (1, MAX_SAMPLES):
                 self.gan.sample(0, n, 1.0, self.gan.default_labels(n))
+        if self.style:
+            stats = next(iter(self.style.presets.values()))
+            for side in (256, 512):
+                self.style.stylize(np.full((side, side, 3), 128, np.uint8), stats, 1.0, False, side)
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)
@@ -170,6 +182,57 @@ class Atelier:
             width=images.shape[2], height=images.shape[1], model=self._model_id("generator"),
         )
 
+    # --- style transfer ------------------------------------------------------------------------
+
+    @bentoml.api
+    def stylize(
+        self,
+        content: Path = Field(description="the photo to repaint (png, jpeg, webp, gif, bmp, tiff; at most 20 MB, 40 MP)"),
+        # Typed `Path` with a None default: BentoML 1.4.39 cannot build an optional file field
+        # (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
+        style: Path = Field(default=None, description="a style image (exactly one of style, style_name)"),
+        style_name: str | None = Field(default=None, description="a preset from /styles"),
+        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
+        preserve_color: bool = False,
+        max_side: Annotated[int, Strict(), Ge(64), Le(2048)] = 512,
+        format: Format = "png",
+    ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
+        """Repaint ``content`` in the style of an uploaded image or a preset (multipart/form-data).
+
+        The output keeps the content's aspect ratio, its long side at most ``max_side``.
+        """
+        if self.style is None:
+            return error_response("model", "no style model in this export (run `make train export`)", 503)
+        if (style is None) == (style_name is None):
+            return error_response("style", "give exactly one of style (an image file) or style_name (a preset)")
+        try:
+            pixels = _decode(_upload_bytes(content, "content"), "content")
+            if style_name is not None:
+                if not re.fullmatch(PRESET_NAME, style_name) or style_name not in self.style.presets:
+                    return error_response("style_name", f"unknown preset {style_name!r}; "
+                                                        f"available: {', '.join(sorted(self.style.presets))}")
+                stats = self.style.presets[style_name]
+                style_source = f"preset:{style_name}"
+            else:
+                data = _upload_bytes(style, "style")
+                stats, cached = self.style.uploaded_style_stats(data, lambda: _decode(data, "style"))
+                style_source = "upload (cached statistics)" if cached else "upload"
+        except ImageInputError as e:
+            return error_response(e.field, e.message)
+        image = self.style.stylize(pixels, stats, strength, preserve_color, max_side)
+        return Response(encode_image(image, format), media_type=FORMATS[format],
+                        headers={"X-Atelier-Style": style_source, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"})
+
+    @bentoml.api
+    def styles(self) -> dict[str, Any]:
+        """The style presets: name, where it came from, and a JPEG thumbnail (base64)."""
+        if self.style is None:
+            return {"styles": []}
+        return {"styles": [
+            {"name": name, "source": self.style.preset_sources[name], "thumbnail": _b64(thumb), "thumbnail_format": "jpeg"}
+            for name, thumb in self.style.thumbnails.items()
+        ]}
+
     # --- information --------------------------------------------------------------------------
 
     def _model_id(self, role: str) -> str:
@@ -196,6 +259,11 @@ class Atelier:
                 "class_labels": g["class_labels"], "dataset": g["dataset"], "metrics": _finite(g.get("metrics")),
                 "latent": g["latent"],
             })
+        if "decoder" in models:
+            st = self.manifest["style"]
+            models["vgg_encoder"].update({"vgg": st["vgg"], "encoder_layer": st["encoder_layer"]})
+            models["decoder"].update({"training": {"metrics": _finite(st.get("metrics"))},
+                                      "presets": [p["name"] for p in st["presets"]]})
         return {
             "service": "atelier",
             "version": self.manifest["atelier_version"],
@@ -205,6 +273,19 @@ class Atelier:
             "device": self.device,
             "models": models,
         }
+
+
+def _upload_bytes(path: Path, field: str) -> bytes:
+    """An uploaded file's bytes, its size checked before reading."""
+    size = path.stat().st_size
+    if size > UPLOAD_LIMIT:
+        raise ImageInputError(field, f"file is {size / 2**20:.1f} MB; the limit is {UPLOAD_LIMIT // 2**20} MB")
+    return path.read_bytes()
+
+
+def _decode(data: bytes, field: str) -> np.ndarray:
+    """Every limit checked: dimensions from the header before any pixel is decoded."""
+    return decode_image(data, field, max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
 
 
 def _b64(data: bytes) -> str:
@@ -223,5 +304,7 @@ def _finite(obj: Any) -> Any:
 
 
 Atelier.add_asgi_middleware(
-    BodyGuard, limits={f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate")}
+    BodyGuard,
+    limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate")},
+            "/stylize": STYLIZE_BODY_LIMIT},
 )

@@ -6,7 +6,10 @@ import os
 
 import pytest
 
-from tests.pipeline import Server, export, train_tiny_gan
+from PIL import Image
+
+from tests.hostile_images import gradient
+from tests.pipeline import Server, export, train_tiny_gan, train_tiny_style
 
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
@@ -17,8 +20,22 @@ def tiny_gan_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def exports_dir(tmp_path_factory, tiny_gan_run):
-    return export(tmp_path_factory.mktemp("exports"), gan_run=tiny_gan_run)
+def tiny_style_run(tmp_path_factory):
+    return train_tiny_style(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def user_styles(tmp_path_factory):
+    """A user's styles folder: one image in a sub-folder, with a name that needs cleaning."""
+    folder = tmp_path_factory.mktemp("styles")
+    (folder / "mine").mkdir()
+    Image.fromarray(gradient(48, 40)).save(folder / "mine" / "My Style.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def exports_dir(tmp_path_factory, tiny_gan_run, tiny_style_run, user_styles):
+    return export(tmp_path_factory.mktemp("exports"), tiny_gan_run, tiny_style_run, user_styles)
 
 
 @pytest.fixture(scope="session")

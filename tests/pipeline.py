@@ -26,6 +26,20 @@ def train_tiny_gan(runs_root: Path, name: str = "tiny", extra: list[str] | None 
     return runs_root / "gan" / name
 
 
+TINY_STYLE_ARGS = ["--vgg", "random", "--device", "cpu", "--encoder-layer", "relu3_1", "--crop", "32",
+                   "--batch-size", "2", "--workers", "0", "--sample-side", "32", "--sample-every", "0",
+                   "--checkpoint-every", "0", "--steps", "4"]
+
+
+def train_tiny_style(runs_root: Path, name: str = "tiny") -> Path:
+    """A few AdaIN decoder steps on RANDOM VGG weights: exercises the whole path, stylises nothing."""
+    from training.style.train import main
+
+    code = main([*TINY_STYLE_ARGS, "--runs-root", str(runs_root), "--name", name], log=lambda line: None)
+    assert code == 0, f"tiny style training failed with exit code {code}"
+    return runs_root / "style" / name
+
+
 def export(out: Path, gan_run: Path | None = None, style_run: Path | None = None, styles_dir: Path | None = None) -> Path:
     from training.export import export_all
 

@@ -8,7 +8,7 @@ import torch
 
 from service import sampling
 from training.gan import latents
-from training.gan.functions import EMA, d_loss, diff_augment, g_loss
+from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss
 
 
 def test_ns_losses_match_their_definitions():
@@ -118,3 +118,24 @@ def test_generator_output_to_uint8_rounds_like_training():
 
     x = np.linspace(-1, 1, 2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
     assert np.array_equal(sampling.to_uint8(x), train_to_uint8(torch.from_numpy(x)))
+
+
+def test_mode_seeking_loss_rewards_different_images_for_different_latents():
+    z1, z2 = torch.zeros(4, 8), torch.ones(4, 8)
+    same = mode_seeking_loss(torch.zeros(4, 1, 4, 4), torch.zeros(4, 1, 4, 4), z1, z2)
+    apart = mode_seeking_loss(torch.zeros(4, 1, 4, 4), torch.ones(4, 1, 4, 4), z1, z2)
+    assert apart.item() == pytest.approx(1.0, rel=1e-4)  # |x1 - x2| / |z1 - z2| = 1
+    assert same.item() > 1e4  # collapsed: a huge penalty
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_collapsed_batch():
+    from training.gan.model import Discriminator
+
+    d = Discriminator(32, 1, 8, num_classes=0, minibatch_std=True).eval()
+    varied = torch.rand(8, 1, 32, 32) * 2 - 1
+    collapsed = varied[:1].expand(8, -1, -1, -1)
+    features = {}
+    d.head.register_forward_hook(lambda m, inp, out: features.setdefault(len(features), inp[0]))
+    d(varied), d(collapsed)
+    spread_varied, spread_collapsed = features[0][:, -16:], features[1][:, -16:]  # the extra channel
+    assert torch.all(spread_collapsed == 0) and torch.all(spread_varied > 0)

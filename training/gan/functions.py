@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,17 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     if kind == "hinge":
         return -fake_logits.mean()
     raise ValueError(f"unknown loss {kind!r}: use one of {LOSSES}")
+
+
+def mode_seeking_loss(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking regulariser (Mao et al. 2019): small when two latents give different images.
+
+    ``1 / (mean|x1 - x2| / mean|z1 - z2| + eps)``, for pairs generated with the same label; added to
+    the generator loss it counters mode collapse within a class.
+    """
+    ratio = (x1 - x2).abs().mean() / (z1 - z2).abs().mean()
+    return 1.0 / (ratio + eps)
 
 
 def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -87,10 +99,12 @@ def _cutout(x: torch.Tensor, g: torch.Generator | None, ratio: float = 0.5) -> t
 
 
 class EMA:
-    """Exponential moving average of a model's parameters; buffers (BatchNorm statistics) are copied.
+    """Exponential moving average of a model's parameters.
 
     The decay ramps up as ``min(decay, (1 + step) / (10 + step))`` so the average is not
-    dominated by the random initialisation in short runs.
+    dominated by the random initialisation in short runs. BatchNorm statistics of the training
+    model do not fit the averaged weights, so ``recalibrate`` recomputes them for the average
+    before it is sampled, evaluated or saved.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
@@ -104,5 +118,20 @@ class EMA:
         d = min(self.decay, (1.0 + step) / (10.0 + step))
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
             ema_p.lerp_(p.detach(), 1.0 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
+
+    @torch.no_grad()
+    def recalibrate(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> None:
+        """Set BatchNorm running statistics to the exact averages over ``batches`` of model inputs."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+        self.model.train()
+        for inputs in batches:
+            self.model(*inputs)
+        self.model.eval()
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum

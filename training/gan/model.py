@@ -41,6 +41,8 @@ class Generator(nn.Module):
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.num_classes = num_classes
         width = base_channels * 2 ** (blocks - 1)  # 256 channels at 4x4 for 32 px
+        # The label's embedding keeps PyTorch's N(0, 1) init so that it weighs like the latent from
+        # the first step (at DCGAN's N(0, 0.02) the generator learns to ignore the label).
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
         in_dim = latent_dim + (embed_dim if num_classes else 0)
         self.project = nn.Sequential(  # (N, in_dim) -> (N, width * 16)
@@ -57,10 +59,6 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
-    @property
-    def conditional(self) -> bool:
-        return self.embed is not None
-
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
             if label is None:
@@ -71,9 +69,12 @@ class Generator(nn.Module):
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv/linear/embedding weights ~ N(0, 0.02), norm scales ~ N(1, 0.02)."""
+    """DCGAN initialisation: conv/linear weights ~ N(0, 0.02), norm scales ~ N(1, 0.02).
+
+    Embeddings are left to their owners (see Generator and Discriminator).
+    """
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
             nn.init.normal_(weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
@@ -95,6 +96,9 @@ class Discriminator(nn.Module):
 
     Class-conditional through a projection (Miyato & Koyama 2018): logit = w.h + embed(label).h.
     With ``spectral_norm`` every weight is spectrally normalised and BatchNorm is left out.
+    With ``minibatch_std`` (Karras et al. 2018) the 4x4 features get one more channel: the mean
+    standard deviation of the features across the batch, so D can tell a batch that lacks
+    variety — the signal against mode collapse.
     """
 
     def __init__(
@@ -104,9 +108,11 @@ class Discriminator(nn.Module):
         base_channels: int = 64,
         num_classes: int = 0,
         spectral: bool = False,
+        minibatch_std: bool = True,
     ):
         super().__init__()
         blocks = _num_blocks(image_size)
+        self.minibatch_std = minibatch_std
         norm = spectral_norm if spectral else (lambda m: m)
         width = base_channels
         layers: list[nn.Module] = [norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
@@ -117,12 +123,20 @@ class Discriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
         self.body = nn.Sequential(*layers)  # -> (N, width, 4, 4)
-        self.head = norm(nn.Linear(width * 16, 1))
-        self.embed = norm(nn.Embedding(num_classes, width * 16)) if num_classes else None
+        features = (width + int(minibatch_std)) * 16  # (N, width [+ 1], 4, 4) flattened
+        self.head = norm(nn.Linear(features, 1))
+        self.embed = norm(nn.Embedding(num_classes, features)) if num_classes else None
         init_dcgan_weights(self)
+        if self.embed is not None:  # small, like the head: the projection starts near zero
+            weight = self.embed.parametrizations.weight.original if spectral else self.embed.weight
+            nn.init.normal_(weight, 0.0, 0.02)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.body(x).flatten(1)  # (N, width * 16)
+        h = self.body(x)  # (N, width, 4, 4)
+        if self.minibatch_std:
+            spread = h.std(dim=0, unbiased=False).mean() if h.shape[0] > 1 else h.new_zeros(())
+            h = torch.cat([h, spread.expand(h.shape[0], 1, 4, 4)], dim=1)
+        h = h.flatten(1)
         logit = self.head(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(label) * h).sum(dim=1)

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from training.gan.data import DatasetSplit, load_dataset, parse_dataset_spec
-from training.gan.functions import AUGMENTS, EMA, LOSSES, d_loss, diff_augment, g_loss
+from training.gan.functions import AUGMENTS, EMA, LOSSES, d_loss, diff_augment, g_loss, mode_seeking_loss
 from training.gan.latents import latents_for_seeds
 from training.gan.metrics import LeNet, Reference, classifier_featurizer, train_classifier, vgg_featurizer
 from training.gan.model import SUPPORTED_SIZES, Discriminator, Generator
@@ -39,7 +39,7 @@ from training.runs import (
 
 # Schedules per profile: `quick` fits a 2-core CPU in under 10 minutes on MNIST, `full` is for a GPU.
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 12, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 3},
+    "quick": {"epochs": 12, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 5},
     "full": {"epochs": 60, "g_channels": 64, "d_channels": 64, "batch_size": 128, "classifier_epochs": 8},
 }
 # Options a resumed run may change; everything else must match the checkpoint.
@@ -65,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1, help="one-sided: real target is 1 - this (ns loss)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=False, help="spectral norm on D")
+    p.add_argument("--mode-seeking", type=float, default=1.0,
+                   help="weight of the mode-seeking term (pairs of latents per label must differ); 0 = off")
+    p.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=True,
+                   help="minibatch standard-deviation feature in D, against mode collapse")
     p.add_argument("--diffaugment", default="auto",
-                   help=f"comma-separated subset of {','.join(AUGMENTS)}, 'none', or auto (color,translation under 10k images)")
+                   help=f"comma-separated subset of {','.join(AUGMENTS)}, 'none', or auto (color,translation under 2,000 images)")
     p.add_argument("--d-skip-below", type=float, default=0.1, help="skip the D update while its loss is below this (0 = never)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the generator (the exported one)")
     p.add_argument("--batch-size", type=int, default=None, help="profile default")
@@ -106,6 +110,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1)")
     if not 0 <= o["label_smoothing"] < 0.5:
         raise ValueError("--label-smoothing must be in [0, 0.5)")
+    if o["mode_seeking"] < 0:
+        raise ValueError("--mode-seeking must be at least 0")
     if not 0 <= o["ema_decay"] < 1:
         raise ValueError("--ema-decay must be in [0, 1)")
     if o["diffaugment"] not in ("auto", "none"):
@@ -118,7 +124,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_data_dependent(o: dict[str, Any], data: DatasetSplit) -> None:
     n = len(data.train)
     if o["diffaugment"] == "auto":
-        o["diffaugment"] = "color,translation" if n < 10_000 else "none"
+        o["diffaugment"] = "color,translation" if n < 2_000 else "none"
     o["conditional"] = {"auto": data.num_classes > 1, "yes": True, "no": False}.get(o["conditional"], o["conditional"])
     if o["conditional"] and data.num_classes < 2:
         raise ValueError(f"--conditional yes: dataset {o['dataset']} has no class labels")
@@ -131,7 +137,8 @@ def resolve_data_dependent(o: dict[str, Any], data: DatasetSplit) -> None:
 
 def build_models(o: dict[str, Any]) -> tuple[Generator, Discriminator]:
     g = Generator(o["latent_dim"], o["image_size"], o["channels"], o["g_channels"], o["num_classes"], upsample=o["upsample"])
-    d = Discriminator(o["image_size"], o["channels"], o["d_channels"], o["num_classes"], spectral=o["spectral_norm"])
+    d = Discriminator(o["image_size"], o["channels"], o["d_channels"], o["num_classes"], spectral=o["spectral_norm"],
+                      minibatch_std=o["minibatch_std"])
     return g, d
 
 
@@ -154,6 +161,15 @@ def generate(g: Generator, z: np.ndarray, labels: np.ndarray | None, device: tor
         lt = None if labels is None else torch.from_numpy(labels[i : i + batch]).long().to(device)
         out.append(g(zt, lt).cpu())
     return torch.cat(out)
+
+
+def calibration_batches(o: dict[str, Any], device: torch.device, batches: int = 16):
+    """Fixed latents (seeds 2,000,000 on) and cycling labels for the EMA generator's BatchNorm statistics."""
+    bs = o["batch_size"]
+    for b in range(batches):
+        z = torch.from_numpy(latents_for_seeds(list(range(2_000_000 + b * bs, 2_000_000 + (b + 1) * bs)), o["latent_dim"]))
+        labels = (torch.arange(bs) % o["num_classes"]).to(device) if o["num_classes"] else None
+        yield (z.to(device), labels) if labels is not None else (z.to(device),)
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -199,7 +215,10 @@ def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device
             real = images[idx].to(device)
             y = labels[idx].to(device) if o["num_classes"] else None
             z = torch.randn(bs, o["latent_dim"], generator=rng, device=device)
-            fake_y = torch.randint(0, o["num_classes"], (bs,), generator=rng, device=device) if o["num_classes"] else None
+            fake_y = None
+            if o["num_classes"]:  # the two halves of the batch share labels (pairs for the mode-seeking term)
+                half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=device)
+                fake_y = torch.cat([half, half[: bs // 2]])
             fake = g(z, fake_y)
             # Discriminator: real -> 1, generated -> 0; skipped while it is already winning.
             real_logits = d(diff_augment(real, policy, rng), y)
@@ -214,6 +233,9 @@ def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device
             last_d_loss = loss_d.item()
             # Generator, through the discriminator: make generated images score as real.
             loss_g = g_loss(o["loss"], d(diff_augment(fake, policy, rng), fake_y))
+            if o["mode_seeking"] > 0:
+                h = bs // 2
+                loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -226,6 +248,7 @@ def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device
             bar.set_postfix(loss_d=f"{last_d_loss:.3f}", loss_g=f"{loss_g.item():.3f}")
         record = {"step": step, "epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
                   "d_skipped": sums["d_skipped"], "seconds": round(time.time() - t0, 2)}
+        ema.recalibrate(calibration_batches(o, device))
         samples = generate(ema.model, grid_z, grid_labels, device)
         save_png(grid(to_uint8(samples), grid_cols), run / "samples" / f"epoch_{epoch + 1:03d}.png")
         record["fid"] = reference.fid(evaluation_samples(o, ema.model, n_eval, device)[0])

@@ -1,0 +1,153 @@
+"""`stylize` and `styles` against a real `bentoml serve` process, with hostile uploads.
+
+The served style model is a tiny decoder on RANDOM VGG weights: these tests prove the path
+(decoding, limits, shapes, presets, caching, colours), not the look — the quality report does that.
+"""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests import hostile_images as hi
+
+MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
+
+
+def stylize(server, content: bytes | None, style: bytes | None = None, **fields):
+    files = {}
+    if content is not None:
+        files["content"] = ("content.bin", content, "application/octet-stream")
+    if style is not None:
+        files["style"] = ("style.bin", style, "application/octet-stream")
+    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
+    return requests.post(f"{server.url}/stylize", files=files or None, data=data, timeout=120)
+
+
+def image_of(response) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def test_preset_keeps_the_aspect_ratio(server):
+    r = stylize(server, hi.png(96, 64), style_name="brick")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.headers["x-atelier-style"] == "preset:brick"
+    assert image_of(r).shape == (64, 96, 3)
+    r = stylize(server, hi.png(300, 200), style_name="brick", max_side=64)
+    assert image_of(r).shape == (43, 64, 3)  # long side max_side, ratio kept (200/300*64 = 42.7)
+
+
+def test_uploaded_style_is_cached_by_content_hash(server):
+    style = hi.jpeg(80, 60)
+    first = stylize(server, hi.png(64, 48), style)
+    second = stylize(server, hi.png(64, 48), style)
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-atelier-style"] == "upload"
+    assert second.headers["x-atelier-style"] == "upload (cached statistics)"
+    assert first.content == second.content
+
+
+def test_strength_changes_the_output(server):
+    outputs = [stylize(server, hi.png(64, 48), style_name="grass", strength=s).content for s in (0.0, 0.5, 1.0)]
+    assert len(set(outputs)) == 3
+
+
+def test_preserve_color_takes_luminance_from_the_style_and_chroma_from_the_content(server):
+    content = hi.png(64, 48)
+    kept = image_of(stylize(server, content, style_name="brick", preserve_color=True))
+    plain = image_of(stylize(server, content, style_name="brick"))
+    y = Image.fromarray(plain).convert("YCbCr").getchannel("Y")
+    _, cb, cr = Image.open(io.BytesIO(content)).convert("YCbCr").split()
+    expected = np.asarray(Image.merge("YCbCr", (y, cb, cr)).convert("RGB"))
+    assert np.array_equal(kept, expected)
+    assert not np.array_equal(kept, plain)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_output_formats(server, fmt):
+    r = stylize(server, hi.jpeg(64, 48), style_name="gravel", format=fmt)
+    assert r.status_code == 200 and r.content.startswith(MAGIC[fmt])
+    assert r.headers["content-type"] == f"image/{fmt}"
+
+
+@pytest.mark.parametrize("name, content, shape", [
+    ("cmyk jpeg", hi.cmyk_jpeg(32, 24), (24, 32, 3)),
+    ("16-bit png", hi.png16(64, 16), (16, 64, 3)),
+    ("rgba png", hi.rgba_png(64, 16), (16, 64, 3)),
+    ("palette png", hi.palette_png(32, 16), (16, 32, 3)),
+    ("grayscale webp", hi.save(Image.new("L", (40, 30), 90), "WEBP"), (30, 40, 3)),
+    ("exif-rotated jpeg", hi.exif_rotated_jpeg(40, 24), (40, 24, 3)),  # orientation 6: portrait
+])
+def test_unusual_but_valid_images_work(server, name, content, shape):
+    r = stylize(server, content, style_name="brick")
+    assert r.status_code == 200, f"{name}: {r.text}"
+    assert image_of(r).shape == shape, name
+    r = stylize(server, hi.png(48, 32), content)  # the same file as the style image
+    assert r.status_code == 200, f"{name} as style: {r.text}"
+
+
+def test_styles_lists_presets_with_thumbnails(server):
+    r = requests.post(f"{server.url}/styles", timeout=10)
+    assert r.status_code == 200
+    styles = {s["name"]: s for s in r.json()["styles"]}
+    assert {"brick", "grass", "gravel", "my_style"} <= set(styles)
+    assert styles["my_style"]["source"] == "file:mine/My Style.png"
+    thumb = Image.open(io.BytesIO(base64.b64decode(styles["brick"]["thumbnail"])))
+    assert thumb.format == "JPEG" and max(thumb.size) <= 128
+    assert stylize(server, hi.png(), style_name="my_style").status_code == 200
+
+
+def test_info_shows_the_vgg_source_and_providers(server):
+    info = requests.post(f"{server.url}/info", timeout=10).json()
+    enc = info["models"]["vgg_encoder"]
+    assert enc["vgg"]["source"] == "random" and enc["vgg"]["random_weights"] is True
+    assert enc["provider"] == info["models"]["decoder"]["provider"] == "CPUExecutionProvider"
+
+
+HOSTILE = [
+    ("truncated png", dict(content=hi.truncated_png(), style_name="brick"), "content", "truncated"),
+    ("non-image bytes", dict(content=hi.non_image_bytes(), style_name="brick"), "content", "not an image"),
+    ("empty file", dict(content=hi.empty(), style_name="brick"), "content", "empty"),
+    ("1x1 image", dict(content=hi.one_by_one_png(), style_name="brick"), "content", "at least"),
+    ("50000x50000 header", dict(content=hi.huge_header_png(50000, 50000), style_name="brick"), "content", "megapixels"),
+    ("animated gif", dict(content=hi.animated_gif(3), style_name="brick"), "content", "animated"),
+    ("hostile style", dict(content=hi.png(), style=hi.huge_header_png()), "style", "megapixels"),
+    ("both styles", dict(content=hi.png(), style=hi.png(), style_name="brick"), "style", "exactly one"),
+    ("neither style", dict(content=hi.png()), "style", "exactly one"),
+    ("unknown preset", dict(content=hi.png(), style_name="vangogh"), "style_name", "unknown preset"),
+    ("path-like preset", dict(content=hi.png(), style_name="../x"), "style_name", "unknown preset"),
+    ("absolute path preset", dict(content=hi.png(), style_name="/etc/passwd"), "style_name", "unknown preset"),
+    ("strength 1.5", dict(content=hi.png(), style_name="brick", strength=1.5), "strength", "less than or equal"),
+    ("strength -0.1", dict(content=hi.png(), style_name="brick", strength=-0.1), "strength", "greater than"),
+    ("strength text", dict(content=hi.png(), style_name="brick", strength="lots"), "strength", "number"),
+    ("max_side 10^6", dict(content=hi.png(), style_name="brick", max_side=10**6), "max_side", "less than or equal"),
+    ("max_side 10", dict(content=hi.png(), style_name="brick", max_side=10), "max_side", "greater than"),
+    ("format bmp", dict(content=hi.png(), style_name="brick", format="bmp"), "format", "png"),
+    ("no content", dict(content=None, style_name="brick"), "content", ""),
+]
+
+
+@pytest.mark.parametrize("name, request_fields, field, needle", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_input_is_a_4xx_naming_the_problem(server, name, request_fields, field, needle):
+    r = stylize(server, **request_fields)
+    assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text}"
+    body = r.json()
+    assert field in [loc for d in body["detail"] for loc in d["loc"]], body
+    assert needle.lower() in json.dumps(body).lower(), body
+    assert server.ready()
+    assert stylize(server, hi.png(), style_name="brick").status_code == 200  # and it still serves
+
+
+def test_oversized_upload_is_refused_before_decoding(server):
+    big = hi.png(64, 48) + b"\0" * (21 * 1024 * 1024)  # a valid PNG followed by 21 MB of padding
+    r = stylize(server, big, style_name="brick")
+    assert r.status_code in (400, 413), r.text
+    assert "limit" in r.json()["error"]
+    too_big = requests.post(f"{server.url}/stylize", data=b"\0" * (42 * 1024 * 1024),
+                            headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
+    assert server.ready()

@@ -1,0 +1,178 @@
+"""AdaIN trainer (training/style/train.py), data (data.py) and export (export.py), end to end.
+
+Tiny real runs: random VGG weights (tests only), 32 px crops, batch 2, a few steps on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.runs import load_checkpoint
+from training.style import train
+from training.style.data import StylePairs, content_source, style_source
+from training.style.export import preset_name
+
+TINY = ["--vgg", "random", "--device", "cpu", "--encoder-layer", "relu3_1", "--crop", "32",
+        "--batch-size", "2", "--workers", "0", "--sample-side", "32", "--log-every", "1",
+        "--sample-every", "0", "--checkpoint-every", "0", "--seed", "3"]
+
+
+def _run(root: Path, name: str, *extra: str) -> Path:
+    assert train.main([*TINY, "--runs-root", str(root), "--name", name, *extra], log=lambda s: None) == 0
+    return root / "style" / name
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory.mktemp("runs"), "tiny", "--steps", "4", "--sample-every", "2")
+
+
+def test_a_few_steps_write_the_run_folder(tiny_run):
+    for name in ("options.json", "metrics.jsonl", "checkpoint.pt", "samples.png", "losses.png",
+                 "samples/step_000002.png", "samples/step_000004.png"):
+        assert (tiny_run / name).is_file(), name
+    options = json.loads((tiny_run / "options.json").read_text())
+    assert options["steps"] == 4 and options["vgg_info"]["random_weights"] is True
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(np.isfinite(r[k]) for r in records for k in ("loss", "content", "style", "steps_per_s"))
+    ckpt = load_checkpoint(tiny_run / "checkpoint.pt")
+    assert ckpt["step"] == 4 and ckpt["vgg"]["source"] == "random"
+    assert set(ckpt) >= {"decoder", "optimizer", "rng", "options", "train_seconds"}
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_run):
+    part = _run(tmp_path, "part", "--steps", "2")
+    assert train.main(["--resume", str(part), "--steps", "4"], log=lambda s: None) == 0
+    whole = load_checkpoint(tiny_run / "checkpoint.pt")["decoder"]
+    resumed = load_checkpoint(part / "checkpoint.pt")
+    assert resumed["step"] == 4
+    assert all(torch.equal(whole[k], resumed["decoder"][k]) for k in whole)
+    steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_resume_refuses_changed_training_options(tmp_path, tiny_run, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", str(tiny_run), "--steps", "6", "--lr", "0.1"])
+    assert e.value.code == 2
+    assert "--lr" in capsys.readouterr().err
+
+
+def test_vgg_mismatch_is_refused():
+    info = {"source": "hed-vgg16", "arch": "vgg16", "weights_sha256": "a", "last_layer": "relu3_1",
+            "normalization": {}}
+    train.check_same_vgg(info, dict(info))
+    with pytest.raises(train.VGGMismatchError, match="weights_sha256"):
+        train.check_same_vgg(info, {**info, "weights_sha256": "b"})
+
+
+def test_dry_run_prints_options_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert train.main(["--dry-run", "--runs-root", str(root), "--profile", "full"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["encoder_layer"] == "relu4_1" and printed["steps"] == 30000
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crop", "10"], "--crop"),
+    (["--steps", "0"], "--steps"),
+    (["--encoder-layer", "relu9_1"], "--encoder-layer"),
+    (["--lr", "-1"], "--lr"),
+    (["--vgg", "/no/such/file.pth"], "--vgg"),
+    (["--profile", "tiny"], "--profile"),
+])
+def test_invalid_options_exit_before_work(tmp_path, capsys, args, message):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        train.main([*args, "--runs-root", str(root)])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_data_stream_is_a_function_of_seed_and_step():
+    pairs = StylePairs(content_source(None), style_source(None), crop=32, batch_size=2, seed=7)
+    a, b = pairs[5], pairs[5]
+    assert a[0].shape == a[1].shape == (2, 3, 32, 32)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(pairs[6][0], a[0])
+    assert 0.0 <= float(a[0].min()) and float(a[0].max()) <= 1.0
+
+
+def test_folder_sources_and_preset_names(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "sub").mkdir()
+    for rel in ("A Style!.png", "sub/a-style.jpg", "sub/b.webp", "notes.txt"):
+        path = tmp_path / rel
+        if rel.endswith(".txt"):
+            path.write_text("x")
+        else:
+            Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(path)
+    source = style_source(tmp_path)
+    assert source.names == ("A Style!.png", "sub/a-style.jpg", "sub/b.webp")
+    assert source.get(1).shape == (20, 30, 3)
+    taken: set[str] = set()
+    for stem, expected in [("A Style!", "a_style"), ("a-style", "a-style"), ("a_style", "a_style-2"),
+                           ("...", "style")]:
+        assert preset_name(stem, taken) == expected
+        taken.add(expected)
+
+
+def test_export_style_round_trip(tmp_path, tiny_run):
+    import onnxruntime as ort
+    from PIL import Image
+
+    from training.style.export import export_style
+    from training.style.functions import mean_std
+    from training.style.model import Decoder, Encoder, Stylizer
+    from training.vgg import load_vgg
+
+    styles = tmp_path / "my styles"
+    styles.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(styles / "Brick.png")
+    out = tmp_path / "exports"
+    result = export_style(tiny_run, out, styles, log=lambda s: None, style_side=96)
+
+    style = result["style"]
+    assert style["encoder_layer"] == "relu3_1" and style["size_multiple"] == 4
+    assert style["feature_channels"] == 256 and style["vgg"]["random_weights"] is True
+    assert style["style_image_side"] == 96 and style["training"]["steps"] == 4
+    assert {m["path"] for m in result["models"].values()} == {"vgg_encoder.onnx", "decoder.onnx"}
+    assert all(m["parity"]["max_abs_diff"] <= m["parity"]["atol"] for m in result["models"].values())
+    names = [p["name"] for p in style["presets"]]
+    assert "brick" in names and "brick-2" in names
+    assert {"source": "file:Brick.png", "name": "brick-2", "thumbnail": "presets/brick-2.jpg"} in style["presets"]
+    for rel in result["assets"]:
+        assert (out / rel).is_file(), rel
+    with np.load(out / "style_presets.npz") as npz:
+        for name in names:
+            assert npz[f"{name}__mean"].shape == npz[f"{name}__std"].shape == (256,)
+            assert npz[f"{name}__mean"].dtype == np.float32
+
+    # encoder + decoder through ONNX Runtime on a non-square input match the torch modules
+    enc = ort.InferenceSession(str(out / "vgg_encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 44, 68, generator=torch.Generator().manual_seed(0))
+    style_img = torch.rand(1, 3, 36, 52, generator=torch.Generator().manual_seed(1))
+    vgg, _ = load_vgg("random", last_layer="relu3_1", log=lambda s: None)
+    decoder = Decoder("relu3_1")
+    decoder.load_state_dict(load_checkpoint(tiny_run / "checkpoint.pt")["decoder"])
+    encoder, stylizer = Encoder(vgg).eval(), Stylizer(decoder).eval()
+    with torch.no_grad():
+        feats = encoder(image)
+        mean, std = mean_std(encoder(style_img))
+        expected = stylizer(feats, mean, std, torch.tensor([0.7]))
+    got_feats = enc.run(["features"], {"image": image.numpy()})[0]
+    got = dec.run(["image"], {"features": got_feats, "style_mean": mean.numpy(), "style_std": std.numpy(),
+                              "strength": np.array([0.7], np.float32)})[0]
+    assert got.shape == (1, 3, 44, 68)
+    np.testing.assert_allclose(got_feats, feats.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)

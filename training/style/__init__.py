@@ -1,0 +1,1 @@
+"""Fast arbitrary style transfer (AdaIN): maths, models, data, trainer and ONNX export."""
