@@ -1,6 +1,7 @@
 """Export: ONNX parity with PyTorch, the manifest contract, checksums, atomic writes."""
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -49,10 +50,7 @@ def test_manifest_records_the_contract(exports_dir):
 
 def test_service_refuses_a_tampered_model(exports_dir, tmp_path):
     copy = tmp_path / "exports"
-    copy.mkdir()
-    for f in exports_dir.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(exports_dir, copy)
     load_manifest(copy)  # intact: accepted
     data = bytearray((copy / "generator.onnx").read_bytes())
     data[-1] ^= 0xFF
