@@ -16,12 +16,13 @@ PY := $(VENV)/bin/python
 export BENTOML_DO_NOT_TRACK := true
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train train-gan train-style export serve test smoke bench clean
+.PHONY: help setup train train-gan train-style export serve test smoke bench report clean
 
 help:
 	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
 	@echo "make test                 the test suite"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
+	@echo "make report               style quality: fast model vs optimisation reference vs peer"
 	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= PORT=$(PORT)"
 
 $(VENV)/bin/python:
@@ -36,8 +37,9 @@ $(VENV)/.training: requirements-training.txt $(VENV)/.service
 	$(PY) -m pip install -q -r requirements-training.txt
 	@touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.training
+$(VENV)/.dev: requirements-dev.txt requirements-bench.txt $(VENV)/.training
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-bench.txt
 	@touch $@
 
 setup: $(VENV)/.dev
@@ -64,6 +66,9 @@ smoke: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m tests.bench --exports $(EXPORTS)
+
+report: $(VENV)/.dev
+	$(PY) -m training.style.report --exports $(EXPORTS) --out reports/style --peer
 
 clean:
 	rm -rf $(EXPORTS)/*.onnx $(EXPORTS)/*.npz $(EXPORTS)/manifest.json $(EXPORTS)/presets .pytest_cache

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                           "onnxruntime": ort.__version__}, "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| endpoint | case | HTTP median (p90) ms | raw ONNX Runtime median ms | ratio | provider |")
-    print(f"|---|---|---|---|---|---|")
+    print("| endpoint | case | HTTP median (p90) ms | raw ONNX Runtime median ms | ratio | provider |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['endpoint']} | {r['case']} | {r['http']['median_ms']:.1f} ({r['http']['p90_ms']:.1f}) | "
               f"{r['raw_onnxruntime']['median_ms']:.1f} | {r['ratio_http_over_raw']:.2f} | {r['provider']} |")

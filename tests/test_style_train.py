@@ -126,6 +126,20 @@ def test_folder_sources_and_preset_names(tmp_path):
         taken.add(expected)
 
 
+def test_export_refuses_a_different_vgg(tmp_path, tiny_run):
+    from training.runs import save_checkpoint
+    from training.style.export import export_style
+
+    run = tmp_path / "tampered"
+    run.mkdir()
+    ckpt = load_checkpoint(tiny_run / "checkpoint.pt")
+    ckpt["vgg"] = {**ckpt["vgg"], "weights_sha256": "0" * 64}
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    with pytest.raises(train.VGGMismatchError, match="weights_sha256"):
+        export_style(run, tmp_path / "out", None, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_style_round_trip(tmp_path, tiny_run):
     import onnxruntime as ort
     from PIL import Image

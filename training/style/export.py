@@ -50,7 +50,8 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
     opt, layer = ckpt["options"], ckpt["decoder_config"]["layer"]
-    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), last_layer=layer, log=log)
+    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"], last_layer=layer,
+                         log=log)
     check_same_vgg(ckpt["vgg"], info)
     decoder = Decoder(layer)
     decoder.load_state_dict(ckpt["decoder"])

