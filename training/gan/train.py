@@ -39,7 +39,7 @@ from training.runs import (
 
 # Schedules per profile: `quick` fits a 2-core CPU in under 10 minutes on MNIST, `full` is for a GPU.
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 12, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 5},
+    "quick": {"epochs": 40, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 5},
     "full": {"epochs": 60, "g_channels": 64, "d_channels": 64, "batch_size": 128, "classifier_epochs": 8},
 }
 # Options a resumed run may change; everything else must match the checkpoint.
