@@ -52,7 +52,8 @@ from training.runs import atomic_write_bytes, atomic_write_json, pick_device, sh
 from training.style.data import bundled_images
 from training.style.functions import style_loss_gram, style_loss_mean_std
 from training.style.reference import (ReferenceSettings, deepest_layer, image_to_tensor,
-                                      stylize_by_optimisation)
+                                      stylize_by_optimisation, tensor_to_image)
+from training.style.train import VGG_IDENTITY, VGGMismatchError, check_same_vgg, recorded_source
 from training.vgg import VGGWeightsError, load_vgg
 
 CONTENT_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
@@ -61,7 +62,6 @@ METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 METRIC_CONTENT_LAYER = "relu4_1"
 PEER = "peer"
 METRICS = ("style_meanstd", "style_gram", "content", "seconds")
-VGG_IDENTITY = ("source", "arch", "weights_sha256", "normalization")
 DEFAULT_SIZE = 256
 DEFAULT_REFERENCE_STEPS = 40
 _TINY = 1e-30
@@ -183,13 +183,11 @@ class PeerModel:
         """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the output and its time."""
         from PIL import Image
 
-        photo = content[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
-        photo = Image.fromarray(photo.numpy())
+        photo = tensor_to_image(content)
         start = time.perf_counter()
         out = self.model.stylize_with(photo, Image.fromarray(style_picture), max_size=max(photo.size))
         seconds = time.perf_counter() - start
-        tensor = torch.from_numpy(np.asarray(out, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        return tensor.to(content.device), {"seconds": seconds}
+        return image_to_tensor(out, None).to(content.device), {"seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- manifest and VGG
@@ -216,18 +214,11 @@ def read_manifest(exports: Path) -> dict[str, Any]:
 
 def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
     """The ``load_vgg`` source that reproduces the manifest's VGG; a different request is refused."""
-    recorded = manifest_vgg["weights"] if manifest_vgg["source"] == "file" else manifest_vgg["source"]
+    recorded = recorded_source(manifest_vgg)
     if requested is not None and requested not in (recorded, manifest_vgg["source"]):
         raise SystemExit(f"error: --vgg {requested} but the exported model was trained against "
                          f"{recorded}; its metrics are only meaningful in that VGG's space")
     return recorded
-
-
-def check_same_vgg(expected: dict[str, Any], got: dict[str, Any]) -> None:
-    for key in VGG_IDENTITY:
-        if expected.get(key) != got.get(key):
-            raise SystemExit(f"error: VGG mismatch: {key} is {got.get(key)!r}, the manifest "
-                             f"records {expected.get(key)!r}")
 
 
 # ----------------------------------------------------------------------------- pairs and timing
@@ -363,7 +354,10 @@ def load_checked_vgg(manifest: dict[str, Any], requested: str | None, settings: 
         vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *vgg_taps()]))
     except VGGWeightsError as e:
         raise SystemExit(f"error: {e}") from e
-    check_same_vgg(expected, info)
+    try:  # the report's VGG is cut deeper than the encoder: its weights must match, not its depth
+        check_same_vgg(expected, info, VGG_IDENTITY)
+    except VGGMismatchError as e:
+        raise SystemExit(f"error: {e}") from e
     return vgg.to(device), info
 
 

@@ -13,7 +13,6 @@ the optimiser and the step, so a resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -26,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training.runs import (MetricsLog, atomic_write_bytes, atomic_write_json, load_checkpoint,
-                           new_run_dir, pick_device, plot_losses, save_checkpoint)
+from training.imaging import save_png, to_uint8
+from training.runs import (MetricsLog, atomic_write_json, load_checkpoint, new_run_dir, pick_device, plot_losses, save_checkpoint)
 from training.style.data import (StylePairs, content_source, find_images, load_fixed, pick_evenly,
                                  style_source)
 from training.style.functions import adain, content_loss, mean_std, style_loss_mean_std
@@ -35,6 +34,8 @@ from training.style.model import ENCODER_LAYERS, Decoder, Stylizer, size_multipl
 from training.vgg import SOURCES, VGGWeightsError, load_vgg
 
 KIND = "style"
+# What identifies a VGG: its weights and their input convention (not how deep it is cut).
+VGG_IDENTITY = ("source", "arch", "weights_sha256", "normalization")
 CHECKPOINT = "checkpoint.pt"
 PROFILES: dict[str, dict[str, Any]] = {
     # 2 idle CPU cores, hed-vgg16: ~0.65 s a step; `make train-style` took 13 min 21 s in all
@@ -201,9 +202,11 @@ class VGGMismatchError(RuntimeError):
     """The VGG at hand is not the one the decoder was trained against."""
 
 
-def check_same_vgg(expected: dict[str, Any], got: dict[str, Any]) -> None:
-    """A decoder is only valid with the encoder it was trained against: refuse any other."""
-    for key in ("source", "arch", "weights_sha256", "last_layer", "normalization"):
+def check_same_vgg(expected: dict[str, Any], got: dict[str, Any],
+                   keys: tuple[str, ...] = (*VGG_IDENTITY, "last_layer")) -> None:
+    """A decoder is only valid with the encoder it was trained against: refuse any other.
+    ``keys``: what must match; by default the weights and the depth the decoder reads."""
+    for key in keys:
         if expected.get(key) != got.get(key):
             raise VGGMismatchError(f"VGG mismatch: {key} is {got.get(key)!r} but the decoder was "
                                    f"trained with {expected.get(key)!r}; refusing to use it")
@@ -291,23 +294,14 @@ def _blank(cell: int) -> Tensor:
     return torch.ones(3, cell, cell)
 
 
-def save_png(img: Tensor, path: Path) -> None:
-    """(3, H, W) in [0, 1] -> PNG, written atomically."""
-    from PIL import Image
-
-    arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def write_samples(run_dir: Path, step: int, stylizer: nn.Module, fixed: dict[str, Any], cell: int) -> None:
     was_training = stylizer.training
     stylizer.eval()
     sheet = render_sheet(stylizer, fixed, cell)
     stylizer.train(was_training)
-    save_png(sheet, run_dir / "samples" / f"step_{step:06d}.png")
-    save_png(sheet, run_dir / "samples.png")
+    pixels = to_uint8(sheet[None], value_range=(0.0, 1.0))[0]
+    save_png(pixels, run_dir / "samples" / f"step_{step:06d}.png")
+    save_png(pixels, run_dir / "samples.png")
 
 
 # ----------------------------------------------------------------------------- the run
