@@ -27,7 +27,7 @@ from service.images import FORMATS, ImageInputError, decode_image, encode_image,
 from service.limits import BodyGuard
 from service.manifest import load_manifest
 from service.runtime import device_name, open_session, parse_providers
-from service.style import StyleTransfer
+from service.style import StyleTransfer, mix_stats
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 MAX_SAMPLES = 64
@@ -37,6 +37,7 @@ UPLOAD_LIMIT = 20 * 1024 * 1024  # per image file
 MAX_MEGAPIXELS = 40
 STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
+MAX_STYLES = 8  # styles blended in one request, presets and uploads together
 
 Format = Literal["png", "jpeg", "webp"]
 Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
@@ -84,8 +85,9 @@ class Atelier:
             role: open_session(self.exports / entry["path"], providers) for role, entry in models.items()
         }
         self.gan = GanSampler(self.sessions["generator"], models["generator"]) if "generator" in models else None
-        self.style = (StyleTransfer(self.exports, self.manifest, self.sessions["vgg_encoder"], self.sessions["decoder"])
-                      if "decoder" in models else None)
+        self.style = (StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
+                                    self.sessions["stylizer"])
+                      if "stylizer" in models else None)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self.warm_up()
         self.ready = True
@@ -188,40 +190,53 @@ class Atelier:
     def stylize(
         self,
         content: Path = Field(description="the photo to repaint (png, jpeg, webp, gif, bmp, tiff; at most 20 MB, 40 MP)"),
-        # Typed `Path` with a None default: BentoML 1.4.39 cannot build an optional file field
+        # Typed with a None default: BentoML 1.4.39 cannot build an optional file field
         # (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
-        style: Path = Field(default=None, description="a style image (exactly one of style, style_name)"),
-        style_name: str | None = Field(default=None, description="a preset from /styles"),
+        style: list[Path] = Field(default=None, description="style image(s); repeat the field to blend several"),
+        style_name: str | None = Field(default=None, description="preset(s) from /styles, comma-separated to blend"),
+        weights: str | float | list[float] | None = Field(
+            default=None, description="blend weights, comma-separated: one per style, presets first "
+                                      "(in style_name order), then uploads; default equal"),
         strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         preserve_color: bool = False,
         max_side: Annotated[int, Strict(), Ge(64), Le(2048)] = 512,
         format: Format = "png",
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
-        """Repaint ``content`` in the style of an uploaded image or a preset (multipart/form-data).
+        """Repaint ``content`` in the style of presets and/or uploaded images (multipart/form-data).
 
-        The output keeps the content's aspect ratio, its long side at most ``max_side``.
+        Several styles (``style_name=a,b`` and/or repeated ``style`` files) are blended by mixing
+        their statistics with ``weights``. The output keeps the content's aspect ratio, its long
+        side at most ``max_side``.
         """
         if self.style is None:
             return error_response("model", "no style model in this export (run `make train export`)", 503)
-        if (style is None) == (style_name is None):
-            return error_response("style", "give exactly one of style (an image file) or style_name (a preset)")
+        names = [n.strip() for n in style_name.split(",")] if style_name is not None else []
+        uploads = list(style or [])
+        if not names and not uploads:
+            return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
+        if len(names) + len(uploads) > MAX_STYLES:
+            return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
         try:
+            blend = _blend_weights(weights, len(names) + len(uploads))
             pixels = _decode(_upload_bytes(content, "content"), "content")
-            if style_name is not None:
-                if not re.fullmatch(PRESET_NAME, style_name) or style_name not in self.style.presets:
-                    return error_response("style_name", f"unknown preset {style_name!r}; "
+            stats, sources = [], []
+            for name in names:
+                if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
+                    return error_response("style_name", f"unknown preset {name!r}; "
                                                         f"available: {', '.join(sorted(self.style.presets))}")
-                stats = self.style.presets[style_name]
-                style_source = f"preset:{style_name}"
-            else:
-                data = _upload_bytes(style, "style")
-                stats, cached = self.style.uploaded_style_stats(data, lambda: _decode(data, "style"))
-                style_source = "upload (cached statistics)" if cached else "upload"
+                stats.append(self.style.presets[name])
+                sources.append(f"preset:{name}")
+            for upload in uploads:
+                data = _upload_bytes(upload, "style")
+                upload_stats, cached = self.style.uploaded_style_stats(data, lambda d=data: _decode(d, "style"))
+                stats.append(upload_stats)
+                sources.append("upload (cached statistics)" if cached else "upload")
         except ImageInputError as e:
             return error_response(e.field, e.message)
-        image = self.style.stylize(pixels, stats, strength, preserve_color, max_side)
+        image = self.style.stylize(pixels, mix_stats(stats, blend), strength, preserve_color, max_side)
+        described = ", ".join(f"{src} x{w:.3g}" for src, w in zip(sources, blend)) if len(sources) > 1 else sources[0]
         return Response(encode_image(image, format), media_type=FORMATS[format],
-                        headers={"X-Atelier-Style": style_source, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"})
+                        headers={"X-Atelier-Style": described, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"})
 
     @bentoml.api
     def styles(self) -> dict[str, Any]:
@@ -259,11 +274,13 @@ class Atelier:
                 "class_labels": g["class_labels"], "dataset": g["dataset"], "metrics": _finite(g.get("metrics")),
                 "latent": g["latent"],
             })
-        if "decoder" in models:
+        if "stylizer" in models:
             st = self.manifest["style"]
-            models["vgg_encoder"].update({"vgg": st["vgg"], "encoder_layer": st["encoder_layer"]})
-            models["decoder"].update({"training": {"metrics": _finite(st.get("metrics"))},
-                                      "presets": [p["name"] for p in st["presets"]]})
+            models["style_encoder"].update({"vgg": st["vgg"], "levels": st["levels"]})
+            models["stylizer"].update({"levels": st["levels"], "transform": st["transform"],
+                                       "training": {"metrics": _finite(st.get("metrics"))},
+                                       "quality": _finite(st.get("quality")),
+                                       "presets": [p["name"] for p in st["presets"]]})
         return {
             "service": "atelier",
             "version": self.manifest["atelier_version"],
@@ -273,6 +290,25 @@ class Atelier:
             "device": self.device,
             "models": models,
         }
+
+
+def _blend_weights(weights: str | float | list[float] | None, count: int) -> list[float]:
+    """The blend weights of ``count`` styles, normalised to sum 1 (equal when none are given)."""
+    if weights is None:
+        return [1.0 / count] * count
+    if isinstance(weights, str):
+        try:
+            values = [float(v) for v in weights.split(",")]
+        except ValueError:
+            raise ImageInputError("weights", f"comma-separated numbers expected, got {weights!r}") from None
+    else:
+        values = [float(v) for v in (weights if isinstance(weights, list) else [weights])]
+    if len(values) != count:
+        raise ImageInputError("weights", f"{len(values)} weights for {count} styles (presets first, then uploads)")
+    if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        raise ImageInputError("weights", f"weights must be finite, >= 0 and not all 0, got {values}")
+    total = sum(values)
+    return [v / total for v in values]
 
 
 def _upload_bytes(path: Path, field: str) -> bytes:

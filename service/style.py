@@ -1,9 +1,12 @@
-"""Fast arbitrary style transfer on ONNX Runtime: VGG encoder -> (AdaIN + strength + decoder).
+"""Universal style transfer on ONNX Runtime: ``style_encoder.onnx`` and ``stylizer.onnx``.
 
-AdaIN and the strength blend live inside ``decoder.onnx``, so the service only supplies a style's
-per-channel statistics: precomputed for presets (``style_presets.npz``), computed once per
-uploaded style and cached by the upload's sha256. The statistics follow the manifest's
-``style.style_stats`` definition, which training's export uses for the presets.
+A style is described by its statistics: the mean and covariance of its VGG features at every
+level of the cascade (the manifest's ``style.style_stats``). ``style_encoder.onnx`` computes them:
+once at export for the presets (``style_presets.npz``), once per uploaded style (cached by the
+upload's sha256). ``stylizer.onnx`` holds the whole cascade (encode, match the statistics,
+decode; coarse to fine), so features never leave the device. Several styles are blended by
+mixing their statistics: the mean and covariance of the weighted mixture of their feature
+distributions.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +23,39 @@ import onnxruntime as ort
 from PIL import Image
 
 STYLE_CACHE_SIZE = 128
+# The coarsest feature map must be at least this many pixels on each side (the decoders' reflection
+# padding needs 2); smaller (thin) inputs are padded up to it and cropped back.
+MIN_FEATURE_SIDE = 4
+
+Stats = list[np.ndarray]  # mean_L (C,), cov_L (C, C) for each level L, in the manifest's order
 
 
 class StyleTransfer:
     def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
-                 decoder: ort.InferenceSession):
+                 stylizer: ort.InferenceSession):
         style = manifest["style"]
-        self.encoder, self.decoder = encoder, decoder
+        self.encoder, self.stylizer = encoder, stylizer
+        self.levels: list[str] = style["levels"]
         self.multiple: int = style["size_multiple"]
         self.style_side: int = style["style_image_side"]
-        self.eps: float = manifest["models"]["decoder"]["adain_eps"]
-        stats = np.load(exports / style["presets_file"])
-        self.presets: dict[str, tuple[np.ndarray, np.ndarray]] = {
-            p["name"]: (stats[f"{p['name']}__mean"], stats[f"{p['name']}__std"]) for p in style["presets"]
-        }
+        self.stats_names = [f"{kind}_{level}" for level in self.levels for kind in ("mean", "cov")]
+        with np.load(exports / style["presets_file"]) as npz:
+            self.presets: dict[str, Stats] = {
+                p["name"]: [npz[f"{p['name']}__{level}__{kind}"] for level in self.levels
+                            for kind in ("mean", "cov")]
+                for p in style["presets"]
+            }
         self.thumbnails: dict[str, bytes] = {p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]}
         self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[str, Stats] = OrderedDict()
         self._lock = threading.Lock()
 
-    def style_stats(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std (C,) of the encoder features of a style image (long side ``style_side``)."""
+    def style_stats(self, pixels: np.ndarray) -> Stats:
+        """The statistics of a style image (H, W, 3) uint8, resized to long side ``style_side``."""
         x = _to_input(resize_long_side(pixels, self.style_side))
-        (features,) = self.encoder.run(["features"], {"image": x})
-        f = features[0].astype(np.float64)  # (C, h, w)
-        mean = f.mean(axis=(1, 2))
-        std = np.sqrt(((f - mean[:, None, None]) ** 2).mean(axis=(1, 2)) + self.eps)
-        return mean.astype(np.float32), std.astype(np.float32)
+        return [t[0] for t in self.encoder.run(self.stats_names, {"image": x})]
 
-    def uploaded_style_stats(self, data: bytes, decode: Callable[[], np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+    def uploaded_style_stats(self, data: bytes, decode: Callable[[], np.ndarray]) -> tuple[Stats, bool]:
         """Statistics of an uploaded style, cached by the sha256 of its bytes (a hit skips decoding);
         also says whether it was cached."""
         key = hashlib.sha256(data).hexdigest()
@@ -63,25 +70,51 @@ class StyleTransfer:
                 self._cache.popitem(last=False)
         return stats, False
 
-    def stylize(self, content: np.ndarray, stats: tuple[np.ndarray, np.ndarray], strength: float,
-                preserve_color: bool, max_side: int) -> np.ndarray:
+    def stylize(self, content: np.ndarray, stats: Stats, strength: float, preserve_color: bool,
+                max_side: int) -> np.ndarray:
         """Content (H, W, 3) uint8 -> stylised (h, w, 3) uint8 with the content's aspect ratio, long side <= max_side.
 
-        The input is padded (reflection) to a multiple of the encoder's stride and cropped back.
+        The input is padded (mirrored) to a multiple of the coarsest level's stride, and to at least
+        ``MIN_FEATURE_SIDE`` features a side, and cropped back.
         """
         if max(content.shape[:2]) > max_side:
             content = resize_long_side(content, max_side)
         h, w = content.shape[:2]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        padded = np.pad(content, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else content
-        (features,) = self.encoder.run(["features"], {"image": _to_input(padded)})
-        mean, std = stats
-        (image,) = self.decoder.run(["image"], {
-            "features": features, "style_mean": mean[None], "style_std": std[None],
-            "strength": np.array([strength], dtype=np.float32),
-        })
+        padded = pad_for_cascade(content, self.multiple)
+        feed = {"content": _to_input(padded), "strength": np.array([strength], dtype=np.float32)}
+        feed.update({name: s[None] for name, s in zip(self.stats_names, stats)})
+        (image,) = self.stylizer.run(["image"], feed)
         out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
         return keep_colors(content, out) if preserve_color else out
+
+
+def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
+    """The statistics of the weighted mixture of several styles' feature distributions:
+    mean = sum w_i mean_i, cov = sum w_i (cov_i + mean_i mean_i^T) - mean mean^T (weights sum to 1)."""
+    if len(styles) == 1:
+        return styles[0]
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    out: Stats = []
+    for i in range(0, len(styles[0]), 2):
+        means = np.stack([s[i].astype(np.float64) for s in styles])  # (K, C)
+        covs = np.stack([s[i + 1].astype(np.float64) for s in styles])  # (K, C, C)
+        mean = np.einsum("k,kc->c", w, means)
+        second = np.einsum("k,kcd->cd", w, covs + means[:, :, None] * means[:, None, :])
+        out += [mean.astype(np.float32), (second - np.outer(mean, mean)).astype(np.float32)]
+    return out
+
+
+def pad_for_cascade(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    """(H, W, 3) -> mirrored at the bottom and right up to multiples of ``multiple`` and at least
+    ``MIN_FEATURE_SIDE * multiple`` a side (the top-left (H, W) is the input, unchanged)."""
+    h, w = pixels.shape[:2]
+    low = MIN_FEATURE_SIDE * multiple
+    ph = max(-h % multiple, low - h)
+    pw = max(-w % multiple, low - w)
+    if ph == 0 and pw == 0:
+        return pixels
+    return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
 
 
 def _to_input(pixels: np.ndarray) -> np.ndarray:

@@ -63,21 +63,19 @@ def bench_gan(server: Server, exports: Path, manifest: dict, providers: list[str
 
 
 def bench_style(server: Server, exports: Path, manifest: dict, providers: list[str], repeats: int) -> list[dict]:
-    enc_entry, dec_entry = manifest["models"]["vgg_encoder"], manifest["models"]["decoder"]
-    encoder = open_session(exports / enc_entry["path"], providers)
-    decoder = open_session(exports / dec_entry["path"], providers)
-    presets = np.load(exports / manifest["style"]["presets_file"])
+    """``stylize`` with a preset over HTTP, beside the stylizer graph alone (the whole cascade)."""
+    stylizer = open_session(exports / manifest["models"]["stylizer"]["path"], providers)
+    levels = manifest["style"]["levels"]
     name = manifest["style"]["presets"][0]["name"]
-    mean, std = presets[f"{name}__mean"][None], presets[f"{name}__std"][None]
+    with np.load(exports / manifest["style"]["presets_file"]) as presets:
+        stats = {f"{kind}_{lv}": presets[f"{name}__{lv}__{kind}"][None] for lv in levels for kind in ("mean", "cov")}
     rows = []
     for side in (256, 512):
         pixels = gradient(side, side)
         x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
         def raw_call():
-            (features,) = encoder.run(["features"], {"image": x})
-            decoder.run(["image"], {"features": features, "style_mean": mean, "style_std": std,
-                                    "strength": np.ones(1, np.float32)})
+            stylizer.run(["image"], {"content": x, "strength": np.ones(1, np.float32), **stats})
 
         raw = timed(raw_call, repeats, warmup=1)
         buf = io.BytesIO()
@@ -91,7 +89,7 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
 
         http = timed(call, repeats, warmup=1)
         rows.append({"endpoint": "stylize", "case": f"{side}x{side} preset {name}", "http": http,
-                     "raw_onnxruntime": raw, "provider": encoder.get_providers()[0]})
+                     "raw_onnxruntime": raw, "provider": stylizer.get_providers()[0]})
     return rows
 
 
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         if "generator" in manifest["models"]:
             rows += bench_gan(server, args.exports, manifest, providers, args.repeats)
-        if "decoder" in manifest["models"]:
+        if "stylizer" in manifest["models"]:
             rows += bench_style(server, args.exports, manifest, providers, max(3, args.repeats // 4))
     for row in rows:
         row["ratio_http_over_raw"] = row["http"]["median_ms"] / row["raw_onnxruntime"]["median_ms"]

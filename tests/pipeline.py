@@ -32,7 +32,7 @@ TINY_STYLE_ARGS = ["--vgg", "random", "--device", "cpu", "--encoder-layer", "rel
 
 
 def train_tiny_style(runs_root: Path, name: str = "tiny") -> Path:
-    """A few AdaIN decoder steps on RANDOM VGG weights: exercises the whole path, stylises nothing."""
+    """A few reconstruction-decoder steps on RANDOM VGG weights: exercises the whole path, stylises nothing."""
     from training.style.train import main
 
     code = main([*TINY_STYLE_ARGS, "--runs-root", str(runs_root), "--name", name], log=lambda line: None)

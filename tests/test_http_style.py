@@ -1,7 +1,8 @@
 """`stylize` and `styles` against a real `bentoml serve` process, with hostile uploads.
 
-The served style model is a tiny decoder on RANDOM VGG weights: these tests prove the path
-(decoding, limits, shapes, presets, caching, colours), not the look — the quality report does that.
+The served style model is tiny decoders on RANDOM VGG weights: these tests prove the path
+(decoding, limits, shapes, presets, blending, caching, colours), not the look — the quality report
+does that.
 """
 
 import base64
@@ -18,12 +19,12 @@ from tests import hostile_images as hi
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
 
 
-def stylize(server, content: bytes | None, style: bytes | None = None, **fields):
-    files = {}
+def stylize(server, content: bytes | None, style: bytes | list[bytes] | None = None, **fields):
+    files = []
     if content is not None:
-        files["content"] = ("content.bin", content, "application/octet-stream")
-    if style is not None:
-        files["style"] = ("style.bin", style, "application/octet-stream")
+        files.append(("content", ("content.bin", content, "application/octet-stream")))
+    for i, data in enumerate([style] if isinstance(style, bytes) else style or []):
+        files.append(("style", (f"style{i}.bin", data, "application/octet-stream")))
     data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
     return requests.post(f"{server.url}/stylize", files=files or None, data=data, timeout=120)
 
@@ -101,11 +102,43 @@ def test_styles_lists_presets_with_thumbnails(server):
     assert stylize(server, hi.png(), style_name="my_style").status_code == 200
 
 
-def test_info_shows_the_vgg_source_and_providers(server):
+def test_info_shows_the_vgg_source_levels_quality_and_providers(server):
     info = requests.post(f"{server.url}/info", timeout=10).json()
-    enc = info["models"]["vgg_encoder"]
+    enc, sty = info["models"]["style_encoder"], info["models"]["stylizer"]
     assert enc["vgg"]["source"] == "random" and enc["vgg"]["random_weights"] is True
-    assert enc["provider"] == info["models"]["decoder"]["provider"] == "CPUExecutionProvider"
+    assert enc["provider"] == sty["provider"] == "CPUExecutionProvider"
+    assert sty["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and sty["transform"] == "wct"
+    assert set(sty["quality"]["reconstruction_psnr_db"]["relu3_1"]) >= {"china", "flower", "mean"}
+
+
+def test_blending_mixes_presets_and_uploads_by_weight(server):
+    content = hi.png(64, 48)
+    brick = image_of(stylize(server, content, style_name="brick")).astype(int)
+    only_brick = stylize(server, content, style_name="brick,grass", weights="1,0")
+    assert only_brick.status_code == 200, only_brick.text
+    assert only_brick.headers["x-atelier-style"] == "preset:brick x1, preset:grass x0"
+    assert np.abs(image_of(only_brick).astype(int) - brick).max() <= 1
+    half = stylize(server, content, style_name="brick,grass")  # equal weights by default
+    grass = image_of(stylize(server, content, style_name="grass")).astype(int)
+    mixed = image_of(half).astype(int)
+    assert np.abs(mixed - brick).mean() > 0.5 and np.abs(mixed - grass).mean() > 0.5
+    with_upload = stylize(server, content, [hi.jpeg(80, 60), hi.png(50, 70)], style_name="gravel",
+                          weights="0.5,0.25,0.25")
+    assert with_upload.status_code == 200, with_upload.text
+    assert with_upload.headers["x-atelier-style"].startswith("preset:gravel x0.5, upload")
+
+
+THIN = [(1100, 16), (16, 1100), (1900, 16), (4000, 17), (17, 4000), (33, 17), (16, 16), (517, 301)]
+
+
+@pytest.mark.parametrize("width, height", THIN, ids=[f"{w}x{h}" for w, h in THIN])
+def test_any_decodable_shape_is_stylised_at_the_documented_size(server, width, height):
+    """Thin and odd sizes: padded up to what the cascade needs, cropped back; never a 5xx."""
+    r = stylize(server, hi.png(width, height), style_name="brick", max_side=512)
+    assert r.status_code == 200, r.text
+    scale = min(1.0, 512 / max(width, height))
+    expected = (max(1, round(height * scale)), max(1, round(width * scale)), 3)
+    assert image_of(r).shape == expected
 
 
 HOSTILE = [
@@ -116,8 +149,13 @@ HOSTILE = [
     ("50000x50000 header", dict(content=hi.huge_header_png(50000, 50000), style_name="brick"), "content", "megapixels"),
     ("animated gif", dict(content=hi.animated_gif(3), style_name="brick"), "content", "animated"),
     ("hostile style", dict(content=hi.png(), style=hi.huge_header_png()), "style", "megapixels"),
-    ("both styles", dict(content=hi.png(), style=hi.png(), style_name="brick"), "style", "exactly one"),
-    ("neither style", dict(content=hi.png()), "style", "exactly one"),
+    ("neither style", dict(content=hi.png()), "style", "give a style"),
+    ("nine styles", dict(content=hi.png(), style_name=",".join(["brick"] * 9)), "style", "at most 8"),
+    ("weights count", dict(content=hi.png(), style_name="brick,grass", weights="1"), "weights", "2 styles"),
+    ("negative weight", dict(content=hi.png(), style_name="brick,grass", weights="1,-1"), "weights", ">= 0"),
+    ("zero weights", dict(content=hi.png(), style_name="brick,grass", weights="0,0"), "weights", "not all 0"),
+    ("weights text", dict(content=hi.png(), style_name="brick,grass", weights="a,b"), "weights", "numbers"),
+    ("unknown in blend", dict(content=hi.png(), style_name="brick,vangogh"), "style_name", "unknown preset"),
     ("unknown preset", dict(content=hi.png(), style_name="vangogh"), "style_name", "unknown preset"),
     ("path-like preset", dict(content=hi.png(), style_name="../x"), "style_name", "unknown preset"),
     ("absolute path preset", dict(content=hi.png(), style_name="/etc/passwd"), "style_name", "unknown preset"),

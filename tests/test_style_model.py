@@ -1,4 +1,5 @@
-"""AdaIN maths (training/style/functions.py) and networks (training/style/model.py)."""
+"""Universal style-transfer maths (training/style/functions.py) and networks (training/style/model.py),
+and the service's style mixing (service/style.py), each against an independent expectation."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.style.functions import (adain, blend, content_loss, gram_matrix, mean_std,
-                                      style_loss_gram, style_loss_mean_std, total_variation)
-from training.style.model import (Decoder, Encoder, Stylizer, feature_channels, size_multiple,
-                                  style_layers)
+from service.style import mix_stats, pad_for_cascade
+from training.style.functions import (blend, content_loss, feature_stats, gram_matrix,
+                                      match_statistics, mean_std, regularised, sqrt_and_inv_sqrt,
+                                      style_loss_gram, style_loss_mean_std, total_variation,
+                                      transform_matrix, transform_matrix_eigh)
+from training.style.model import (Cascade, Decoder, StyleEncoder, feature_channels, levels_up_to,
+                                  size_multiple)
 from training.vgg import VGGFeatures
 
 
@@ -18,23 +22,102 @@ def _feat(seed: int, shape=(2, 5, 6, 7)) -> torch.Tensor:
     return torch.randn(*shape, generator=g) * 3 + 1
 
 
+def _correlated(seed: int, n: int = 1, c: int = 6, hw: int = 400) -> torch.Tensor:
+    """Features (n, c, hw/20, 20): a random, far from diagonal, well-conditioned covariance and a
+    non-zero mean."""
+    g = torch.Generator().manual_seed(seed)
+    rotation = torch.linalg.qr(torch.randn(c, c, generator=g))[0]
+    mix = rotation * torch.linspace(1, 3, c)  # covariance eigenvalues 1..9, random eigenvectors
+    base = torch.randn(n, c, hw, generator=g)
+    return (mix @ base + torch.randn(c, 1, generator=g) * 4).reshape(n, c, hw // 20, 20).double()
+
+
 def test_mean_std_matches_numpy_definition():
     f = _feat(0)
     mean, std = mean_std(f, eps=1e-5)
     a = f.double().numpy()
     np_mean = a.mean(axis=(2, 3))
     np_std = np.sqrt(((a - np_mean[..., None, None]) ** 2).mean(axis=(2, 3)) + 1e-5)
-    assert mean.shape == std.shape == (2, 5)
     np.testing.assert_allclose(mean.numpy(), np_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std.numpy(), np_std, rtol=1e-5, atol=1e-6)
 
 
-def test_adain_output_has_style_statistics():
-    content, style = _feat(1), _feat(2, (2, 5, 9, 4)) * 0.5 - 2
-    s_mean, s_std = mean_std(style)
-    out_mean, out_std = mean_std(adain(content, s_mean, s_std))
-    torch.testing.assert_close(out_mean, s_mean, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out_std, s_std, rtol=1e-4, atol=1e-4)
+def test_feature_stats_match_numpy_mean_and_biased_covariance():
+    f = _feat(1, (2, 4, 5, 3))
+    mean, cov = feature_stats(f)
+    for i in range(2):
+        x = f[i].reshape(4, -1).double().numpy()
+        np.testing.assert_allclose(mean[i].numpy(), x.mean(axis=1), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cov[i].numpy(), np.cov(x, bias=True), rtol=1e-4, atol=1e-4)
+
+
+def test_newton_schulz_roots_square_back_and_invert():
+    a = regularised(feature_stats(_correlated(2))[1])
+    root, inv_root = sqrt_and_inv_sqrt(a, iters=25)
+    torch.testing.assert_close(root @ root, a, rtol=1e-6, atol=1e-6 * float(a.abs().max()))
+    torch.testing.assert_close(inv_root @ a @ inv_root, torch.eye(6, dtype=a.dtype)[None], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ot", "wct"])
+def test_transform_gives_the_content_the_style_covariance(kind):
+    content, style = _correlated(3), _correlated(4) * 0.5 - 2
+    s_mean, s_cov = feature_stats(style)
+    out = match_statistics(content, s_mean, s_cov, torch.ones(1), kind, iters=30, eps=1e-5)
+    o_mean, o_cov = feature_stats(out)
+    torch.testing.assert_close(o_mean, s_mean)
+    # the regularisation (1e-5 of the norm on the diagonal) is the only difference left
+    assert float((o_cov - s_cov).norm() / s_cov.norm()) < 1e-4
+
+
+def test_ot_map_is_symmetric_and_moves_the_features_least():
+    """The Monge map between Gaussians is the symmetric positive definite one; of all linear maps
+    giving the style's covariance it displaces the (centred) features least — WCT moves them more."""
+    content, style = _correlated(5), _correlated(6)
+    c_cov, s_cov = feature_stats(content)[1], feature_stats(style)[1]
+    ot, wct = transform_matrix(c_cov, s_cov, "ot", 30), transform_matrix(c_cov, s_cov, "wct", 30)
+    torch.testing.assert_close(ot, ot.transpose(1, 2))
+    assert float(torch.linalg.eigvalsh(ot).min()) > 0
+    centred = content.reshape(1, 6, -1) - feature_stats(content)[0][..., None]
+    moved = {k: float(((a @ centred - centred) ** 2).sum()) for k, a in (("ot", ot), ("wct", wct))}
+    assert moved["ot"] < moved["wct"]
+
+
+@pytest.mark.parametrize("kind", ["ot", "wct"])
+def test_newton_schulz_transform_matches_float64_eigendecomposition(kind):
+    content, style = _correlated(7, c=16, hw=800), _correlated(8, c=16, hw=800)
+    c_cov, s_cov = feature_stats(content.float())[1], feature_stats(style.float())[1]
+    fast, exact = transform_matrix(c_cov, s_cov, kind).double(), transform_matrix_eigh(c_cov, s_cov, kind)
+    assert float((fast - exact).norm() / exact.norm()) < 1e-3
+
+
+def test_strength_zero_keeps_the_content_features_and_blend_interpolates():
+    content, style = _correlated(9).float(), _correlated(10).float()
+    s_mean, s_cov = feature_stats(style)
+    torch.testing.assert_close(match_statistics(content, s_mean, s_cov, torch.zeros(1)), content)
+    t = match_statistics(content, s_mean, s_cov, torch.ones(1))
+    torch.testing.assert_close(blend(t, content, torch.full((1,), 0.25)), 0.25 * t + 0.75 * content)
+
+
+def test_mixing_two_styles_equals_the_statistics_of_their_pooled_features():
+    """Blend weights proportional to the number of positions = the statistics of both feature maps
+    pooled together: an expectation computed without the mixing formula."""
+    a, b = _correlated(11, hw=400), _correlated(12, hw=200) + 3
+    stats = [[t[0].float().numpy() for t in feature_stats(x)] for x in (a, b)]
+    pooled = torch.cat([a.reshape(1, 6, -1), b.reshape(1, 6, -1)], dim=2).reshape(1, 6, 30, 20)
+    mean, cov = (t[0].numpy() for t in feature_stats(pooled))
+    mixed = mix_stats(stats, [400, 200])
+    np.testing.assert_allclose(mixed[0], mean, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(mixed[1], cov, rtol=1e-4, atol=1e-3)
+    assert mix_stats(stats[:1], [1.0]) is stats[0]
+
+
+def test_pad_for_cascade_mirrors_up_to_the_stride_and_the_minimum_and_keeps_the_input():
+    x = np.random.default_rng(0).integers(0, 255, (3, 21, 3), np.uint8)
+    padded = pad_for_cascade(x, 4)
+    assert padded.shape == (16, 24, 3)  # 3 -> at least 4 features x 4; 21 -> 24
+    assert np.array_equal(padded[:3, :21], x)
+    assert np.array_equal(padded[3:6, :21], x[::-1])  # mirrored, not zeros
+    assert pad_for_cascade(x[:, :20].repeat(8, axis=0), 4).shape == (24, 20, 3)
 
 
 def test_gram_is_symmetric_and_matches_einsum():
@@ -42,25 +125,7 @@ def test_gram_is_symmetric_and_matches_einsum():
     g = gram_matrix(f)
     n, c, h, w = f.shape
     expected = torch.einsum("nchw,ndhw->ncd", f, f) / (c * h * w)
-    assert g.shape == (n, c, c)
-    torch.testing.assert_close(g, g.transpose(1, 2))
     torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_strength_zero_gives_content_features_and_one_gives_adain():
-    content, style = _feat(4), _feat(5)
-    t = adain(content, *mean_std(style))
-    assert torch.equal(blend(t, content, torch.zeros(2)), content)
-    torch.testing.assert_close(blend(t, content, torch.ones(2)), t)
-
-
-def test_stylizer_strength_zero_decodes_the_content_features():
-    decoder = Decoder("relu2_1").eval()
-    content = _feat(6, (2, 128, 6, 8)).relu()
-    mean, std = mean_std(_feat(7, (2, 128, 5, 5)))
-    with torch.no_grad():
-        out = Stylizer(decoder)(content, mean, std, torch.zeros(2))
-        torch.testing.assert_close(out, decoder(content).clamp(0, 1))
 
 
 def test_total_variation_of_constant_image_is_zero_and_positive_otherwise():
@@ -79,28 +144,32 @@ def test_losses_are_zero_for_identical_features_and_positive_otherwise():
         style_loss_mean_std({"x": a[0]}, {"y": a[0]})
 
 
-@pytest.mark.parametrize("layer", ["relu4_1", "relu3_1"])
-def test_encoder_decoder_shapes_on_non_square_input(layer):
+@pytest.mark.parametrize("layer", ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+def test_decoder_inverts_the_shape_of_each_level_on_non_square_input(layer):
     vgg = VGGFeatures("vgg16", last_layer=layer).eval()
     m, c = size_multiple(layer), feature_channels(layer)
     image = torch.rand(2, 3, 48, 64)
     with torch.no_grad():
-        feats = Encoder(vgg)(image)
+        feats = vgg(image)[layer]
         assert feats.shape == (2, c, 48 // m, 64 // m)
-        out = Decoder(layer)(feats)
-    assert out.shape == (2, 3, 48, 64)
-    assert style_layers(layer)[-1] == layer and style_layers(layer)[0] == "relu1_1"
+        assert Decoder(layer, width=0.5)(feats).shape == (2, 3, 48, 64)
 
 
-def test_stylizer_output_is_an_image_in_unit_range():
-    vgg = VGGFeatures("vgg19", last_layer="relu3_1").eval()
-    encoder, stylizer = Encoder(vgg), Stylizer(Decoder("relu3_1")).eval()
+def test_cascade_at_strength_zero_is_the_chain_of_reconstructions():
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
+    levels = levels_up_to("relu2_1")
+    assert levels == ["relu2_1", "relu1_1"]
+    decoders = [Decoder(level, width=0.25).eval() for level in levels]
+    image = torch.rand(1, 3, 24, 32)
     with torch.no_grad():
-        feats = encoder(torch.rand(3, 3, 48, 64))
-        mean, std = mean_std(encoder(torch.rand(3, 3, 32, 32)))
-        out = stylizer(feats, mean * 50, std * 50, torch.tensor([1.0, 0.5, 0.0]))
-    assert out.shape == (3, 3, 48, 64)
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        stats = StyleEncoder(vgg, levels)(torch.rand(1, 3, 20, 28))
+        out = Cascade(vgg, decoders)(image, torch.zeros(1), *stats)
+        x = image
+        for level, decoder in zip(levels, decoders):
+            x = decoder(vgg(x, [level])[level]).clamp(0, 1)
+    torch.testing.assert_close(out, x)
+    assert [s.shape for s in stats] == [(1, 128), (1, 128, 128), (1, 64), (1, 64, 64)]
 
 
 def test_decoder_input_scale_is_applied_and_saved_with_the_weights():

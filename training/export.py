@@ -95,7 +95,9 @@ class _Unconditional(torch.nn.Module):
         return self.generator(z)
 
 
-def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styles_dir: Path | None, log=print) -> dict:
+def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styles_dir: Path | None, log=print,
+               style_options: dict[str, Any] | None = None) -> dict:
+    """Export the runs into ``out_dir``; ``style_options``: ``transform`` and ``levels`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styl
         if style_run is not None:
             from training.style.export import export_style
 
-            style = export_style(style_run, staging, styles_dir, log=log)
+            style = export_style(style_run, staging, styles_dir, log=log, **(style_options or {}))
             models.update(style["models"])
             assets.extend(style["assets"])
             manifest["style"] = style["style"]
@@ -154,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-style", action="store_true", help="export no style model")
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
     p.add_argument("--styles-dir", type=Path, default=None, help="extra style presets: every jpg/png/webp in this folder")
+    p.add_argument("--style-transform", choices=("ot", "wct"), default="wct",
+                   help="feature transform: whitening-colouring or the Gaussian optimal-transport map")
+    p.add_argument("--style-levels", default=None,
+                   help="comma-separated cascade levels, e.g. relu3_1,relu1_1 (default: every level the run trained)")
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
@@ -163,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     try:
-        manifest = export_all(gan_run, style_run, args.out, args.styles_dir)
-    except ExportError as e:
+        manifest = export_all(gan_run, style_run, args.out, args.styles_dir, style_options={
+            "transform": args.style_transform,
+            "levels": args.style_levels.split(",") if args.style_levels else None})
+    except (ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out / 'manifest.json'}: " + ", ".join(f"{k} ({v['path']})" for k, v in manifest["models"].items()))

@@ -4,7 +4,7 @@
 dict's ``features.N.weight`` keys load directly), truncated after ``last_layer``, with the input
 normalisation of its weight source held inside as buffers: callers always pass RGB in [0, 1].
 
-``load_vgg`` is the only place that does I/O. Sources (DESIGN.md, "Weight sources"):
+``load_vgg`` is the only place that does I/O. Sources, in the order ``auto`` tries the first two:
 
 - ``imagenet-vgg19``: the official torchvision VGG19 file through ``torch.hub`` (cached under
   ``$TORCH_HOME/hub/checkpoints``). ``$ATELIER_VGG19_URL`` overrides the URL (a mirror, or an

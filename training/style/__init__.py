@@ -1,1 +1,1 @@
-"""Fast arbitrary style transfer (AdaIN): maths, models, data, trainer and ONNX export."""
+"""Universal style transfer (reconstruction decoders + feature transforms): maths, models, data, trainer, ONNX export, report."""

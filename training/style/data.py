@@ -1,9 +1,17 @@
-"""Content and style images for decoder training, and the bundled style presets.
+"""Images for decoder training, the bundled style presets, and the held-out evaluation pictures.
 
 Sources: photos and textures bundled in scikit-image (offline; only files shipped inside the
 wheel, never its pooch downloads), or a folder of the user's images (recursive jpg/png/webp).
-``StylePairs[step]`` returns one (content, style) batch computed from ``(seed, step)`` alone, so a
-resumed run sees exactly the data stream of an uninterrupted one and workers need no shared state.
+``TrainingImages[step]`` returns one batch computed from ``(seed, step)`` alone, so a resumed run
+sees exactly the data stream of an uninterrupted one and workers need no shared state.
+
+The decoders only learn to invert VGG features, so what matters is that the training crops cover
+the colours and textures of any photo: 12 pictures, 7 of them grey, cannot, so every crop is
+recoloured (hue over the full circle, saturation, channel order, duotone tints of grey images,
+brightness, contrast, gamma) and rescaled (0.5x to 4x).
+
+Held out of training, for the quality report: scikit-learn's two sample photos and
+matplotlib's photo (content), and four of the seven style presets (style).
 """
 
 from __future__ import annotations
@@ -22,9 +30,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera",
-                   "coins", "moon", "clock")
+                   "coins", "moon", "clock", "brick", "grass", "gravel")
 STYLE_LOADERS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel",
                  "brick", "grass", "gravel")
+HELD_OUT_STYLES = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel")
+# Colour photos shipped by other PyPI packages, never used in training: (package, file in it).
+HELD_OUT_PHOTOS = {"china": ("sklearn", "datasets/images/china.jpg"),
+                   "flower": ("sklearn", "datasets/images/flower.jpg"),
+                   "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")}
 
 
 def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
@@ -58,6 +71,19 @@ def bundled_images(names: Sequence[str]) -> dict[str, np.ndarray]:
 
 def bundled_content_images() -> dict[str, np.ndarray]:
     return bundled_images(CONTENT_LOADERS)
+
+
+def held_out_photos() -> dict[str, np.ndarray]:
+    """The held-out colour photos (``HELD_OUT_PHOTOS``) as (H, W, 3) uint8."""
+    import importlib.util
+
+    out = {}
+    for name, (package, rel) in HELD_OUT_PHOTOS.items():
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError(f"held-out photo {name!r} needs the {package} package")
+        out[name] = load_image(Path(spec.origin).parent / rel)
+    return out
 
 
 def bundled_style_images() -> dict[str, np.ndarray]:
@@ -117,10 +143,6 @@ def content_source(folder: Path | None) -> ImageSource:
     return ImageSource.from_folder(folder) if folder else ImageSource.from_arrays(bundled_content_images())
 
 
-def style_source(folder: Path | None) -> ImageSource:
-    return ImageSource.from_folder(folder) if folder else ImageSource.from_arrays(bundled_style_images())
-
-
 def to_tensor(img: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
@@ -135,11 +157,13 @@ def resize_long_side(img: Tensor, side: int, multiple: int = 1) -> Tensor:
     return F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
 
 
-def random_resized_crop(img: np.ndarray, crop: int, min_scale: float,
-                        rng: np.random.Generator) -> Tensor:
-    """A random square of (H, W, 3) uint8 -> (3, crop, crop) float: side in [min_scale, 1] x short side."""
+def random_crop(img: np.ndarray, crop: int, zoom: tuple[float, float],
+                rng: np.random.Generator) -> Tensor:
+    """A random square of (H, W, 3) uint8 -> (3, crop, crop) float in [0, 1]: its side is ``crop``
+    times a log-uniform factor in ``zoom`` (capped by the short side), resized to ``crop``."""
     h, w = img.shape[:2]
-    side = max(1, int(round(min(h, w) * rng.uniform(min_scale, 1.0))))
+    factor = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    side = int(min(min(h, w), max(1, round(crop * factor))))
     top = int(rng.integers(0, h - side + 1))
     left = int(rng.integers(0, w - side + 1))
     patch = to_tensor(img[top:top + side, left:left + side])[None]  # (1, 3, side, side)
@@ -147,55 +171,74 @@ def random_resized_crop(img: np.ndarray, crop: int, min_scale: float,
                          antialias=side > crop)[0]
 
 
-def color_jitter(img: Tensor, amount: float, rng: np.random.Generator) -> Tensor:
-    """Brightness, contrast and saturation each scaled by a factor in [1 - amount, 1 + amount]."""
-    if amount <= 0:
-        return img
-    b, c, s = rng.uniform(1 - amount, 1 + amount, size=3)
-    img = img * b
-    grey = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]  # (1, H, W)
-    img = (img - grey.mean()) * c + grey.mean()
-    grey = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
-    img = (img - grey) * s + grey
-    return img.clamp(0.0, 1.0)
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+# RGB <-> YIQ (NTSC): a rotation in the I-Q plane turns the hue, Y (luma) stays.
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
-def augment(img: np.ndarray, crop: int, min_scale: float, jitter: float,
-            rng: np.random.Generator) -> Tensor:
-    """Random resized crop, horizontal flip and colour jitter: (H, W, 3) uint8 -> (3, crop, crop)."""
-    x = random_resized_crop(img, crop, min_scale, rng)
+def rotate_hue(img: Tensor, angle: float) -> Tensor:
+    """(3, H, W) RGB, hue turned by ``angle`` radians (luma kept; the result may leave [0, 1])."""
+    c, s = np.cos(angle), np.sin(angle)
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float32)
+    m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+    return torch.einsum("ij,jhw->ihw", m, img)
+
+
+def is_grey(img: Tensor, tol: float = 2.0 / 255) -> bool:
+    return bool((img - img.mean(0, keepdim=True)).abs().max() <= tol)
+
+
+def recolour(img: Tensor, rng: np.random.Generator) -> Tensor:
+    """Colour augmentation of (3, H, W) in [0, 1] that reaches every hue and saturation.
+
+    A grey crop becomes a duotone (its luma mapped between two random colours) most of the time;
+    then channels are permuted, the hue turned by a uniform angle, saturation scaled
+    (0.25x to 2x, log-uniform), and brightness, contrast and gamma jittered.
+    """
+    luma = torch.einsum("c,chw->hw", _LUMA, img)[None]  # (1, H, W)
+    if is_grey(img) and rng.random() < 0.8:
+        dark, light = (torch.from_numpy(rng.uniform(0, 1, size=(2, 3, 1, 1))).float())
+        img = dark + (light - dark) * luma
+    img = img[torch.from_numpy(rng.permutation(3))]
+    img = rotate_hue(img, float(rng.uniform(0, 2 * np.pi)))
+    luma = torch.einsum("c,chw->hw", _LUMA, img)[None]
+    img = luma + (img - luma) * float(np.exp(rng.uniform(np.log(0.25), np.log(2.0))))
+    img = (img - 0.5) * float(rng.uniform(0.7, 1.3)) + 0.5 + float(rng.uniform(-0.15, 0.15))
+    return img.clamp(0.0, 1.0) ** float(np.exp(rng.uniform(-0.4, 0.4)))
+
+
+def augment(img: np.ndarray, crop: int, zoom: tuple[float, float], rng: np.random.Generator,
+            colour: bool = True) -> Tensor:
+    """Random rescaled crop, flips and (``colour``) recolouring: (H, W, 3) uint8 -> (3, crop, crop)."""
+    x = random_crop(img, crop, zoom, rng)
     if rng.random() < 0.5:
         x = x.flip(-1)
-    return color_jitter(x, jitter, rng)
+    if rng.random() < 0.2:
+        x = x.flip(-2)
+    return recolour(x, rng) if colour else x
 
 
-class StylePairs(Dataset):
-    """Item ``step`` = (content (B, 3, crop, crop), style (B, 3, crop, crop)) in [0, 1].
+class TrainingImages(Dataset):
+    """Item ``step`` = a batch (B, 3, crop, crop) in [0, 1] of augmented crops of ``source``.
 
     Every random choice comes from ``np.random.default_rng([seed, step])``: the batch of a step is
     a pure function of (seed, step). Use with ``DataLoader(batch_size=None, sampler=range(a, b))``.
     """
 
-    def __init__(self, content: ImageSource, style: ImageSource, crop: int, batch_size: int,
-                 seed: int, jitter: float = 0.1, content_min_scale: float = 0.25,
-                 style_min_scale: float = 0.1):
-        self.content, self.style = content, style
-        self.crop, self.batch_size, self.seed = crop, batch_size, seed
-        self.jitter = jitter
-        self.content_min_scale, self.style_min_scale = content_min_scale, style_min_scale
+    def __init__(self, source: ImageSource, crop: int, batch_size: int, seed: int,
+                 zoom: tuple[float, float] = (0.5, 4.0), colour: bool = True):
+        self.source, self.crop, self.batch_size, self.seed = source, crop, batch_size, seed
+        self.zoom, self.colour = zoom, colour
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the sampler decides which steps are drawn
 
-    def __getitem__(self, step: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, step: int) -> Tensor:
         rng = np.random.default_rng([self.seed, step])
-        return (self._batch(self.content, self.content_min_scale, rng),
-                self._batch(self.style, self.style_min_scale, rng))
-
-    def _batch(self, source: ImageSource, min_scale: float, rng: np.random.Generator) -> Tensor:
-        picks = rng.integers(0, len(source), size=self.batch_size)
-        crops = [augment(source.get(int(i)), self.crop, min_scale, self.jitter, rng) for i in picks]
-        return torch.stack(crops)
+        picks = rng.integers(0, len(self.source), size=self.batch_size)
+        return torch.stack([augment(self.source.get(int(i)), self.crop, self.zoom, rng, self.colour)
+                            for i in picks])
 
 
 def pick_evenly(source: ImageSource, k: int, prefer: Sequence[str] = ()) -> list[int]:

