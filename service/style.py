@@ -30,6 +30,11 @@ MIN_FEATURE_SIDE = 4
 Stats = list[np.ndarray]  # mean_L (C,), cov_L (C, C) for each level L, in the manifest's order
 
 
+def stats_names(levels: Sequence[str]) -> list[str]:
+    """``mean_<level>``, ``cov_<level>`` for each level, in order: the graphs' input/output names."""
+    return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
+
+
 class StyleTransfer:
     def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
                  stylizer: ort.InferenceSession):
@@ -38,7 +43,7 @@ class StyleTransfer:
         self.levels: list[str] = style["levels"]
         self.multiple: int = style["size_multiple"]
         self.style_side: int = style["style_image_side"]
-        self.stats_names = [f"{kind}_{level}" for level in self.levels for kind in ("mean", "cov")]
+        self.stats_names = stats_names(self.levels)
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
                 p["name"]: [npz[f"{p['name']}__{level}__{kind}"] for level in self.levels

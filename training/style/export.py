@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.style import resize_long_side
+from service.style import resize_long_side, stats_names
 from training.onnx_export import ExportResult, ParityError, export_checked
 from training.runs import MetricsLog, atomic_write_bytes, load_checkpoint
 from training.style.data import bundled_style_images, find_images, load_image
@@ -150,11 +150,6 @@ def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
 
 
 # ----------------------------------------------------------------------------- ONNX
-
-
-def stats_names(levels: Sequence[str]) -> list[str]:
-    """``mean_<level>``, ``cov_<level>`` for each level, in order: the graphs' statistics names."""
-    return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
 
 
 def export_style_encoder(encoder: StyleEncoder, path: Path, log: Callable[[str], None]) -> ExportResult:

@@ -61,7 +61,6 @@ from training.style.train import VGG_IDENTITY, VGGMismatchError, check_same_vgg,
 from training.vgg import VGGWeightsError, load_vgg
 
 PEER = "peer"
-SPACES = ("vgg", "effnet")
 METRICS = ("vgg_style", "vgg_content", "effnet_style", "effnet_content", "seconds")
 DEFAULT_SIZE = 384
 DEFAULT_REFERENCE_STEPS = 30
@@ -139,10 +138,9 @@ class FastModel:
         """The execution providers each session actually uses."""
         return {role: s.get_providers() for role, s in self.sessions.items()}
 
-    def stylize(self, content: Tensor, style_picture: np.ndarray, strength: float = 1.0) -> Tensor:
-        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> (1, 3, H, W) [0, 1]."""
+    def stylize(self, content: Tensor, stats: list[np.ndarray], strength: float = 1.0) -> Tensor:
+        """(1, 3, H, W) [0, 1] content and a style's statistics -> (1, 3, H, W) [0, 1]."""
         pixels = to_pixels(content)
-        stats = self.style.style_stats(style_picture)
         out = self.style.stylize(pixels, stats, strength, False, max(pixels.shape[:2]))
         return image_to_tensor(out, None).to(content.device)
 
@@ -150,7 +148,7 @@ class FastModel:
 def run_fast(model: FastModel, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
     """One service-like request (style statistics + stylize); returns the image and its time."""
     start = time.perf_counter()
-    out = model.stylize(content, style_picture)
+    out = model.stylize(content, model.style.style_stats(style_picture))
     return out, {"seconds": time.perf_counter() - start}
 
 
@@ -288,9 +286,9 @@ def evaluate_pair(spaces: Sequence[FeatureSpace], fast: FastModel, peer: PeerMod
 
 
 def reconstruction_psnr(fast: FastModel, contents: dict[str, Tensor]) -> dict[str, float]:
-    """PSNR (dB) of each content photo through the cascade at strength 0."""
-    return {name: float(psnr(fast.stylize(img, np.zeros((32, 32, 3), np.uint8), 0.0).cpu(), img.cpu()))
-            for name, img in contents.items()}
+    """PSNR (dB) of each content photo through the cascade at strength 0 (any style: it is unused)."""
+    stats = next(iter(fast.style.presets.values()))
+    return {name: float(psnr(fast.stylize(img, stats, 0.0).cpu(), img.cpu())) for name, img in contents.items()}
 
 
 def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
