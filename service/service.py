@@ -304,7 +304,8 @@ def _blend_weights(weights: str | float | list[float] | None, count: int) -> lis
     else:
         values = [float(v) for v in (weights if isinstance(weights, list) else [weights])]
     if len(values) != count:
-        raise ImageInputError("weights", f"{len(values)} weights for {count} styles (presets first, then uploads)")
+        raise ImageInputError("weights", f"{len(values)} weights for {count} style(s): one per style, "
+                                         "presets first, then uploads")
     if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
         raise ImageInputError("weights", f"weights must be finite, >= 0 and not all 0, got {values}")
     total = sum(values)

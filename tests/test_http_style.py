@@ -151,7 +151,7 @@ HOSTILE = [
     ("hostile style", dict(content=hi.png(), style=hi.huge_header_png()), "style", "megapixels"),
     ("neither style", dict(content=hi.png()), "style", "give a style"),
     ("nine styles", dict(content=hi.png(), style_name=",".join(["brick"] * 9)), "style", "at most 8"),
-    ("weights count", dict(content=hi.png(), style_name="brick,grass", weights="1"), "weights", "2 styles"),
+    ("weights count", dict(content=hi.png(), style_name="brick,grass", weights="1"), "weights", "1 weights for 2 style(s)"),
     ("negative weight", dict(content=hi.png(), style_name="brick,grass", weights="1,-1"), "weights", ">= 0"),
     ("zero weights", dict(content=hi.png(), style_name="brick,grass", weights="0,0"), "weights", "not all 0"),
     ("weights text", dict(content=hi.png(), style_name="brick,grass", weights="a,b"), "weights", "numbers"),

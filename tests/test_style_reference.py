@@ -213,6 +213,11 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
             assert m[method]["seconds"] > 0 and m[method]["vgg_content"] > 0 and m[method]["effnet_content"] > 0
             assert np.isfinite([m[method]["vgg_style"], m[method]["effnet_style"]]).all()
     assert set(data["reconstruction_psnr_db"]) == {"china", "flower"}
+    by_style = data["means_by_style"]
+    assert list(by_style) == [pair["style"] for pair in data["results"]]  # the two pairs' styles differ
+    for style, means in by_style.items():
+        (pair,) = [p for p in data["results"] if p["style"] == style]
+        assert means["fast"]["vgg_style"] == pair["methods"]["fast"]["vgg_style"]
     manifest = json.loads((exports / "manifest.json").read_text())
     assert manifest["style"]["quality"]["report"]["means"]["peer"] == {
         k: round(v, 4) for k, v in data["means"]["peer"].items()}

@@ -296,6 +296,12 @@ def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             for m in pairs[0]["methods"]}
 
 
+def means_by_style(pairs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``method_means`` of each style's pairs: a mean of ratios can be carried by one style."""
+    styles = dict.fromkeys(p["style"] for p in pairs)
+    return {s: method_means([p for p in pairs if p["style"] == s]) for s in styles}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.style.report",
@@ -473,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exports": str(args.exports), "manifest_created": manifest.get("created"),
         "vgg": info, "machine": machine_info(device, fast, peer),
         "settings": report_settings(args, settings, pairs, manifest), "definitions": DEFINITIONS,
-        "means": method_means(results),
+        "means": method_means(results), "means_by_style": means_by_style(results),
         "reconstruction_psnr_db": reconstruction_psnr(fast, {c: tensors[c] for c in dict.fromkeys(c for c, _ in pairs)}),
         "total_seconds": round(time.perf_counter() - start, 1),
         "estimated_seconds": round(estimate, 1), "results": results,
@@ -540,6 +546,10 @@ def print_summary(report: dict[str, Any]) -> None:
     for m, v in report["means"].items():
         print(f"{m:<10} {v['vgg_style']:9.3f} {v['vgg_content']:8.3f} {v['effnet_style']:9.3f} "
               f"{v['effnet_content']:8.3f} {v['seconds']:8.2f}")
+    for style, means in report["means_by_style"].items():
+        print(f"  {style}: " + ", ".join(f"{m} {v['vgg_style']:.2f}/{v['effnet_style']:.2f}"
+                                        for m, v in means.items() if m != "content")
+              + " (VGG/EffNet style)")
     psnrs = report["reconstruction_psnr_db"]
     print("reconstruction PSNR (strength 0): " + ", ".join(f"{k} {v:.1f} dB" for k, v in psnrs.items())
           + f"; mean {np.mean(list(psnrs.values())):.1f} dB")
