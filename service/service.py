@@ -342,6 +342,8 @@ def _finite(obj: Any) -> Any:
 
 Atelier.add_asgi_middleware(
     BodyGuard,
-    limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate")},
+    limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},
             "/stylize": STYLIZE_BODY_LIMIT},
+    fields={f"/{name}": list(api.input_spec.model_fields) for name, api in Atelier.apis.items()},
+    may_be_empty=("/styles", "/info"),
 )

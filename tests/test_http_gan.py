@@ -134,7 +134,21 @@ BAD_REQUESTS = [
     ("interpolate", {"seed_a": 1, "seed_b": 2, "steps": 1}, "steps"),
     ("interpolate", {"seed_a": 1, "seed_b": 2, "steps": 65}, "steps"),
     ("interpolate", {"seed_a": 1, "seed_b": 2, "method": "cubic"}, "method"),
+    ("sample", {"n": 1, "sed": 5}, "sed"),
+    ("sample", {"seed": 5, "labl": 3}, "labl"),
+    ("interpolate", {"seed_a": 1, "seed_b": 2, "step": 4}, "step"),
+    ("info", {"verbose": True}, "verbose"),
 ]
+
+
+def test_an_unknown_field_names_the_closest_and_every_accepted_one(server):
+    r = post(server, "sample", {"n": 1, "sed": 5})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "unknown field 'sed'" in error and "did you mean 'seed'?" in error
+    assert "accepted fields: n, seed, truncation, label, format" in error
+    assert requests.post(f"{server.url}/info", timeout=10).status_code == 200  # an empty body is fine there
+    assert post(server, "info", {}).status_code == 200
 
 
 @pytest.mark.parametrize("endpoint, payload, field", BAD_REQUESTS)

@@ -19,8 +19,9 @@ from tests import hostile_images as hi
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
 
 
-def stylize(server, content: bytes | None, style: bytes | list[bytes] | None = None, **fields):
-    files = []
+def stylize(server, content: bytes | None, style: bytes | list[bytes] | None = None, extra_file: bool = False,
+            **fields):
+    files = [("styel", ("typo.png", hi.png(), "image/png"))] if extra_file else []
     if content is not None:
         files.append(("content", ("content.bin", content, "application/octet-stream")))
     for i, data in enumerate([style] if isinstance(style, bytes) else style or []):
@@ -156,6 +157,8 @@ HOSTILE = [
     ("zero weights", dict(content=hi.png(), style_name="brick,grass", weights="0,0"), "weights", "not all 0"),
     ("weights text", dict(content=hi.png(), style_name="brick,grass", weights="a,b"), "weights", "numbers"),
     ("unknown in blend", dict(content=hi.png(), style_name="brick,vangogh"), "style_name", "unknown preset"),
+    ("misspelt field", dict(content=hi.png(), style_name="brick", stregnth=0.5), "stregnth", "did you mean 'strength'"),
+    ("misspelt file field", dict(content=hi.png(), style_name="brick", extra_file=True), "styel", "unknown field"),
     ("unknown preset", dict(content=hi.png(), style_name="vangogh"), "style_name", "unknown preset"),
     ("path-like preset", dict(content=hi.png(), style_name="../x"), "style_name", "unknown preset"),
     ("absolute path preset", dict(content=hi.png(), style_name="/etc/passwd"), "style_name", "unknown preset"),
