@@ -255,7 +255,9 @@ class Atelier:
 
     @bentoml.api
     def info(self) -> dict[str, Any]:
-        """Models, versions, checksums and the execution provider each session actually runs on."""
+        """Models, versions, checksums and the execution provider each session actually runs on.
+
+        Paths are relative to the export folder (file names only): nothing about the host's layout."""
         models = {}
         for role, entry in self.manifest["models"].items():
             models[role] = {
@@ -276,7 +278,8 @@ class Atelier:
             })
         if "stylizer" in models:
             st = self.manifest["style"]
-            models["style_encoder"].update({"vgg": st["vgg"], "levels": st["levels"]})
+            vgg = {**st["vgg"], "weights": st["vgg"]["weights"] and Path(st["vgg"]["weights"].split("#")[0]).name}
+            models["style_encoder"].update({"vgg": vgg, "levels": st["levels"]})
             models["stylizer"].update({"levels": st["levels"], "transform": st["transform"],
                                        "training": {"metrics": _finite(st.get("metrics"))},
                                        "quality": _finite(st.get("quality")),
@@ -286,7 +289,7 @@ class Atelier:
             "version": self.manifest["atelier_version"],
             "manifest_version": self.manifest["version"],
             "exported": self.manifest["created"],
-            "exports": str(self.exports),
+            "exports": self.exports.name,  # the folder's name: info never shows host paths
             "device": self.device,
             "models": models,
         }

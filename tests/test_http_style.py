@@ -112,6 +112,19 @@ def test_info_shows_the_vgg_source_levels_quality_and_providers(server):
     assert set(sty["quality"]["reconstruction_psnr_db"]["relu3_1"]) >= {"china", "flower", "mean"}
 
 
+def test_info_shows_no_host_paths(server):
+    def strings(obj):
+        if isinstance(obj, dict):
+            return [s for v in obj.values() for s in strings(v)]
+        if isinstance(obj, list):
+            return [s for v in obj for s in strings(v)]
+        return [obj] if isinstance(obj, str) else []
+
+    info = requests.post(f"{server.url}/info", timeout=10).json()
+    assert info["exports"] == server.exports.name
+    assert not [s for s in strings(info) if s.startswith("/") or str(server.exports) in s]
+
+
 def test_blending_mixes_presets_and_uploads_by_weight(server):
     content = hi.png(64, 48)
     brick = image_of(stylize(server, content, style_name="brick")).astype(int)
