@@ -230,3 +230,19 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     for g, e in zip(got_stats, stats):
         np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
+
+
+def test_a_run_of_the_earlier_adain_trainer_is_refused_clearly(tmp_path, tiny_run, capsys):
+    from training.runs import save_checkpoint
+    from training.style.export import export_style
+
+    run = tmp_path / "adain"
+    run.mkdir()
+    ckpt = load_checkpoint(tiny_run / "checkpoint.pt")
+    ckpt["decoder"] = ckpt.pop("decoders")  # what the AdaIN trainer wrote
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", str(run), "--steps", "6"])
+    assert e.value.code == 2 and "earlier AdaIN trainer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="earlier AdaIN trainer"):
+        export_style(run, tmp_path / "out", None, log=lambda s: None)

@@ -30,13 +30,13 @@ import torch
 
 from service.style import resize_long_side, stats_names
 from training.onnx_export import ExportResult, ParityError, export_checked
-from training.runs import MetricsLog, atomic_write_bytes, load_checkpoint
+from training.runs import MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
-from training.style.functions import (COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION, feature_stats,
+from training.style.functions import (COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION,
                                       transform_matrix, transform_matrix_eigh)
 from training.style.model import (Cascade, Decoder, StyleEncoder, feature_channels, layer_block,
                                   size_multiple)
-from training.style.train import CHECKPOINT, check_same_vgg, recorded_source
+from training.style.train import CHECKPOINT, check_same_vgg, load_style_checkpoint, recorded_source
 from training.vgg import load_vgg
 
 ATOL = 1e-4
@@ -64,7 +64,7 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     every level the run trained a decoder for).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
     levels = list(levels or config["levels"])
     if transform not in TRANSFORMS:

@@ -181,13 +181,23 @@ def resolve_options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None
             ckpt = args.resume / CHECKPOINT
             if not ckpt.is_file():
                 raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
-            opt = resolve_resume(given, load_checkpoint(ckpt)["options"])
+            opt = resolve_resume(given, load_style_checkpoint(ckpt)["options"])
         else:
             opt = resolve_new(given)
         validate(opt)
     except ValueError as e:
         parser.error(str(e))
     return opt, args.resume, args.dry_run
+
+
+def load_style_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's checkpoint; a checkpoint of the earlier AdaIN trainer (one ``decoder``, no
+    ``decoders``) is refused with a ValueError that says what to do."""
+    ckpt = load_checkpoint(path)
+    if "decoders" not in ckpt:
+        raise ValueError(f"{path} was written by the earlier AdaIN trainer, whose decoder this version "
+                         "cannot use: train a new run (make train-style)")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -502,7 +512,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         return 0
     device = pick_device(opt["device"])
     if resume_dir is not None:
-        run_dir, resume = resume_dir, load_checkpoint(resume_dir / CHECKPOINT)
+        run_dir, resume = resume_dir, load_style_checkpoint(resume_dir / CHECKPOINT)
         if resume["step"] >= opt["steps"]:
             log(f"{run_dir} is already at step {resume['step']} >= --steps {opt['steps']}; nothing to do")
             return 0
