@@ -208,7 +208,6 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
     for pair in data["results"]:
         m = pair["methods"]
         assert set(m) == methods
-        assert m["content"]["vgg_style"] == m["content"]["effnet_style"] == 1.0
         for method in ("fast", "reference", "peer"):
             assert m[method]["seconds"] > 0 and m[method]["vgg_content"] > 0 and m[method]["effnet_content"] > 0
             assert np.isfinite([m[method]["vgg_style"], m[method]["effnet_style"]]).all()
