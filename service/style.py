@@ -35,6 +35,18 @@ def stats_names(levels: Sequence[str]) -> list[str]:
     return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
 
 
+def preset_keys(name: str, levels: Sequence[str]) -> list[str]:
+    """A preset's arrays in ``style_presets.npz``, in ``stats_names`` order: ``<name>__<level>__<mean|cov>``."""
+    return [f"{name}__{level}__{kind}" for level in levels for kind in ("mean", "cov")]
+
+
+def encode_style(encoder: ort.InferenceSession, pixels: np.ndarray, side: int, levels: Sequence[str]) -> Stats:
+    """The statistics of a style image (H, W, 3) uint8 through ``style_encoder.onnx``, resized to
+    long side ``side`` first: the one definition shared by the presets (at export) and uploads."""
+    x = _to_input(resize_long_side(pixels, side))
+    return [t[0] for t in encoder.run(stats_names(levels), {"image": x})]
+
+
 class StyleTransfer:
     def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
                  stylizer: ort.InferenceSession):
@@ -46,9 +58,7 @@ class StyleTransfer:
         self.stats_names = stats_names(self.levels)
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
-                p["name"]: [npz[f"{p['name']}__{level}__{kind}"] for level in self.levels
-                            for kind in ("mean", "cov")]
-                for p in style["presets"]
+                p["name"]: [npz[key] for key in preset_keys(p["name"], self.levels)] for p in style["presets"]
             }
         self.thumbnails: dict[str, bytes] = {p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]}
         self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
@@ -57,8 +67,7 @@ class StyleTransfer:
 
     def style_stats(self, pixels: np.ndarray) -> Stats:
         """The statistics of a style image (H, W, 3) uint8, resized to long side ``style_side``."""
-        x = _to_input(resize_long_side(pixels, self.style_side))
-        return [t[0] for t in self.encoder.run(self.stats_names, {"image": x})]
+        return encode_style(self.encoder, pixels, self.style_side, self.levels)
 
     def uploaded_style_stats(self, data: bytes, decode: Callable[[], np.ndarray]) -> tuple[Stats, bool]:
         """Statistics of an uploaded style, cached by the sha256 of its bytes (a hit skips decoding);

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.style import resize_long_side, stats_names
+from service.style import encode_style, preset_keys, resize_long_side, stats_names
 from training.onnx_export import ExportResult, ParityError, export_checked
 from training.runs import MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
@@ -255,13 +255,6 @@ def collect_styles(styles_dir: Path | None) -> list[tuple[str, str, np.ndarray]]
     return out
 
 
-def style_stats(session, img: np.ndarray, side: int) -> list[np.ndarray]:
-    """A style image's statistics (mean, cov per level, float32) through the exported style
-    encoder, numpy only: resized to long side ``side`` as the service does."""
-    x = resize_long_side(img, side).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-    return [t[0] for t in session.run(None, {"image": x})]
-
-
 def thumbnail_jpeg(img: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     from PIL import Image
 
@@ -279,10 +272,7 @@ def write_presets(out_dir: Path, encoder_onnx: Path, levels: Sequence[str], styl
     arrays: dict[str, np.ndarray] = {}
     presets = []
     for name, source, img in collect_styles(styles_dir):
-        stats = style_stats(session, img, side)
-        for key, value in zip(stats_names(levels), stats):
-            kind, level = key.split("_", 1)
-            arrays[f"{name}__{level}__{kind}"] = value
+        arrays.update(zip(preset_keys(name, levels), encode_style(session, img, side, levels)))
         thumb = f"presets/{name}.jpg"
         atomic_write_bytes(out_dir / thumb, thumbnail_jpeg(img))
         presets.append({"name": name, "thumbnail": thumb, "source": source})

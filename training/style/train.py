@@ -36,8 +36,9 @@ from training.imaging import save_png, to_uint8
 from training.runs import (MetricsLog, atomic_write_json, load_checkpoint, new_run_dir, pick_device, plot_losses, save_checkpoint)
 from training.style.data import (ImageSource, TrainingImages, bundled_style_images, content_source,
                                  find_images, load_fixed, pick_evenly)
-from training.style.functions import content_loss, feature_stats, psnr
-from training.style.model import ENCODER_LAYERS, Cascade, Decoder, levels_up_to, size_multiple
+from training.style.functions import content_loss, psnr
+from training.style.model import (ENCODER_LAYERS, Cascade, Decoder, StyleEncoder, levels_up_to,
+                                  size_multiple)
 from training.vgg import SOURCES, VGGWeightsError, load_vgg
 
 KIND = "style"
@@ -294,14 +295,9 @@ def fixed_samples(opt: dict[str, Any], vgg: nn.Module, device: torch.device):
     style_imgs = load_fixed(styles, pick_evenly(styles, SHEET_SIZE, FIXED_STYLE), side, m)
     levels = levels_up_to(layer)
     with torch.no_grad():
-        style_stats = [style_statistics(vgg, s.to(device), levels) for s in style_imgs]
+        encoder = StyleEncoder(vgg, levels)
+        style_stats = [list(encoder(s.to(device))) for s in style_imgs]
     return {"content": content_imgs, "style": style_imgs, "style_stats": style_stats}
-
-
-def style_statistics(vgg: nn.Module, image: Tensor, levels: list[str]) -> list[Tensor]:
-    """(mean, cov) of ``image``'s features at each level, flattened in ``levels`` order."""
-    feats = vgg(image, levels)
-    return [t for level in levels for t in feature_stats(feats[level])]
 
 
 def render_sheet(cascade: nn.Module, fixed: dict[str, Any], cell: int) -> Tensor:
