@@ -16,12 +16,13 @@ PY := $(VENV)/bin/python
 export BENTOML_DO_NOT_TRACK := true
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train train-gan train-style export serve test smoke bench report clean
+.PHONY: help setup train train-gan train-style export serve test smoke bench soak report clean
 
 help:
 	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
 	@echo "make test                 the test suite"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
+	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
 	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= PORT=$(PORT)"
 
@@ -66,6 +67,11 @@ smoke: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m tests.bench --exports $(EXPORTS)
+
+CLIENTS ?= 64
+DURATION ?= 180
+soak: $(VENV)/.dev
+	$(PY) -m tests.soak --exports $(EXPORTS) --clients $(CLIENTS) --duration $(DURATION)
 
 report: $(VENV)/.dev
 	$(PY) -m training.style.report --exports $(EXPORTS) --out reports/style --peer

@@ -15,5 +15,5 @@ def error_payload(field: str, message: str) -> dict[str, Any]:
     return {"error": f"{field}: {message}", "detail": [{"loc": [field], "msg": message, "type": "value_error"}]}
 
 
-def error_response(field: str, message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse(error_payload(field, message), status_code=status)
+def error_response(field: str, message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_payload(field, message), status_code=status, headers=headers)

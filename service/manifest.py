@@ -50,3 +50,42 @@ def verify_file(exports: Path, entry: dict[str, Any]) -> Path:
         raise ManifestError(f"{file}: sha256 {actual} does not match the manifest ({entry['sha256']}); "
                             "refusing to serve it — re-run `make export`")
     return file
+
+
+class ExportWatch:
+    """Whether the export folder still holds the files the service verified and loaded at start.
+
+    The service keeps serving the models it loaded (they are in memory) whatever happens to the
+    folder; ``check()`` tells an operator that a restart would load something else, or refuse.
+    A file is re-hashed only when its size or modification time changed since the last check.
+    """
+
+    def __init__(self, exports: Path, manifest: dict[str, Any]):
+        self.exports = exports
+        self.entries = [{"path": "manifest.json", "sha256": sha256_file(exports / "manifest.json")}]
+        self.entries += list(manifest.get("models", {}).values()) + list(manifest.get("assets", []))
+        self._seen: dict[str, tuple[tuple[int, int], str]] = {}  # path -> ((size, mtime_ns), sha256)
+        for entry in self.entries:  # just verified by load_manifest: no need to hash them again
+            st = (exports / entry["path"]).stat()
+            self._seen[entry["path"]] = ((st.st_size, st.st_mtime_ns), entry["sha256"])
+
+    def check(self) -> dict[str, Any]:
+        changed, missing = [], []
+        for entry in self.entries:
+            file = self.exports / entry["path"]
+            try:
+                st = file.stat()
+            except OSError:
+                missing.append(entry["path"])
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            seen = self._seen.get(entry["path"])
+            digest = seen[1] if seen and seen[0] == key else sha256_file(file)
+            self._seen[entry["path"]] = (key, digest)
+            if digest != entry["sha256"]:
+                changed.append(entry["path"])
+        status = {"matches_loaded": not changed and not missing, "changed": changed, "missing": missing}
+        if changed or missing:
+            status["note"] = ("the folder no longer holds the verified files this service loaded and still "
+                              "serves; a restart will refuse it until it is exported again")
+        return status

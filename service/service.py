@@ -1,32 +1,41 @@
 """Atelier's HTTP service: BentoML on ONNX Runtime. ``bentoml serve`` (see bentofile.yaml).
 
 Configuration (environment variables, the one mechanism):
-  ATELIER_EXPORTS    folder with manifest.json and the ONNX files (default: exports/ beside service/)
-  ATELIER_PROVIDERS  ONNX Runtime provider preference, e.g. ``cuda,cpu`` (default) or ``cpu``
+  ATELIER_EXPORTS           folder with manifest.json and the ONNX files (default: exports/ beside service/)
+  ATELIER_PROVIDERS         ONNX Runtime provider preference, e.g. ``cuda,cpu`` (default) or ``cpu``
+  ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
+  ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
+  ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
+  ATELIER_DRAIN_SECONDS     on SIGTERM, seconds of readyz 503 before the listener closes (default 2)
+  ATELIER_SHUTDOWN_TIMEOUT  on SIGTERM, seconds until unfinished work is abandoned (default 25)
 """
 
 from __future__ import annotations
 
 import base64
 import math
-import re
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 import bentoml
 import numpy as np
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel, Field, Strict
 from starlette.responses import Response
 
+from service.admission import ClientGone, HeavyWork, Overloaded
 from service.errors import error_response
 from service.gan import GanSampler
-from service.images import FORMATS, ImageInputError, decode_image, encode_image, tile_grid
+from service.images import FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_long_side, tile_grid
+from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
-from service.manifest import load_manifest
-from service.runtime import device_name, open_session, parse_providers
+from service.manifest import ExportWatch, load_manifest
+from service.runtime import available_memory, cpu_count, device_name, open_session, parse_providers
 from service.style import StyleTransfer, mix_stats
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
@@ -38,6 +47,11 @@ MAX_MEGAPIXELS = 40
 STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
+MAX_IN_FLIGHT = 32  # API requests at once per worker; one more gets 429 with Retry-After
+# Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
+# (arena off: 1.5 GB at 1024 px, 5.8 GB at 2048 px, less a 0.2 GB base), with a margin.
+STYLIZE_BYTES_PER_PIXEL = 1500
+STYLIZE_BASE_BYTES = 200 * 2**20
 
 Format = Literal["png", "jpeg", "webp"]
 Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
@@ -69,10 +83,20 @@ class InterpolateResponse(BaseModel):
     model: str
 
 
+def _heavy_work() -> HeavyWork:
+    """Stylisation slots and memory budget sized from this machine (or the environment)."""
+    slots = int(os.environ.get("ATELIER_STYLIZE_SLOTS", 0)) or max(1, cpu_count() // 4)
+    budget_gb = os.environ.get("ATELIER_MEMORY_BUDGET_GB")
+    budget = int(float(budget_gb) * 1e9) if budget_gb else int(0.6 * available_memory())
+    return HeavyWork(slots=slots, budget_bytes=budget, bytes_per_pixel=STYLIZE_BYTES_PER_PIXEL,
+                     base_bytes=STYLIZE_BASE_BYTES, max_wait=env_seconds("ATELIER_QUEUE_SECONDS", 20))
+
+
 @bentoml.service(
     name="atelier",
     workers=1,
-    traffic={"timeout": 120, "max_concurrency": 32},
+    threads=max(4, 2 * cpu_count()),  # the cheap endpoints' thread pool; stylisations have their own threads
+    traffic={"timeout": 120},  # in-flight limit: TrafficGuard below (its 429 carries Retry-After)
     http={"cors": {"enabled": False}},
 )
 class Atelier:
@@ -80,16 +104,27 @@ class Atelier:
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
         providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
+        self.watch = ExportWatch(self.exports, self.manifest)
+        self.heavy = _heavy_work()
         models = self.manifest["models"]
-        self.sessions: dict[str, Any] = {
-            role: open_session(self.exports / entry["path"], providers) for role, entry in models.items()
-        }
+
+        def session(role: str, **options: Any):
+            return open_session(self.exports / models[role]["path"], providers, **options)
+
+        # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
+        heavy_roles = {"style_encoder", "stylizer"}
+        self.sessions: dict[str, Any] = {role: session(role) for role in models if role not in heavy_roles}
+        self.sessions.update(self.heavy.on_heavy_thread(
+            lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}))
         self.gan = GanSampler(self.sessions["generator"], models["generator"]) if "generator" in models else None
-        self.style = (StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
-                                    self.sessions["stylizer"])
-                      if "stylizer" in models else None)
+        self.style = None
+        if "stylizer" in models:
+            large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
+            self.style = StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
+                                       self.sessions["stylizer"], large)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self.warm_up()
+        LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
         self.ready = True
 
     def warm_up(self) -> None:
@@ -99,11 +134,14 @@ class Atelier:
                 self.gan.sample(0, n, 1.0, self.gan.default_labels(n))
         if self.style:
             stats = next(iter(self.style.presets.values()))
-            for side in (256, 512):
-                self.style.stylize(np.full((side, side, 3), 128, np.uint8), stats, 1.0, False, side)
+            for h, w in ((256, 256), (384, 512), (512, 384), (512, 512)):  # the arena's high-water mark
+                started = time.monotonic()
+                self.heavy.on_heavy_thread(lambda: self.style.stylize(
+                    np.full((h, w, 3), 128, np.uint8), stats, 1.0, False, 512))
+            self.heavy.seconds_per_pixel = (time.monotonic() - started) / (512 * 512)
 
     def __is_ready__(self) -> bool:
-        return getattr(self, "ready", False)
+        return getattr(self, "ready", False) and not LIFECYCLE.draining
 
     def provider(self, role: str) -> str:
         return self.sessions[role].get_providers()[0]
@@ -187,8 +225,9 @@ class Atelier:
     # --- style transfer ------------------------------------------------------------------------
 
     @bentoml.api
-    def stylize(
+    async def stylize(
         self,
+        ctx: bentoml.Context,
         content: Path = Field(description="the photo to repaint (png, jpeg, webp, gif, bmp, tiff; at most 20 MB, 40 MP)"),
         # Typed with a None default: BentoML 1.4.39 cannot build an optional file field
         # (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
@@ -206,8 +245,17 @@ class Atelier:
 
         Several styles (``style_name=a,b`` and/or repeated ``style`` files) are blended by mixing
         their statistics with ``weights``. The output keeps the content's aspect ratio, its long
-        side at most ``max_side``.
+        side at most ``max_side``. Stylisations queue briefly for a slot; when the queue is longer
+        than the service allows, the answer is 429 with ``Retry-After``.
         """
+        response = await self._stylize_queued(ctx.request.is_disconnected, content, style, style_name, weights,
+                                              strength, preserve_color, max_side, format)
+        ctx.response.status_code = response.status_code  # BentoML applies the context's status to the response
+        return response
+
+    async def _stylize_queued(self, disconnected, content: Path, style: list[Path] | None, style_name: str | None,
+                              weights, strength: float, preserve_color: bool, max_side: int, format: str) -> Response:
+        """Check the request, wait for a stylisation slot, run ``_stylize`` there."""
         if self.style is None:
             return error_response("model", "no style model in this export (run `make train export`)", 503)
         names = [n.strip() for n in style_name.split(",")] if style_name is not None else []
@@ -216,19 +264,37 @@ class Atelier:
             return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
         if len(names) + len(uploads) > MAX_STYLES:
             return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
+        for name in names:
+            if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
+                return error_response("style_name", f"unknown preset {name!r}; "
+                                                    f"available: {', '.join(sorted(self.style.presets))}")
         try:
             blend = _blend_weights(weights, len(names) + len(uploads))
-            pixels = _decode(_upload_bytes(content, "content"), "content")
-            stats, sources = [], []
-            for name in names:
-                if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
-                    return error_response("style_name", f"unknown preset {name!r}; "
-                                                        f"available: {', '.join(sorted(self.style.presets))}")
-                stats.append(self.style.presets[name])
-                sources.append(f"preset:{name}")
-            for upload in uploads:
-                data = _upload_bytes(upload, "style")
-                upload_stats, cached = self.style.uploaded_style_stats(data, lambda d=data: _decode(d, "style"))
+            data, style_data, size = await anyio.to_thread.run_sync(_read_and_check, content, uploads)
+        except ImageInputError as e:
+            return error_response(e.field, e.message)
+        pixels = math.prod(fit_long_side(*size, max_side) if max(size) > max_side else size)  # the queue's estimate
+
+        def job() -> Response:
+            return self._stylize(data, names, style_data, blend, strength, preserve_color, max_side, format)
+
+        try:
+            return await self.heavy.run(pixels, job, disconnected)
+        except Overloaded as e:
+            return error_response("service", e.message, e.status, headers={"Retry-After": str(e.retry_after)})
+        except ClientGone:
+            return error_response("service", "the client disconnected before the work started; nothing was run", 499)
+
+    def _stylize(self, data: bytes, names: list[str], style_data: list[bytes], blend: list[float],
+                 strength: float, preserve_color: bool, max_side: int, format: str) -> Response:
+        """The stylisation itself, on a heavy-work thread: decode, style statistics, the model, encode."""
+        try:
+            pixels = _decode(data, "content", max_side=max_side)
+            stats = [self.style.presets[name] for name in names]
+            sources = [f"preset:{name}" for name in names]
+            for upload in style_data:
+                upload_stats, cached = self.style.uploaded_style_stats(
+                    upload, lambda d=upload: _decode(d, "style", max_side=self.style.style_side))
                 stats.append(upload_stats)
                 sources.append("upload (cached statistics)" if cached else "upload")
         except ImageInputError as e:
@@ -292,6 +358,8 @@ class Atelier:
             "exports": self.exports.name,  # the folder's name: info never shows host paths
             "device": self.device,
             "models": models,
+            "export_check": self.watch.check(),
+            "stylize_queue": self.heavy.describe() if self.style else None,
         }
 
 
@@ -323,9 +391,20 @@ def _upload_bytes(path: Path, field: str) -> bytes:
     return path.read_bytes()
 
 
-def _decode(data: bytes, field: str) -> np.ndarray:
-    """Every limit checked: dimensions from the header before any pixel is decoded."""
-    return decode_image(data, field, max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
+def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[bytes], tuple[int, int]]:
+    """The uploads' bytes, each header checked (a bad file is refused before it queues); the content's size."""
+    data = _upload_bytes(content, "content")
+    size = check_header(data, "content", max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
+    style_data = [_upload_bytes(path, "style") for path in styles]
+    for upload in style_data:
+        check_header(upload, "style", max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
+    return data, style_data, size
+
+
+def _decode(data: bytes, field: str, max_side: int | None = None) -> np.ndarray:
+    """Every limit checked: dimensions from the header before any pixel is decoded; a large image
+    is decoded straight to long side ``max_side``."""
+    return decode_image(data, field, max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000, max_side=max_side)
 
 
 def _b64(data: bytes) -> str:
@@ -343,6 +422,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atelier.apis], max_in_flight=MAX_IN_FLIGHT)
 Atelier.add_asgi_middleware(
     BodyGuard,
     limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},

@@ -22,7 +22,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from service.images import fit_long_side
+
 STYLE_CACHE_SIZE = 128
+# Inputs up to this many (padded) pixels run on the stylizer session with ONNX Runtime's memory
+# arena (fast; its high-water mark is reached at warm-up); larger ones on the session without it,
+# which gives the memory back after each call (see service/runtime.open_session).
+ARENA_MAX_PIXELS = 512 * 512
 # The coarsest feature map must be at least this many pixels on each side (the decoders' reflection
 # padding needs 2); smaller (thin) inputs are padded up to it and cropped back.
 MIN_FEATURE_SIDE = 4
@@ -49,9 +55,10 @@ def encode_style(encoder: ort.InferenceSession, pixels: np.ndarray, side: int, l
 
 class StyleTransfer:
     def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
-                 stylizer: ort.InferenceSession):
+                 stylizer: ort.InferenceSession, large_stylizer: ort.InferenceSession | None = None):
         style = manifest["style"]
         self.encoder, self.stylizer = encoder, stylizer
+        self.large_stylizer = large_stylizer or stylizer
         self.levels: list[str] = style["levels"]
         self.multiple: int = style["size_multiple"]
         self.style_side: int = style["style_image_side"]
@@ -97,7 +104,8 @@ class StyleTransfer:
         padded = pad_for_cascade(content, self.multiple)
         feed = {"content": _to_input(padded), "strength": np.array([strength], dtype=np.float32)}
         feed.update({name: s[None] for name, s in zip(self.stats_names, stats)})
-        (image,) = self.stylizer.run(["image"], feed)
+        session = self.stylizer if padded.shape[0] * padded.shape[1] <= ARENA_MAX_PIXELS else self.large_stylizer
+        (image,) = session.run(["image"], feed)
         out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
         return keep_colors(content, out) if preserve_color else out
 
@@ -138,9 +146,7 @@ def _to_input(pixels: np.ndarray) -> np.ndarray:
 
 def resize_long_side(pixels: np.ndarray, side: int) -> np.ndarray:
     """Pillow LANCZOS to long side ``side`` (up or down), aspect kept — as the export does for presets."""
-    h, w = pixels.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = fit_long_side(pixels.shape[1], pixels.shape[0], side)
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
 
 

@@ -78,8 +78,9 @@ class Server:
             if self.ready():
                 return self
             time.sleep(0.5)
+        tail = self.log_tail()
         self.__exit__()
-        raise RuntimeError(f"bentoml serve not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(f"bentoml serve not ready after {self.startup_timeout:.0f} s:\n{tail}")
 
     def ready(self) -> bool:
         try:

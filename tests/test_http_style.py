@@ -143,17 +143,29 @@ def test_blending_mixes_presets_and_uploads_by_weight(server):
     assert with_upload.headers["x-atelier-style"].startswith("preset:gravel x0.5, upload")
 
 
-THIN = [(1100, 16), (16, 1100), (1900, 16), (4000, 17), (17, 4000), (33, 17), (16, 16), (517, 301)]
+_rng = np.random.default_rng(2026)
+# Thin, odd and random sizes (aspect 1:250 .. 250:1, sides 16 .. 4000) and max_side values; and
+# sides under the documented minimum of 16 px, which are refused with a 400.
+SHAPES = [(1100, 16, 512), (16, 1100, 512), (1900, 16, 512), (4000, 17, 512), (17, 4000, 2048), (33, 17, 512),
+          (16, 16, 512), (517, 301, 512), (1, 1000, 512), (1000, 1, 512), (15, 300, 512), (3, 3, 64)]
+SHAPES += [(int(w), int(h), int(m)) for w, h, m in zip(_rng.integers(16, 4000, 6), _rng.integers(16, 600, 6),
+                                                       _rng.choice([64, 100, 333, 512], 6))]
+SHAPES += [(h, w, m) for w, h, m in SHAPES[-3:]]
 
 
-@pytest.mark.parametrize("width, height", THIN, ids=[f"{w}x{h}" for w, h in THIN])
-def test_any_decodable_shape_is_stylised_at_the_documented_size(server, width, height):
-    """Thin and odd sizes: padded up to what the cascade needs, cropped back; never a 5xx."""
-    r = stylize(server, hi.png(width, height), style_name="brick", max_side=512)
+@pytest.mark.parametrize("width, height, max_side", SHAPES, ids=[f"{w}x{h}@{m}" for w, h, m in SHAPES])
+def test_any_decodable_shape_is_stylised_at_the_documented_size(server, width, height, max_side):
+    """Padded up to what the cascade needs and cropped back: the long side min(its own, max_side),
+    the aspect ratio kept (rounded); a side under 16 px is a 400 that says so; never a 5xx."""
+    r = stylize(server, hi.png(width, height), style_name="brick", max_side=max_side)
+    if min(width, height) < 16:
+        assert r.status_code == 400 and "at least 16 pixels" in r.json()["error"], r.text
+        return
     assert r.status_code == 200, r.text
-    scale = min(1.0, 512 / max(width, height))
+    scale = min(1.0, max_side / max(width, height))
     expected = (max(1, round(height * scale)), max(1, round(width * scale)), 3)
     assert image_of(r).shape == expected
+    assert r.headers["X-Atelier-Size"] == f"{expected[1]}x{expected[0]}"
 
 
 HOSTILE = [

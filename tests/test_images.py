@@ -12,8 +12,10 @@ from service.images import (
     FORMATS,
     ImageInputError,
     _to_rgb_array,
+    check_header,
     decode_image,
     encode_image,
+    fit_long_side,
     tile_grid,
 )
 from tests import hostile_images as hostile
@@ -330,3 +332,53 @@ def test_tile_grid_rejects_bad_input():
         tile_grid(np.zeros((6, 8, 3), np.uint8))
     with pytest.raises(ValueError):
         tile_grid(tiles(2), ncols=0)
+
+
+# --- decoding straight to the size that will be used ----------------------------------------
+
+
+def _photo_like(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x * 255 // width), (y * 255 // height), ((x + y) % 256)], axis=2).astype(np.uint8)
+
+
+def _lanczos(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)).astype(int)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("size, side", [((2400, 1800), 512), ((1801, 3001), 700), ((4000, 17), 2048)])
+def test_a_large_image_decodes_to_the_exact_size_of_the_resize_rule(fmt, size, side):
+    """Reduced decoding (JPEG DCT scaling, integer box reduce) lands on exactly fit_long_side, and looks
+    like a full decode followed by a Lanczos resize."""
+    pixels = _photo_like(*size)
+    data = hostile.save(Image.fromarray(pixels), fmt, **({"quality": 95} if fmt != "PNG" else {}))
+    expected = fit_long_side(*size, side)
+    decoded = decode_image(data, "content", max_side=side)
+    assert (decoded.shape[1], decoded.shape[0]) == expected
+    reference = _lanczos(decode_image(data, "content"), expected)
+    assert np.abs(decoded.astype(int) - reference).mean() < 4
+
+
+def test_a_small_image_is_not_resized_by_max_side():
+    data = hostile.png(300, 200)
+    assert (decode_image(data, "content", max_side=512) == decode_image(data, "content")).all()
+
+
+def test_reduced_decoding_keeps_exif_orientation():
+    """A landscape JPEG stored with orientation 6 (rotate 90): upright it is portrait."""
+    data = hostile.exif_rotated_jpeg(1600, 1000)
+    full = decode_image(data, "content")
+    assert full.shape[:2] == (1600, 1000)
+    reduced = decode_image(data, "content", max_side=400)
+    assert reduced.shape[:2] == (400, 250)
+    assert np.abs(reduced.astype(int) - _lanczos(full, (250, 400))).mean() < 4
+    assert check_header(data, "content") == (1000, 1600)
+
+
+def test_check_header_refuses_what_decoding_would_before_decoding():
+    assert check_header(hostile.png(64, 48), "content") == (64, 48)
+    for data, needle in [(hostile.empty(), "empty"), (hostile.huge_header_png(), "megapixels"),
+                         (hostile.animated_gif(), "animated"), (hostile.one_by_one_png(), "at least 16")]:
+        with pytest.raises(ImageInputError, match=needle):
+            check_header(data, "content")

@@ -1,0 +1,159 @@
+"""The service under faults and overload, each test on its own real `bentoml serve`:
+SIGTERM drains, an export folder changed under a running service, a killed worker, a full
+stylisation queue (429 + Retry-After), a queued client that leaves, and a short soak."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests import hostile_images as hi
+from tests.pipeline import Server
+from tests.soak import run as soak, worker_pids
+
+
+def photo(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.resize(hi.gradient(width, height), (height, width, 3))).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+SLOW = photo(1024, 768)  # about 6 s on the test model, 2 cores: long enough to be caught in flight
+
+
+def post_stylize(server: Server, content: bytes, timeout: float = 120, **fields) -> requests.Response:
+    return requests.post(f"{server.url}/stylize", files={"content": ("c.jpg", content)},
+                         data={"style_name": "brick", **{k: str(v) for k, v in fields.items()}}, timeout=timeout)
+
+
+def in_background(fn, *args, **kwargs) -> dict:
+    """Run ``fn`` on a thread; the returned dict gets its "result" (or "error") and a "done" event."""
+    box: dict = {"done": threading.Event()}
+
+    def target():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 — reported to the test
+            box["error"] = e
+        box["done"].set()
+
+    threading.Thread(target=target, daemon=True).start()
+    return box
+
+
+def queue_state(server: Server) -> dict:
+    return requests.post(f"{server.url}/info", json={}, timeout=30).json()["stylize_queue"]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_sigterm_turns_readyz_503_finishes_work_in_flight_refuses_new_and_exits_0(exports_dir, tmp_path):
+    server = Server(exports_dir, tmp_path / "serve.log", env={"ATELIER_DRAIN_SECONDS": "3"}).__enter__()
+    try:
+        slow = in_background(post_stylize, server, SLOW, max_side=1024)
+        wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
+        os.killpg(server.process.pid, signal.SIGTERM)
+        wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=2).status_code == 503, 2,
+                   "readyz 503 after SIGTERM")
+        readyz = requests.get(f"{server.url}/readyz", timeout=2)
+        assert readyz.headers["Retry-After"].isdigit()
+        assert requests.get(f"{server.url}/livez", timeout=2).status_code == 200  # leaving, not broken
+        refused = requests.post(f"{server.url}/sample", json={"n": 1}, timeout=5)
+        assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit(), refused.text
+        assert "shutting down" in refused.json()["error"]
+        assert slow["done"].wait(60), "the request in flight never finished"
+        assert "error" not in slow, slow.get("error")
+        assert slow["result"].status_code == 200 and slow["result"].headers["X-Atelier-Size"] == "1024x768"
+        assert server.process.wait(timeout=30) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{server.url}/readyz", timeout=2)
+    finally:
+        server.__exit__()
+
+
+def test_an_export_changed_while_serving_is_reported_and_refused_at_restart(exports_dir, tmp_path):
+    exports = tmp_path / "exports"
+    shutil.copytree(exports_dir, exports)
+    with Server(exports, tmp_path / "serve.log") as server:
+        before = requests.post(f"{server.url}/sample", json={"n": 2, "seed": 7}, timeout=30).json()
+        assert requests.post(f"{server.url}/info", json={}, timeout=30).json()["export_check"]["matches_loaded"]
+        with open(exports / "generator.onnx", "ab") as f:
+            f.write(b"tampered")
+        thumbnail = next((exports / "presets").iterdir())
+        thumbnail.unlink()
+        after = requests.post(f"{server.url}/sample", json={"n": 2, "seed": 7}, timeout=30).json()
+        assert after["images"] == before["images"]  # still the verified model it loaded
+        assert post_stylize(server, hi.png()).status_code == 200
+        check = requests.post(f"{server.url}/info", json={}, timeout=30).json()["export_check"]
+        assert check["matches_loaded"] is False
+        assert check["changed"] == ["generator.onnx"]
+        assert check["missing"] == [f"presets/{thumbnail.name}"]
+        assert "restart will refuse" in check["note"]
+    with pytest.raises(RuntimeError, match="does not match the manifest|missing"):
+        Server(exports, tmp_path / "restart.log", startup_timeout=30).__enter__()
+
+
+def test_a_killed_worker_is_replaced_and_readyz_follows(exports_dir, tmp_path):
+    with Server(exports_dir, tmp_path / "serve.log") as server:
+        (old,) = worker_pids(server)
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not server.ready(), 10, "readyz failing while no worker runs")
+        wait_until(server.ready, 120, "readyz 200 again")
+        (new,) = worker_pids(server)
+        assert new != old
+        r = requests.post(f"{server.url}/sample", json={"n": 1, "seed": 1}, timeout=30)
+        assert r.status_code == 200, r.text
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_keeps_serving(exports_dir, tmp_path):
+    with Server(exports_dir, tmp_path / "serve.log", env={"ATELIER_QUEUE_SECONDS": "0"}) as server:
+        slow = in_background(post_stylize, server, SLOW, max_side=1024)
+        wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
+        refused = post_stylize(server, hi.png())
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "busy" in refused.json()["error"]
+        sample = requests.post(f"{server.url}/sample", json={"n": 1}, timeout=10)  # cheap calls are not queued
+        assert sample.status_code == 200
+        assert slow["done"].wait(60) and slow["result"].status_code == 200
+        assert post_stylize(server, hi.png()).status_code == 200  # room again
+        assert queue_state(server)["refused"] == 1
+
+
+def test_a_queued_request_whose_client_left_is_never_run(exports_dir, tmp_path):
+    with Server(exports_dir, tmp_path / "serve.log") as server:
+        slow = in_background(post_stylize, server, SLOW, max_side=1024)
+        wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
+        with pytest.raises(requests.Timeout):
+            post_stylize(server, photo(640, 480), timeout=1.0)  # queued behind the slow one; the client leaves
+        assert slow["done"].wait(60) and slow["result"].status_code == 200
+        wait_until(lambda: queue_state(server)["dropped"] == 1, 10, "the abandoned request dropped")
+        state = queue_state(server)
+        assert state["admitted"] == 1 and state["queued"] == 0  # only the slow one ran
+
+
+def test_short_soak_mixed_valid_and_hostile_load(exports_dir, tmp_path):
+    """`make soak` in miniature: 16 clients for 10 s; every answer as expected, memory flat."""
+    with Server(exports_dir, tmp_path / "serve.log") as server:
+        report = soak(server.url, server, clients=16, duration=10, max_side=256, timeout=60, out=lambda line: None)
+    assert report["unexpected"] == [], report["unexpected"]
+    assert report["rss_growth"] <= 0.10, report
+    assert report["tails_ok"], report["kinds"]
+    assert report["kinds"]["sample"]["statuses"].get("200", 0) > 0 and report["kinds"]["stylize"]["statuses"].get("200", 0) > 0
+    assert sum(report["kinds"]["stylize+hostile"]["statuses"].get(str(c), 0) for c in range(400, 500)) > 0
