@@ -64,9 +64,12 @@ LIFECYCLE = Lifecycle()  # one per worker process, shared by the service instanc
 
 class TrafficGuard:
     def __init__(self, app, api_paths: list[str], max_in_flight: int, lifecycle: Lifecycle = LIFECYCLE,
-                 retry_after: int = 1):
+                 retry_after: int = 1, queued_paths: tuple[str, ...] = ()):
         self.app = app
         self.api_paths = set(api_paths)
+        # Paths with their own admission queue (stylize): not counted, so that requests waiting
+        # there never fill the in-flight limit that the cheap endpoints need.
+        self.queued_paths = set(queued_paths)
         self.max_in_flight = max_in_flight
         self.lifecycle = lifecycle
         self.retry_after = retry_after
@@ -88,24 +91,31 @@ class TrafficGuard:
             await self.app(scope, receive, send_with_retry_after)
             return
         if self.lifecycle.draining:
-            await _refuse(send, 503, "service", "shutting down; retry (another replica will answer)", 1)
+            await _refuse(receive, send, 503, "service", "shutting down; retry (another replica will answer)", 1)
             return
-        if self.lifecycle.in_flight >= self.max_in_flight:
-            await _refuse(send, 429, "service", f"too many requests in flight (limit {self.max_in_flight}); retry later",
-                          self.retry_after)
+        counted = scope["path"] not in self.queued_paths
+        if counted and self.lifecycle.in_flight >= self.max_in_flight:
+            await _refuse(receive, send, 429, "service",
+                          f"too many requests in flight (limit {self.max_in_flight}); retry later", self.retry_after)
             return
-        self.lifecycle.in_flight += 1
+        self.lifecycle.in_flight += counted
         try:
             await self.app(scope, receive, send_with_retry_after)
         finally:
-            self.lifecycle.in_flight -= 1
+            self.lifecycle.in_flight -= counted
 
 
-async def _refuse(send, status: int, field: str, message: str, retry_after: int) -> None:
+async def _refuse(receive, send, status: int, field: str, message: str, retry_after: int) -> None:
+    """Answer without running the request. Its body is read (and dropped) first: a client still
+    uploading would otherwise see the connection reset instead of this answer."""
+    while True:
+        message_in = await receive()
+        if message_in["type"] == "http.disconnect" or not message_in.get("more_body", False):
+            break
     payload = json.dumps(error_payload(field, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"retry-after", str(retry_after).encode()), (b"connection", b"close")]})
+                            (b"retry-after", str(retry_after).encode())]})
     await send({"type": "http.response.body", "body": payload})
 
 

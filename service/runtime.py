@@ -77,6 +77,18 @@ def device_name(provider: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def keep_large_blocks_returnable(threshold: int = 4 * 2**20) -> None:
+    """Allocate blocks of ``threshold`` bytes and more with mmap, always (glibc ``mallopt``).
+
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), after
+    which image-sized buffers land in the heap and fragment it; with the threshold fixed they are
+    unmapped, and given back, when freed. A no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def release_memory() -> None:
     """Hand freed heap memory back to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
     try:

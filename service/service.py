@@ -35,7 +35,8 @@ from service.images import FORMATS, ImageInputError, check_header, decode_image,
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, load_manifest
-from service.runtime import available_memory, cpu_count, device_name, open_session, parse_providers
+from service.runtime import (available_memory, cpu_count, device_name, keep_large_blocks_returnable, open_session,
+                             parse_providers)
 from service.style import StyleTransfer, mix_stats
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
@@ -47,7 +48,7 @@ MAX_MEGAPIXELS = 40
 STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
-MAX_IN_FLIGHT = 32  # API requests at once per worker; one more gets 429 with Retry-After
+MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue); one more: 429 + Retry-After
 # Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
 # (arena off: 1.5 GB at 1024 px, 5.8 GB at 2048 px, less a 0.2 GB base), with a margin.
 STYLIZE_BYTES_PER_PIXEL = 1500
@@ -101,6 +102,7 @@ def _heavy_work() -> HeavyWork:
 )
 class Atelier:
     def __init__(self) -> None:
+        keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
         providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
@@ -422,7 +424,8 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atelier.apis], max_in_flight=MAX_IN_FLIGHT)
+Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atelier.apis], max_in_flight=MAX_IN_FLIGHT,
+                            queued_paths=("/stylize",))
 Atelier.add_asgi_middleware(
     BodyGuard,
     limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},
