@@ -6,7 +6,8 @@ declared on the endpoints), so clients parse one format.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Awaitable, Callable
 
 from starlette.responses import JSONResponse
 
@@ -17,3 +18,14 @@ def error_payload(field: str, message: str) -> dict[str, Any]:
 
 def error_response(field: str, message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_payload(field, message), status_code=status, headers=headers)
+
+
+async def send_error(send: Callable[[dict], Awaitable[None]], status: int, field: str, message: str,
+                     headers: dict[str, str] | None = None) -> None:
+    """The same error, sent by ASGI middleware that answers before the app runs."""
+    payload = json.dumps(error_payload(field, message)).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": payload})

@@ -65,12 +65,12 @@ def decode_image(
     _check_byte_size(data, field, max_bytes)
     with _open_checked(data, field, max_pixels, min_side) as opened:
         orientation = _orientation(opened)
-        width, height = opened.size
-        upright_size = (height, width) if orientation in _TRANSPOSING else (width, height)
+        upright_size = _upright_size(opened, orientation)
         target = None
         if max_side is not None and max(upright_size) > max_side:
             target = fit_long_side(*upright_size, max_side)
             if opened.format == "JPEG":  # decode at the smallest DCT scale still >= the target
+                width, height = opened.size
                 scale = max_side / max(width, height)
                 opened.draft(opened.mode, (math.ceil(width * scale), math.ceil(height * scale)))
         _load_pixels(opened, field)
@@ -89,6 +89,12 @@ def fit_long_side(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size an image of (width, height) is used at when its long side may be at most
+    ``max_side``: ``fit_long_side`` when it is longer, unchanged otherwise (never enlarged)."""
+    return fit_long_side(width, height, max_side) if max(width, height) > max_side else (width, height)
+
+
 def check_header(
     data: bytes, field: str, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000, min_side: int = 16
 ) -> tuple[int, int]:
@@ -97,8 +103,7 @@ def check_header(
     answer a bad upload at once, before it waits for a stylisation slot."""
     _check_byte_size(data, field, max_bytes)
     with _open_checked(data, field, max_pixels, min_side) as opened:
-        width, height = opened.size
-        return (height, width) if _orientation(opened) in _TRANSPOSING else (width, height)
+        return _upright_size(opened, _orientation(opened))
 
 
 def _check_byte_size(data: bytes, field: str, max_bytes: int) -> None:
@@ -200,6 +205,12 @@ def _orientation(img: Image.Image) -> int:
     except Exception:  # a photo with an unreadable EXIF block is still a usable photo
         return 1
     return value if value in _TRANSPOSES else 1
+
+
+def _upright_size(img: Image.Image, orientation: int) -> tuple[int, int]:
+    """(width, height) as displayed: swapped for the orientations that transpose."""
+    width, height = img.size
+    return (height, width) if orientation in _TRANSPOSING else (width, height)
 
 
 def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:

@@ -16,14 +16,13 @@ The process then exits with status 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 from typing import Any
 
-from service.errors import error_payload
+from service.errors import send_error
 
 logger = logging.getLogger("atelier")
 
@@ -91,7 +90,8 @@ class TrafficGuard:
             await self.app(scope, receive, send_with_retry_after)
             return
         if self.lifecycle.draining:
-            await _refuse(receive, send, 503, "service", "shutting down; retry (another replica will answer)", 1)
+            await _refuse(receive, send, 503, "service", "shutting down; retry (another replica will answer)",
+                          self.retry_after)
             return
         counted = scope["path"] not in self.queued_paths
         if counted and self.lifecycle.in_flight >= self.max_in_flight:
@@ -112,11 +112,7 @@ async def _refuse(receive, send, status: int, field: str, message: str, retry_af
         message_in = await receive()
         if message_in["type"] == "http.disconnect" or not message_in.get("more_body", False):
             break
-    payload = json.dumps(error_payload(field, message)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"retry-after", str(retry_after).encode())]})
-    await send({"type": "http.response.body", "body": payload})
+    await send_error(send, status, field, message, {"Retry-After": str(retry_after)})
 
 
 def env_seconds(name: str, default: float) -> float:

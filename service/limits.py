@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Awaitable, Callable
 
-from service.errors import error_payload
+from service.errors import send_error
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -107,11 +107,7 @@ def unknown_field_message(name: str, accepted: tuple[str, ...]) -> str:
 
 
 async def _reject(send, status: int, field: str, message: str) -> None:
-    payload = json.dumps(error_payload(field, message)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})
+    await send_error(send, status, field, message, {"Connection": "close"})
 
 
 def _size(n: int) -> str:

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from service.admission import ClientGone, HeavyWork, Overloaded
 from service.errors import error_response
 from service.gan import GanSampler
-from service.images import FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_long_side, tile_grid
+from service.images import FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_within, tile_grid
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, load_manifest
@@ -45,6 +45,7 @@ MAX_STEPS = 64
 JSON_BODY_LIMIT = 64 * 1024
 UPLOAD_LIMIT = 20 * 1024 * 1024  # per image file
 MAX_MEGAPIXELS = 40
+IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_000}  # every uploaded image
 STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
@@ -275,7 +276,7 @@ class Atelier:
             data, style_data, size = await anyio.to_thread.run_sync(_read_and_check, content, uploads)
         except ImageInputError as e:
             return error_response(e.field, e.message)
-        pixels = math.prod(fit_long_side(*size, max_side) if max(size) > max_side else size)  # the queue's estimate
+        pixels = math.prod(fit_within(*size, max_side))  # the output's size: the queue's estimate
 
         def job() -> Response:
             return self._stylize(data, names, style_data, blend, strength, preserve_color, max_side, format)
@@ -396,17 +397,17 @@ def _upload_bytes(path: Path, field: str) -> bytes:
 def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[bytes], tuple[int, int]]:
     """The uploads' bytes, each header checked (a bad file is refused before it queues); the content's size."""
     data = _upload_bytes(content, "content")
-    size = check_header(data, "content", max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
+    size = check_header(data, "content", **IMAGE_LIMITS)
     style_data = [_upload_bytes(path, "style") for path in styles]
     for upload in style_data:
-        check_header(upload, "style", max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000)
+        check_header(upload, "style", **IMAGE_LIMITS)
     return data, style_data, size
 
 
 def _decode(data: bytes, field: str, max_side: int | None = None) -> np.ndarray:
     """Every limit checked: dimensions from the header before any pixel is decoded; a large image
     is decoded straight to long side ``max_side``."""
-    return decode_image(data, field, max_bytes=UPLOAD_LIMIT, max_pixels=MAX_MEGAPIXELS * 1_000_000, max_side=max_side)
+    return decode_image(data, field, **IMAGE_LIMITS, max_side=max_side)
 
 
 def _b64(data: bytes) -> str:

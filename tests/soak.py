@@ -77,7 +77,8 @@ def worker_pids(server: Server) -> list[int]:
     return pids
 
 
-def _photo(w: int, h: int, seed: int) -> bytes:
+def photo(w: int, h: int, seed: int = 0) -> bytes:
+    """A photo-like JPEG: a gradient with noise."""
     rng = np.random.default_rng(seed)
     base = hi.gradient(w, h).astype(np.int16) + rng.integers(-20, 20, (h, w, 3))
     buffer = io.BytesIO()
@@ -114,7 +115,7 @@ class Mix:
         self.max_side = max_side
         self.has_gan = has_gan
         # Same pixel count at every orientation: one kind, one amount of work (a tail is a tail, not a size mix).
-        self.photos = [_photo(round(w * max_side / 512), round(h * max_side / 512), i)
+        self.photos = [photo(round(w * max_side / 512), round(h * max_side / 512), i)
                        for i, (w, h) in enumerate([(512, 384), (384, 512), (1024, 768), (768, 1024)])]
         self.hostile_stylize = hostile_stylize_payloads()
         self.hostile_json = [("/sample", {"n": 1, "sed": 5}), ("/sample", {"n": 0}), ("/sample", {"n": 10**6}),

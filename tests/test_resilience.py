@@ -4,28 +4,18 @@ stylisation queue (429 + Retry-After), a queued client that leaves, and a short 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from tests import hostile_images as hi
 from tests.pipeline import Server
-from tests.soak import run as soak, worker_pids
-
-
-def photo(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.resize(hi.gradient(width, height), (height, width, 3))).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
+from tests.soak import photo, run as soak, worker_pids
 
 SLOW = photo(1024, 768)  # about 6 s on the test model, 2 cores: long enough to be caught in flight
 
