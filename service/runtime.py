@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import os
 import platform
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -15,16 +18,80 @@ import onnxruntime as ort
 logger = logging.getLogger("atelier")
 
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
 
 
-def parse_providers(spec: str) -> list[str]:
-    """``cuda,cpu`` -> ONNX Runtime provider names, keeping only those this build offers."""
+class ProvidersUnavailable(RuntimeError):
+    """``ATELIER_PROVIDERS`` asks for a provider that cannot start here, with no fallback allowed."""
+
+
+@dataclass(frozen=True)
+class Providers:
+    """What ``ATELIER_PROVIDERS`` asked for and what this machine can give.
+
+    ``names`` is what sessions are opened with (unusable providers already dropped, so ONNX
+    Runtime never tries them); ``fallback`` says why the first choice was dropped, or is None."""
+
+    spec: str
+    names: list[str]
+    fallback: str | None = None
+
+
+def cuda_problem() -> str | None:
+    """None when ONNX Runtime's CUDA provider can start here, else why not, naming what is missing.
+
+    Loads the CUDA 13 and cuDNN 9 libraries that ``onnxruntime-gpu[cuda,cudnn]`` installs as pip
+    wheels (``onnxruntime.preload_dlls``, no torch needed), then the provider library itself: the
+    dynamic loader's message names the first library still missing. The driver (``libcuda.so.1``)
+    comes from the host; in a container, from ``docker run --gpus all``."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it cannot find
+            try:
+                ort.preload_dlls()
+            except Exception:  # noqa: BLE001 - a failed preload shows up in the probe below
+                pass
+    try:
+        ctypes.CDLL(str(CUDA_PROVIDER_LIBRARY))
+    except OSError as e:
+        return (f"CUDA/cuDNN library missing: {e} (pip install 'onnxruntime-gpu[cuda,cudnn]', "
+                f"as requirements-bento.txt does)")
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no NVIDIA driver (libcuda.so.1 not found): no GPU visible to this process (docker run --gpus all)"
+    return None
+
+
+def choose_providers(spec: str, log=logger.warning) -> Providers:
+    """``ATELIER_PROVIDERS`` (``cuda,cpu``, ``cuda``, ``cpu``) -> the providers to open sessions with.
+
+    ``cuda`` alone means "the GPU or nothing": when CUDA cannot start this raises
+    ``ProvidersUnavailable`` with the reason, and the service refuses to start. With a fallback
+    listed, an unusable CUDA is dropped and the reason logged (and reported by the service)."""
     wanted = [s.strip().lower() for s in spec.split(",") if s.strip()]
     unknown = [w for w in wanted if w not in PROVIDER_NAMES]
     if unknown or not wanted:
         raise ValueError(f"ATELIER_PROVIDERS={spec!r}: use a comma-separated list of {', '.join(PROVIDER_NAMES)}")
-    available = set(ort.get_available_providers())
-    return [PROVIDER_NAMES[w] for w in wanted if PROVIDER_NAMES[w] in available] or ["CPUExecutionProvider"]
+    fallback = None
+    if "cuda" in wanted and (problem := cuda_problem()) is not None:
+        if wanted == ["cuda"]:
+            raise ProvidersUnavailable(f"ATELIER_PROVIDERS=cuda: CUDA cannot start: {problem}. "
+                                       "Set ATELIER_PROVIDERS=cuda,cpu to allow running on the CPU.")
+        wanted.remove("cuda")
+        if wanted[0] != "cpu" and "cpu" in wanted:
+            wanted.remove("cpu")
+            wanted.insert(0, "cpu")
+        fallback = f"CUDAExecutionProvider unavailable ({problem}); running on CPUExecutionProvider"
+        log(fallback)
+    return Providers(spec=",".join(s.strip().lower() for s in spec.split(",") if s.strip()),
+                     names=[PROVIDER_NAMES[w] for w in wanted], fallback=fallback)
+
+
+def parse_providers(spec: str) -> list[str]:
+    """``cuda,cpu`` -> the ONNX Runtime provider names to open sessions with (see ``choose_providers``)."""
+    return choose_providers(spec).names
 
 
 def open_session(path: Path, providers: list[str], log=logger.warning, *, arena: bool = True,
@@ -37,9 +104,9 @@ def open_session(path: Path, providers: list[str], log=logger.warning, *, arena:
     (at ~1.6x the time at 512 px, hence only for large inputs). ``spinning=False`` stops idle
     pool threads from busy-waiting, which would take cores from the cheap endpoints.
 
-    ONNX Runtime drops a provider whose libraries are missing (CUDA on a CPU machine) with a
-    noisy log of its own; we silence that and say it once, plainly. ``session.get_providers()[0]``
-    is what actually runs, and the service reports that.
+    Providers that cannot start are normally dropped before this (``choose_providers``); should
+    ONNX Runtime still fall back, it is said once, plainly. ``session.get_providers()[0]`` is
+    what actually runs, and the service reports that.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -54,20 +121,36 @@ def open_session(path: Path, providers: list[str], log=logger.warning, *, arena:
     finally:
         ort.set_default_logger_severity(2)
     if session.get_providers()[0] != providers[0]:
+        if providers == [PROVIDER_NAMES["cuda"]]:
+            raise ProvidersUnavailable(f"ATELIER_PROVIDERS=cuda: {path.name} could not start on CUDA "
+                                       f"(ONNX Runtime fell back to {session.get_providers()[0]})")
         log(f"{path.name}: {providers[0]} could not be started (missing CUDA/cuDNN libraries or no GPU); "
             f"running on {session.get_providers()[0]}")
     return session
 
 
 def device_name(provider: str) -> str:
-    """The GPU's name under CUDA (from nvidia-smi), else the CPU model."""
-    if provider == "CUDAExecutionProvider" and shutil.which("nvidia-smi"):
+    """The GPU's name under CUDA (NVML, which the driver provides; else nvidia-smi), else the CPU model."""
+    if provider == "CUDAExecutionProvider":
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                                 capture_output=True, text=True, timeout=10, check=True)
-            return out.stdout.strip()
-        except (subprocess.SubprocessError, OSError):
-            return "CUDA GPU (name unavailable)"
+            import pynvml  # nvidia-ml-py, a BentoML dependency
+
+            pynvml.nvmlInit()
+            try:
+                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+                return name.decode() if isinstance(name, bytes) else name
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - no NVML: try nvidia-smi
+            pass
+        if shutil.which("nvidia-smi"):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                                     capture_output=True, text=True, timeout=10, check=True)
+                return out.stdout.strip()
+            except (subprocess.SubprocessError, OSError):
+                pass
+        return "CUDA GPU (name unavailable)"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

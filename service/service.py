@@ -2,7 +2,8 @@
 
 Configuration (environment variables, the one mechanism):
   ATELIER_EXPORTS           folder with manifest.json and the ONNX files (default: exports/ beside service/)
-  ATELIER_PROVIDERS         ONNX Runtime provider preference, e.g. ``cuda,cpu`` (default) or ``cpu``
+  ATELIER_PROVIDERS         ONNX Runtime provider preference: ``cuda,cpu`` (default: CUDA, else CPU, said in the
+                            log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
   ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
   ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
@@ -35,8 +36,8 @@ from service.images import FORMATS, ImageInputError, check_header, decode_image,
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, load_manifest
-from service.runtime import (available_memory, cpu_count, device_name, keep_large_blocks_returnable, open_session,
-                             parse_providers)
+from service.runtime import (PROVIDER_NAMES, available_memory, choose_providers, cpu_count, device_name,
+                             keep_large_blocks_returnable, open_session)
 from service.style import StyleTransfer, mix_stats
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
@@ -105,7 +106,8 @@ class Atelier:
     def __init__(self) -> None:
         keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
-        providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
+        self.providers = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))  # strict `cuda`: GPU or refuse
+        providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)
         self.heavy = _heavy_work()
@@ -126,6 +128,7 @@ class Atelier:
             self.style = StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
                                        self.sessions["stylizer"], large)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
+        self._export_provider_gauges()
         self.warm_up()
         LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
         self.ready = True
@@ -148,6 +151,19 @@ class Atelier:
 
     def provider(self, role: str) -> str:
         return self.sessions[role].get_providers()[0]
+
+    def _export_provider_gauges(self) -> None:
+        """On /metrics: the provider each model runs on, and whether the service fell back from the one asked for."""
+        import prometheus_client  # here, not at import: BentoML sets up multiprocess metrics before the service starts
+
+        running = prometheus_client.Gauge("atelier_execution_provider", "1 for the ONNX Runtime execution provider "
+                                          "each model runs on", ["role", "provider"], multiprocess_mode="livemax")
+        for role in self.sessions:
+            running.labels(role=role, provider=self.provider(role)).set(1)
+        fallback = prometheus_client.Gauge("atelier_provider_fallback", "1 when a model runs on another provider than "
+                                           "the first in ATELIER_PROVIDERS", multiprocess_mode="livemax")
+        first = self.providers.spec.split(",")[0]
+        fallback.set(int(any(self.provider(role) != PROVIDER_NAMES[first] for role in self.sessions)))
 
     # --- GAN sampling -------------------------------------------------------------------------
 
@@ -360,6 +376,7 @@ class Atelier:
             "exported": self.manifest["created"],
             "exports": self.exports.name,  # the folder's name: info never shows host paths
             "device": self.device,
+            "providers": {"requested": self.providers.spec, "fallback": self.providers.fallback},
             "models": models,
             "export_check": self.watch.check(),
             "stylize_queue": self.heavy.describe() if self.style else None,

@@ -1,0 +1,97 @@
+"""The GPU path as far as a CPU machine can check it: the container's bento carries the CUDA
+wheels, the models and a non-root user; `ATELIER_PROVIDERS=cuda` refuses to start without CUDA,
+naming what is missing; `cuda,cpu` falls back and says so in info and /metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.manifest import load_manifest
+from service.runtime import cuda_problem
+from tests.pipeline import REPO, Server
+
+NO_CUDA = cuda_problem()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """``name -> version`` of each ``name[extras]==version`` line of a requirements file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if m := re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[a-z,]+\])?==(\S+)", line.strip()):
+            out[m[1].lower()] = m[3]
+    return out
+
+
+def test_the_bentos_requirements_are_the_services_plus_the_cuda_wheels():
+    service, bento = pins(REPO / "requirements-service.txt"), pins(REPO / "requirements-bento.txt")
+    assert bento == service
+    assert "onnxruntime-gpu[cuda,cudnn]==" in (REPO / "requirements-bento.txt").read_text()
+
+
+def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root_user(exports_dir, tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copytree(REPO / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(exports_dir, context / "exports")
+    for name in ("bentofile.yaml", "requirements-bento.txt"):
+        shutil.copy(REPO / name, context / name)
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+           "PYTHONPATH": str(context)}
+    bentoml = Path(sys.executable).parent / "bentoml"
+    built = subprocess.run([str(bentoml), "build", str(context), "--output", "tag"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (bento,) = (tmp_path / "bentoml" / "bentos" / "atelier").glob("*/bento.yaml")
+    bento = bento.parent
+
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "onnxruntime-gpu[cuda,cudnn]==1.31.1" in requirements
+    assert "torch" not in requirements  # the container serves on ONNX Runtime alone
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "requirements.txt" in dockerfile
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0"), users  # the server runs as an unprivileged user
+    manifest = load_manifest(bento / "src" / "exports")  # every model's sha256 verified in the bento
+    assert {"generator", "style_encoder", "stylizer"} <= set(manifest["models"])
+
+
+# As in the container (the image sets it): BentoML does not respawn a worker whose start failed,
+# so `bentoml serve` exits non-zero (outside a container it retries every ~10 s, logging the reason).
+CONTAINER = {"BENTOML_CONTAINERIZED": "true"}
+
+
+@pytest.mark.skipif(NO_CUDA is None, reason="CUDA can start here: the refusal cannot be shown")
+def test_strict_cuda_refuses_to_start_without_cuda_and_names_what_is_missing(exports_dir, tmp_path):
+    with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
+        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60,
+               env={"ATELIER_PROVIDERS": "cuda", **CONTAINER}).__enter__()
+    log = (tmp_path / "serve.log").read_text()
+    assert "ATELIER_PROVIDERS=cuda: CUDA cannot start" in log
+    assert re.search(r"lib[\w.+-]+\.so(\.\d+)*", log), log  # the library the loader could not find
+
+
+@pytest.mark.skipif(NO_CUDA is None, reason="CUDA runs here: nothing falls back")
+def test_the_cpu_fallback_is_reported_in_info_and_metrics(server):
+    info = requests.post(f"{server.url}/info", json={}, timeout=10).json()
+    assert info["providers"]["requested"] == "cuda,cpu"
+    assert "CUDAExecutionProvider unavailable" in info["providers"]["fallback"]
+    assert {m["provider"] for m in info["models"].values()} == {"CPUExecutionProvider"}
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert re.search(r"^atelier_provider_fallback(\{[^}]*\})? 1\.0$", metrics, re.MULTILINE), metrics[-2000:]
+    running = re.findall(r'^atelier_execution_provider\{([^}]*)\} 1\.0$', metrics, re.MULTILINE)
+    assert any('role="stylizer"' in labels and 'provider="CPUExecutionProvider"' in labels for labels in running)
+
+
+def test_a_wrong_provider_name_is_refused_at_start(exports_dir, tmp_path):
+    with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
+        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60,
+               env={"ATELIER_PROVIDERS": "tpu", **CONTAINER}).__enter__()
+    assert "ATELIER_PROVIDERS='tpu': use a comma-separated list of cuda, cpu" in (tmp_path / "serve.log").read_text()
