@@ -79,6 +79,10 @@ class HeavyWork:
         """Run ``fn`` on a heavy-work thread and wait (used at start-up to create the heavy sessions there)."""
         return self.executor.submit(fn).result()
 
+    def idle(self) -> bool:
+        """Nothing queued or running."""
+        return not self._queue and not self._running
+
     def estimated_wait(self) -> float:
         """Seconds until a request arriving now would start: the work ahead of it, spread over the slots."""
         ahead = sum(self._running.values()) / 2 + sum(p for _, p in self._queue)  # running ones: half done, on average

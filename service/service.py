@@ -6,6 +6,8 @@ Configuration (environment variables, the one mechanism):
                             log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
   ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
+  ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
+                            under CUDA, where each new shape costs an algorithm search; minimal on CPU)
   ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
   ATELIER_DRAIN_SECONDS     on SIGTERM, seconds of readyz 503 before the listener closes (default 2)
   ATELIER_SHUTDOWN_TIMEOUT  on SIGTERM, seconds until unfinished work is abandoned (default 25)
@@ -18,6 +20,7 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -55,6 +58,8 @@ MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue
 # (arena off: 1.5 GB at 1024 px, 5.8 GB at 2048 px, less a 0.2 GB base), with a margin.
 STYLIZE_BYTES_PER_PIXEL = 1500
 STYLIZE_BASE_BYTES = 200 * 2**20
+# Stylisation shapes warmed before the service reports ready (the default max_side, square and 4:3).
+WARM_FIRST = ((256, 256), (384, 512), (512, 384), (512, 512))
 
 Format = Literal["png", "jpeg", "webp"]
 Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
@@ -125,8 +130,9 @@ class Atelier:
         self.style = None
         if "stylizer" in models:
             large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
+            bucket = os.environ.get("ATELIER_SHAPE_BUCKET")
             self.style = StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
-                                       self.sessions["stylizer"], large)
+                                       self.sessions["stylizer"], large, bucket=int(bucket) if bucket else None)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self._export_provider_gauges()
         self.warm_up()
@@ -134,17 +140,39 @@ class Atelier:
         self.ready = True
 
     def warm_up(self) -> None:
-        """Run each model once at the shapes served most, so the first request pays no set-up cost."""
+        """Run each model once at the shapes served most, so the first request pays no set-up cost.
+
+        With shape buckets (CUDA), the service is ready once the ``WARM_FIRST`` shapes are warm;
+        every other shape an input of long side 512 or 256 can take warms in the background, one
+        at a time, while no stylisation is waiting."""
         if self.gan:
             for n in (1, MAX_SAMPLES):
                 self.gan.sample(0, n, 1.0, self.gan.default_labels(n))
+        self.warm_shapes: set[tuple[int, int]] = set()
         if self.style:
-            stats = next(iter(self.style.presets.values()))
-            for h, w in ((256, 256), (384, 512), (512, 384), (512, 512)):  # the arena's high-water mark
+            for h, w in WARM_FIRST:  # the last one, 512x512, also the arena's high-water mark
                 started = time.monotonic()
-                self.heavy.on_heavy_thread(lambda: self.style.stylize(
-                    np.full((h, w, 3), 128, np.uint8), stats, 1.0, False, 512))
+                self._warm_shape(h, w)
             self.heavy.seconds_per_pixel = (time.monotonic() - started) / (512 * 512)
+            if self.style.step >= 64:
+                later = [hw for side in (512, 256) for hw in self.style.bucket_shapes(side) if hw not in self.warm_shapes]
+                threading.Thread(target=self._warm_in_background, args=(later,), name="warm-shapes", daemon=True).start()
+
+    def _warm_shape(self, h: int, w: int) -> None:
+        shape = self.style.padded_size(h, w)
+        if shape not in self.warm_shapes:
+            preset = next(iter(self.style.presets))
+            self.heavy.on_heavy_thread(lambda: self.style.stylize(np.full((*shape, 3), 128, np.uint8), preset, 1.0,
+                                                                  False, max(shape)))
+            self.warm_shapes.add(shape)
+
+    def _warm_in_background(self, shapes: list[tuple[int, int]]) -> None:
+        for h, w in shapes:
+            while not self.heavy.idle() and not LIFECYCLE.draining:
+                time.sleep(0.5)
+            if LIFECYCLE.draining:
+                return
+            self._warm_shape(h, w)
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False) and not LIFECYCLE.draining
@@ -318,7 +346,8 @@ class Atelier:
                 sources.append("upload (cached statistics)" if cached else "upload")
         except ImageInputError as e:
             return error_response(e.field, e.message)
-        image = self.style.stylize(pixels, mix_stats(stats, blend), strength, preserve_color, max_side)
+        style = names[0] if len(names) == 1 and not style_data else mix_stats(stats, blend)  # a preset: on the device
+        image = self.style.stylize(pixels, style, strength, preserve_color, max_side)
         described = ", ".join(f"{src} x{w:.3g}" for src, w in zip(sources, blend)) if len(sources) > 1 else sources[0]
         return Response(encode_image(image, format), media_type=FORMATS[format],
                         headers={"X-Atelier-Style": described, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"})
@@ -368,7 +397,9 @@ class Atelier:
             models["stylizer"].update({"levels": st["levels"], "transform": st["transform"],
                                        "training": {"metrics": _finite(st.get("metrics"))},
                                        "quality": _finite(st.get("quality")),
-                                       "presets": [p["name"] for p in st["presets"]]})
+                                       "presets": [p["name"] for p in st["presets"]],
+                                       "shape_step": self.style.step,  # inputs padded to multiples of this
+                                       "warm_shapes": sorted(f"{h}x{w}" for h, w in self.warm_shapes)})
         return {
             "service": "atelier",
             "version": self.manifest["atelier_version"],

@@ -12,6 +12,7 @@ distributions.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,6 +33,11 @@ ARENA_MAX_PIXELS = 512 * 512
 # The coarsest feature map must be at least this many pixels on each side (the decoders' reflection
 # padding needs 2); smaller (thin) inputs are padded up to it and cropped back.
 MIN_FEATURE_SIDE = 4
+# Under CUDA, inputs are padded to multiples of this many pixels a side (shape buckets): cuDNN
+# picks its algorithms once per input shape, so a bounded set of shapes, warmed at start-up,
+# keeps that cost off requests. On the CPU a new shape costs no more than a known one (measured:
+# 0.43-0.60 s either way at 512 px, 2 cores), so there the padding stays minimal.
+CUDA_SHAPE_BUCKET = 64
 
 Stats = list[np.ndarray]  # mean_L (C,), cov_L (C, C) for each level L, in the manifest's order
 
@@ -55,18 +61,29 @@ def encode_style(encoder: ort.InferenceSession, pixels: np.ndarray, side: int, l
 
 class StyleTransfer:
     def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
-                 stylizer: ort.InferenceSession, large_stylizer: ort.InferenceSession | None = None):
+                 stylizer: ort.InferenceSession, large_stylizer: ort.InferenceSession | None = None,
+                 bucket: int | None = None):
         style = manifest["style"]
         self.encoder, self.stylizer = encoder, stylizer
         self.large_stylizer = large_stylizer or stylizer
         self.levels: list[str] = style["levels"]
         self.multiple: int = style["size_multiple"]
+        # Where the stylizer's tensors live: inputs are bound there, preset statistics kept there.
+        self.device = "cuda" if stylizer.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        if bucket is None:
+            bucket = CUDA_SHAPE_BUCKET if self.device == "cuda" else 0
+        self.step = math.lcm(self.multiple, bucket) if bucket else self.multiple  # padded sides are multiples
         self.style_side: int = style["style_image_side"]
         self.stats_names = stats_names(self.levels)
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
                 p["name"]: [npz[key] for key in preset_keys(p["name"], self.levels)] for p in style["presets"]
             }
+        # Each preset's statistics as tensors on the stylizer's device, uploaded once.
+        self.resident: dict[str, list[ort.OrtValue]] = {
+            name: [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s[None]), self.device, 0) for s in stats]
+            for name, stats in self.presets.items()
+        }
         self.thumbnails: dict[str, bytes] = {p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]}
         self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
         self._cache: OrderedDict[str, Stats] = OrderedDict()
@@ -91,23 +108,49 @@ class StyleTransfer:
                 self._cache.popitem(last=False)
         return stats, False
 
-    def stylize(self, content: np.ndarray, stats: Stats, strength: float, preserve_color: bool,
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        return padded_size(h, w, self.multiple, self.step)
+
+    def bucket_shapes(self, long_side: int) -> list[tuple[int, int]]:
+        """Every shape an input of long side ``long_side`` runs at, whatever its aspect ratio (squarest first)."""
+        shapes = {self.padded_size(a, b)
+                  for short in range(1, long_side + 1) for a, b in ((long_side, short), (short, long_side))}
+        return sorted(shapes, key=lambda hw: (-min(hw), hw))
+
+    def stylize(self, content: np.ndarray, stats: Stats | str, strength: float, preserve_color: bool,
                 max_side: int) -> np.ndarray:
         """Content (H, W, 3) uint8 -> stylised (h, w, 3) uint8 with the content's aspect ratio, long side <= max_side.
 
-        The input is padded (mirrored) to a multiple of the coarsest level's stride, and to at least
-        ``MIN_FEATURE_SIDE`` features a side, and cropped back.
+        ``stats`` is a style's statistics, or a preset's name (its statistics are already on the
+        device). The input is padded (mirrored) to the session's shape step (the coarsest level's
+        stride, or the shape bucket under CUDA), and to at least ``MIN_FEATURE_SIDE`` features a
+        side, and cropped back.
         """
         if max(content.shape[:2]) > max_side:
             content = resize_long_side(content, max_side)
         h, w = content.shape[:2]
-        padded = pad_for_cascade(content, self.multiple)
-        feed = {"content": _to_input(padded), "strength": np.array([strength], dtype=np.float32)}
-        feed.update({name: s[None] for name, s in zip(self.stats_names, stats)})
+        padded = pad_for_cascade(content, self.multiple, self.step)
         session = self.stylizer if padded.shape[0] * padded.shape[1] <= ARENA_MAX_PIXELS else self.large_stylizer
-        (image,) = session.run(["image"], feed)
+        image = self.run_stylizer(session, _to_input(padded), self.resident[stats] if isinstance(stats, str) else stats,
+                                  strength)
         out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
         return keep_colors(content, out) if preserve_color else out
+
+    def run_stylizer(self, session: ort.InferenceSession, x: np.ndarray, stats: Stats | list[ort.OrtValue],
+                     strength: float) -> np.ndarray:
+        """One run of the cascade with I/O binding: the image is copied to the device once and the
+        result back once; resident statistics (``OrtValue``) are bound where they are."""
+        binding = session.io_binding()
+        binding.bind_cpu_input("content", x)
+        binding.bind_cpu_input("strength", np.array([strength], dtype=np.float32))
+        for name, value in zip(self.stats_names, stats):
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value[None]))
+        binding.bind_output("image", self.device)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()
 
 
 def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
@@ -127,16 +170,22 @@ def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
     return out
 
 
-def pad_for_cascade(pixels: np.ndarray, multiple: int) -> np.ndarray:
-    """(H, W, 3) -> mirrored at the bottom and right up to multiples of ``multiple`` and at least
-    ``MIN_FEATURE_SIDE * multiple`` a side (the top-left (H, W) is the input, unchanged)."""
+def padded_size(h: int, w: int, multiple: int, step: int | None = None) -> tuple[int, int]:
+    """The (H, W) an (h, w) input runs at: up to multiples of ``step`` (a multiple of ``multiple``,
+    the coarsest level's stride; by default that stride) and at least ``MIN_FEATURE_SIDE * multiple``
+    a side."""
+    step = step or multiple
+    low = -(-MIN_FEATURE_SIDE * multiple // step) * step
+    return max(-(-h // step) * step, low), max(-(-w // step) * step, low)
+
+
+def pad_for_cascade(pixels: np.ndarray, multiple: int, step: int | None = None) -> np.ndarray:
+    """(h, w, C) -> mirrored at the bottom and right up to ``padded_size``; the top-left (h, w) is the input, unchanged."""
     h, w = pixels.shape[:2]
-    low = MIN_FEATURE_SIDE * multiple
-    ph = max(-h % multiple, low - h)
-    pw = max(-w % multiple, low - w)
-    if ph == 0 and pw == 0:
+    ph, pw = padded_size(h, w, multiple, step)
+    if (ph, pw) == (h, w):
         return pixels
-    return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+    return np.pad(pixels, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
 
 
 def _to_input(pixels: np.ndarray) -> np.ndarray:

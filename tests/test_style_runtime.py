@@ -1,0 +1,66 @@
+"""The style model on real ONNX Runtime sessions of a tiny export: I/O binding, resident preset
+statistics and shape buckets (the CUDA path's mechanics, run here on CPU ``OrtValue``s)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.runtime import open_session
+from service.style import StyleTransfer, _to_input, pad_for_cascade, padded_size, stats_names
+from tests.hostile_images import gradient
+
+
+@pytest.fixture(scope="module")
+def sessions(exports_dir):
+    manifest = json.loads((exports_dir / "manifest.json").read_text())
+    cpu = ["CPUExecutionProvider"]
+    encoder = open_session(exports_dir / manifest["models"]["style_encoder"]["path"], cpu)
+    stylizer = open_session(exports_dir / manifest["models"]["stylizer"]["path"], cpu)
+    return exports_dir, manifest, encoder, stylizer
+
+
+def style(sessions, bucket: int | None = None) -> StyleTransfer:
+    exports, manifest, encoder, stylizer = sessions
+    return StyleTransfer(exports, manifest, encoder, stylizer, bucket=bucket)
+
+
+def test_io_binding_and_resident_presets_give_the_pixels_of_a_plain_run(sessions):
+    st = style(sessions)
+    name, stats = next(iter(st.presets.items()))
+    x = _to_input(pad_for_cascade(gradient(53, 37), st.multiple))
+    feed = {"content": x, "strength": np.array([0.8], np.float32),
+            **{n: s[None] for n, s in zip(stats_names(st.levels), stats)}}
+    (plain,) = st.stylizer.run(["image"], feed)
+    assert isinstance(st.resident[name][0], ort.OrtValue) and st.resident[name][0].device_name() == "cpu"
+    np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, stats, 0.8), plain)  # host statistics
+    np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, st.resident[name], 0.8), plain)  # resident ones
+    np.testing.assert_array_equal(st.stylize(gradient(53, 37), name, 0.8, False, 512),
+                                  st.stylize(gradient(53, 37), stats, 0.8, False, 512))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 700), (700, 1), (37, 53), (65, 63), (64, 128), (129, 511)])
+def test_shape_buckets_pad_to_multiples_of_64_and_crop_back_exactly(sessions, h, w):
+    st = style(sessions, bucket=64)
+    content = gradient(w, h)
+    H, W = st.padded_size(h, w)
+    assert H % 64 == 0 and W % 64 == 0 and H - 64 < max(h, 64) and W - 64 < max(w, 64)
+    out = st.stylize(content, next(iter(st.presets)), 1.0, False, 1024)
+    assert out.shape == (h, w, 3)
+    padded = pad_for_cascade(content, st.multiple, 64)
+    assert padded.shape[:2] == (H, W) and np.array_equal(padded[:h, :w], content)
+    whole = st.stylize(padded, next(iter(st.presets)), 1.0, False, 1024)  # the bucket's shape, nothing to pad
+    np.testing.assert_array_equal(out, whole[:h, :w])  # the output is the top-left of the padded run
+
+
+def test_buckets_bound_the_shapes_a_max_side_can_produce(sessions):
+    st = style(sessions, bucket=64)
+    shapes = st.bucket_shapes(512)
+    assert len(shapes) == 15 and shapes[0] == (512, 512)  # (512, 64k) and (64k, 512), k = 1..8
+    assert all(512 in hw and hw[0] % 64 == 0 and hw[1] % 64 == 0 for hw in shapes)
+    plain = style(sessions)  # CPU default: padded only to the cascade's stride and minimum size
+    assert plain.step == plain.multiple and len(plain.bucket_shapes(512)) > 100
+    assert padded_size(1, 1, plain.multiple) == (4 * plain.multiple,) * 2
