@@ -8,6 +8,8 @@ Configuration (environment variables, the one mechanism):
   ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
   ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
                             under CUDA, where each new shape costs an algorithm search; minimal on CPU)
+  ATELIER_SAMPLE_BATCHING   1: generator calls that arrive together run as one batch; 0: each alone
+                            (default: 1 under CUDA, 0 on CPU)
   ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
   ATELIER_DRAIN_SECONDS     on SIGTERM, seconds of readyz 503 before the listener closes (default 2)
   ATELIER_SHUTDOWN_TIMEOUT  on SIGTERM, seconds until unfinished work is abandoned (default 25)
@@ -126,7 +128,11 @@ class Atelier:
         self.sessions: dict[str, Any] = {role: session(role) for role in models if role not in heavy_roles}
         self.sessions.update(self.heavy.on_heavy_thread(
             lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}))
-        self.gan = GanSampler(self.sessions["generator"], models["generator"]) if "generator" in models else None
+        self.gan = None
+        if "generator" in models:
+            batching = os.environ.get("ATELIER_SAMPLE_BATCHING")  # default: under CUDA
+            batching = batching == "1" if batching else self.provider("generator") == PROVIDER_NAMES["cuda"]
+            self.gan = GanSampler(self.sessions["generator"], models["generator"], batching=batching)
         self.style = None
         if "stylizer" in models:
             large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
@@ -389,6 +395,8 @@ class Atelier:
                 "latent_dim": g["latent_dim"], "image_size": g["image_size"], "channels": g["channels"],
                 "class_labels": g["class_labels"], "dataset": g["dataset"], "metrics": _finite(g.get("metrics")),
                 "latent": g["latent"],
+                "batching": ({"enabled": True, "runs": self.gan.batcher.runs, "calls": self.gan.batcher.calls}
+                             if self.gan.batcher else {"enabled": False}),
             })
         if "stylizer" in models:
             st = self.manifest["style"]

@@ -4,18 +4,23 @@ naming what is missing; `cuda,cpu` falls back and says so in info and /metrics."
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from service.manifest import load_manifest
 from service.runtime import cuda_problem
+from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 NO_CUDA = cuda_problem()
@@ -95,3 +100,38 @@ def test_a_wrong_provider_name_is_refused_at_start(exports_dir, tmp_path):
         Server(exports_dir, tmp_path / "serve.log", startup_timeout=60,
                env={"ATELIER_PROVIDERS": "tpu", **CONTAINER}).__enter__()
     assert "ATELIER_PROVIDERS='tpu': use a comma-separated list of cuda, cpu" in (tmp_path / "serve.log").read_text()
+
+
+def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unbatched(exports_dir, server, tmp_path):
+    """Shape buckets and sample batching, the CUDA defaults, forced on here: same answers, exact sizes."""
+    gpu_like = Server(exports_dir, tmp_path / "serve.log", env={"ATELIER_SHAPE_BUCKET": "64", "ATELIER_SAMPLE_BATCHING": "1"})
+    with gpu_like:
+        info = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()
+        stylizer = info["models"]["stylizer"]
+        assert stylizer["shape_step"] == 64
+        assert {"256x256", "384x512", "512x384", "512x512"} <= set(stylizer["warm_shapes"])  # before ready
+
+        def samples(target, seed):
+            r = requests.post(f"{target.url}/sample", json={"n": 1 + seed % 3, "seed": seed}, timeout=60)
+            assert r.status_code == 200, r.text
+            return r.json()["images"]
+
+        with ThreadPoolExecutor(16) as pool:
+            batched = list(pool.map(lambda s: samples(gpu_like, s), range(32)))
+        assert batched == [samples(server, s) for s in range(32)]  # the unbatched server's PNGs, byte for byte
+        batching = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["generator"]["batching"]
+        assert batching["enabled"] and batching["calls"] >= 32 and batching["runs"] <= batching["calls"]
+
+        content = io.BytesIO()
+        Image.fromarray(gradient(53, 37)).save(content, format="PNG")
+        r = requests.post(f"{gpu_like.url}/stylize", files={"content": content.getvalue()},
+                          data={"style_name": "brick"}, timeout=60)
+        assert r.status_code == 200 and r.headers["X-Atelier-Size"] == "53x37"  # padded to 64x64, cropped back
+
+        def all_warm():
+            shapes = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["stylizer"]
+            return len(shapes["warm_shapes"]) == 22  # long side 512: 15 shapes, long side 256: 7
+        deadline = time.monotonic() + 120
+        while not all_warm():
+            assert time.monotonic() < deadline, "the background warm-up did not finish"
+            time.sleep(0.5)
