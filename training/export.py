@@ -36,16 +36,8 @@ class ExportError(RuntimeError):
 
 def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
     """The EMA generator of a GAN run -> ``generator.onnx`` and its manifest entry."""
-    checkpoint_path = run / "checkpoint.pt"
-    if not checkpoint_path.exists():
-        raise ExportError(f"{run}: no checkpoint.pt (train first: make train)")
-    checkpoint = load_checkpoint(checkpoint_path)
-    options = json.loads(checkpoint["options"])
-    generator, _ = build_models(options)
-    generator.load_state_dict(checkpoint["generator_ema"])
-    generator.eval()
+    module, options = load_generator(run)
     conditional = bool(options["num_classes"])
-    module = generator if conditional else _Unconditional(generator)
     batch = torch.export.Dim("batch", min=1, max=4096)
     names = ["z", "label"] if conditional else ["z"]
 
@@ -82,6 +74,20 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
     }
     entry["parity"]["seeds"] = PARITY_SEEDS
     return entry
+
+
+def load_generator(run: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A GAN run's EMA generator in eval mode, taking ``(z, label)`` when conditional and ``(z,)``
+    otherwise (the exported graph's inputs), and the run's options."""
+    checkpoint_path = run / "checkpoint.pt"
+    if not checkpoint_path.exists():
+        raise ExportError(f"{run}: no checkpoint.pt (train first: make train)")
+    checkpoint = load_checkpoint(checkpoint_path)
+    options = json.loads(checkpoint["options"])
+    generator, _ = build_models(options)
+    generator.load_state_dict(checkpoint["generator_ema"])
+    generator.eval()
+    return (generator if options["num_classes"] else _Unconditional(generator)), options
 
 
 class _Unconditional(torch.nn.Module):

@@ -66,19 +66,8 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
-    levels = list(levels or config["levels"])
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
-    unknown = [lv for lv in levels if lv not in config["levels"]]
-    if unknown or not levels:
-        raise ValueError(f"levels {levels}: this run has decoders for {config['levels']} only")
-    levels = sorted(levels, key=layer_block, reverse=True)  # coarse to fine
-    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"],
-                         last_layer=config["levels"][0], log=log)
-    check_same_vgg(ckpt["vgg"], info)
-    decoders = load_decoders(ckpt, levels)
-    encoder = StyleEncoder(vgg, levels).eval()
-    cascade = Cascade(vgg, decoders, transform).eval()
+    vgg, info, decoders, encoder, cascade = load_style_modules(ckpt, levels, transform, log)
+    levels = encoder.levels
 
     m = size_multiple(levels[0])
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
@@ -112,7 +101,8 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
             "style_image_resize": f"Pillow LANCZOS to long side {style_side} px (up or down, aspect "
                                   "kept), RGB float32 / 255, then the style encoder",
             "presets_file": "style_presets.npz", "presets": presets,
-            "training": opt, "metrics": training_metrics(run_dir, ckpt), "quality": quality,
+            "training": opt, "run": str(run_dir.resolve()),
+            "metrics": training_metrics(run_dir, ckpt), "quality": quality,
         },
     }
 
@@ -135,6 +125,27 @@ def held_out_psnr(vgg: torch.nn.Module, decoders: Sequence[Decoder], log: Callab
             out[decoder.layer] = {**scores, "mean": round(float(np.mean(list(scores.values()))), 2)}
     log("held-out reconstruction PSNR: " + ", ".join(f"{k} {v['mean']:.1f} dB" for k, v in out.items()))
     return out
+
+
+def load_style_modules(ckpt: dict[str, Any], levels: Sequence[str] | None = None, transform: str = "wct",
+                       log: Callable[[str], None] = print):
+    """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
+
+    ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
+    order coarse to fine; ``transform``: ``ot`` or ``wct``."""
+    config = ckpt["decoder_config"]
+    levels = list(levels or config["levels"])
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
+    unknown = [lv for lv in levels if lv not in config["levels"]]
+    if unknown or not levels:
+        raise ValueError(f"levels {levels}: this run has decoders for {config['levels']} only")
+    levels = sorted(levels, key=layer_block, reverse=True)  # coarse to fine
+    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"],
+                         last_layer=config["levels"][0], log=log)
+    check_same_vgg(ckpt["vgg"], info)
+    decoders = load_decoders(ckpt, levels)
+    return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), Cascade(vgg, decoders, transform).eval()
 
 
 def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
