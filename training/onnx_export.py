@@ -109,3 +109,61 @@ def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
     tensor = value.type.tensor_type
     shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
     return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": shape}
+
+
+FP16_MIN_PSNR_DB = 35.0  # an fp16 variant is served only when its images are at least this close to fp32 PyTorch
+
+
+def fp16_variant(source: Path, path: Path) -> list[str]:
+    """Write an fp16 copy of the fp32 graph ``source`` to ``path`` (ONNX Runtime's converter, its
+    default fp32 block list; fp32 inputs and outputs, so a variant takes and returns exactly what
+    its fp32 model does); returns the op types that run in fp16.
+
+    Everything else is in fp16 too, the style statistics included. Keeping the statistics and the
+    Newton-Schulz transform in fp32 (an op block list) produced NaN images with ONNX Runtime
+    1.31's converter, so the whole graph is converted and the parity check decides: a variant
+    whose images are not within ``FP16_MIN_PSNR_DB`` of PyTorch fp32 (an overflow past 65504
+    gives NaN, hence fails) is recorded as such and never served."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(source))
+    ops = {node.op_type for node in model.graph.node}
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    # The converter adds one Cast per fp32 consumer of an fp16 tensor, identical down to the name
+    # and output, which ONNX Runtime refuses ("two nodes with same node name"): keep one of each.
+    seen, nodes = set(), []
+    for node in converted.graph.node:
+        key = node.SerializeToString()
+        if node.op_type != "Cast" or key not in seen:
+            seen.add(key)
+            nodes.append(node)
+    del converted.graph.node[:]
+    converted.graph.node.extend(nodes)
+    infos = {info.name: info for info in converted.graph.value_info}
+    del converted.graph.value_info[:]
+    converted.graph.value_info.extend(infos.values())
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(converted, str(tmp))
+    os.replace(tmp, path)
+    return sorted(ops - set(DEFAULT_OP_BLOCK_LIST) - {"Cast", "Shape"})
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    """PSNR (dB) of ``b`` against ``a``, both in a range of width ``peak``; inf when identical."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
+
+
+def fp16_parity(path: Path, reference: Sequence[np.ndarray], feeds: Sequence[Mapping[str, np.ndarray]],
+                output: str, peak: float, converted_ops: list[str]) -> dict[str, Any]:
+    """The fp16 variant at ``path`` run on an ONNX Runtime CPU session over ``feeds``, scored against the
+    fp32 PyTorch outputs ``reference``: the manifest's ``variants.fp16`` entry (less its sha256)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores = [psnr_db(ref, session.run([output], dict(feed))[0]) for ref, feed in zip(reference, feeds, strict=True)]
+    worst = min(scores)
+    return {"path": path.name, "precision": "fp16", "ops_in_fp16": converted_ops,
+            "parity": {"vs": "PyTorch fp32", "min_psnr_db": round(worst, 2) if np.isfinite(worst) else None,
+                       "bound_psnr_db": FP16_MIN_PSNR_DB, "within_bound": bool(worst >= FP16_MIN_PSNR_DB),
+                       "checked_on": "CPUExecutionProvider", "cases": len(scores)}}

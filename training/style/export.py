@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from service.style import encode_style, preset_keys, resize_long_side, stats_names
-from training.onnx_export import ExportResult, ParityError, export_checked
+from training.onnx_export import (FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity,
+                                  fp16_variant)
 from training.runs import MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
 from training.style.functions import (COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION,
@@ -72,6 +73,7 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     m = size_multiple(levels[0])
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
     dec = export_stylizer(encoder, cascade, m, out_dir / "stylizer.onnx", log)
+    fp16 = stylizer_fp16(encoder, cascade, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
     transform_error = check_transform(encoder, transform, log)
     presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log)
     quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
@@ -90,11 +92,12 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
                      "input_range": [0.0, 1.0], "output_range": [0.0, 1.0],
                      "transform": transform, "newton_schulz_iters": NS_ITERS, "cov_eps": COV_EPS,
                      "decoder_width": config["width"],
-                     "strength": "at each level: features = s * T(features) + (1 - s) * features"},
+                     "strength": "at each level: features = s * T(features) + (1 - s) * features",
+                     "variants": {"fp16": fp16}},
     }
     return {
         "models": models,
-        "assets": ["style_presets.npz"] + [p["thumbnail"] for p in presets],
+        "assets": ["style_presets.npz", fp16["path"]] + [p["thumbnail"] for p in presets],
         "style": {
             "vgg": vgg_fields, **common, "transform": transform,
             "style_stats": STYLE_STATS_DEFINITION, "style_image_side": style_side,
@@ -191,6 +194,30 @@ def export_stylizer(encoder: StyleEncoder, cascade: Cascade, multiple: int, path
     result = export_checked(cascade, example, path, names, ["image"], shapes, checks, atol=STYLIZER_ATOL)
     log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} (atol {STYLIZER_ATOL:g})")
     return result
+
+
+def stylizer_fp16(encoder: StyleEncoder, cascade: Cascade, multiple: int, source: Path, path: Path,
+                  log: Callable[[str], None], side: int = 256) -> dict[str, Any]:
+    """The stylizer's fp16 variant and its parity: PSNR against the fp32 PyTorch cascade on the
+    held-out photos (long side ``side``) in two bundled styles, at full strength."""
+    from training.style import data
+
+    ops = fp16_variant(source, path)
+    styles = list(data.bundled_style_images().values())[:2]
+    reference, feeds = [], []
+    with torch.no_grad():
+        for photo in data.held_out_photos().values():
+            x = data.resize_long_side(data.to_tensor(photo)[None], side, multiple)
+            for style in styles:
+                stats = encoder(data.resize_long_side(data.to_tensor(style)[None], side))
+                inputs = (x, torch.ones(1), *stats)
+                reference.append(cascade(*inputs).numpy())
+                feeds.append(dict(zip(["content", "strength", *stats_names(cascade.levels)],
+                                      (t.numpy() for t in inputs))))
+    entry = fp16_parity(path, reference, feeds, "image", 1.0, ops)
+    log(f"{path.name}: PSNR vs PyTorch fp32 >= {entry['parity']['min_psnr_db']} dB "
+        f"on {len(feeds)} held-out pairs (bound {FP16_MIN_PSNR_DB:g} dB)")
+    return entry
 
 
 def check_transform(encoder: StyleEncoder, kind: str, log: Callable[[str], None]) -> float:
