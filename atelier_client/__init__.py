@@ -1,0 +1,176 @@
+"""A Python client for Atelier's HTTP API (httpx and Pillow; no torch, no BentoML needed).
+
+    from atelier_client import Atelier
+
+    with Atelier("http://localhost:3000") as atelier:
+        digits = atelier.sample(n=4, seed=42)                  # list of PIL images; .info["seed"] each
+        painted = atelier.stylize("photo.jpg", style_name="brick", strength=0.8)
+        painted.save("painted.png")
+
+Every error the API answers is raised as ``AtelierError`` with its HTTP status, the field it names
+and its message. ``429`` and ``503`` (busy, draining) are retried, waiting what ``Retry-After``
+says (``retries`` times, at most ``max_retry_wait`` seconds each); connection failures are
+retried with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import httpx
+from PIL import Image
+
+__all__ = ["Atelier", "AtelierError", "ImageInput"]
+
+ImageInput = Union[str, Path, bytes, Image.Image]  # a file path, a file's bytes, or a PIL image
+Format = Literal["png", "jpeg", "webp"]
+RETRY_STATUSES = (429, 503)
+
+
+class AtelierError(Exception):
+    """The API refused a request (or could not be reached): ``status`` (0 when no answer came),
+    ``field`` (the request field it names, or ``service``) and ``message``."""
+
+    def __init__(self, status: int, field: str, message: str, retry_after: float | None = None):
+        super().__init__(f"{status} {field}: {message}" if status else f"{field}: {message}")
+        self.status, self.field, self.message, self.retry_after = status, field, message, retry_after
+
+
+class Atelier:
+    def __init__(self, url: str = "http://localhost:3000", timeout: float = 120.0, retries: int = 3,
+                 max_retry_wait: float = 30.0, transport: httpx.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait = retries, max_retry_wait
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> "Atelier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- GAN ------------------------------------------------------------------------------------
+
+    def sample(self, n: int = 1, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
+               format: Format = "png") -> list[Image.Image]:
+        """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``)."""
+        body = self._json("sample", n=n, seed=seed, label=label, truncation=truncation, format=format)
+        images = [_image(b64) for b64 in body["images"]]
+        for image, s, lab in zip(images, body["seeds"], body["labels"] or [None] * len(images)):
+            image.info.update(seed=s, label=lab, model=body["model"])
+        return images
+
+    def sample_grid(self, n: int = 16, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
+                    format: Format = "png") -> Image.Image:
+        """The same samples tiled into one image; its seed in ``.info["seed"]``."""
+        response = self._post("sample_grid", json=_fields(n=n, seed=seed, label=label, truncation=truncation,
+                                                          format=format))
+        image = _image(response.content)
+        image.info["seed"] = int(response.headers["X-Atelier-Seed"])
+        return image
+
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, method: Literal["slerp", "lerp"] = "slerp",
+                    truncation: float = 1.0, label: int | None = None, format: Format = "png") -> list[Image.Image]:
+        """``steps`` images from seed_a's image to seed_b's, both ends included."""
+        body = self._json("interpolate", seed_a=seed_a, seed_b=seed_b, steps=steps, method=method,
+                          truncation=truncation, label=label, format=format)
+        return [_image(b64) for b64 in body["images"]]
+
+    # --- style ----------------------------------------------------------------------------------
+
+    def stylize(self, content: ImageInput, style: ImageInput | Sequence[ImageInput] | None = None,
+                style_name: str | Sequence[str] | None = None, weights: Sequence[float] | None = None,
+                strength: float = 1.0, preserve_color: bool = False, max_side: int = 512,
+                format: Format = "png") -> Image.Image:
+        """``content`` repainted in the style of preset(s) ``style_name`` and/or uploaded ``style`` image(s),
+        blended with ``weights`` (presets first, then uploads). ``.info["style"]`` says what was used."""
+        styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+        names = [style_name] if isinstance(style_name, str) else list(style_name or [])
+        files = [("content", ("content", _bytes(content), "application/octet-stream"))]
+        files += [("style", (f"style{i}", _bytes(s), "application/octet-stream")) for i, s in enumerate(styles)]
+        data = {"strength": str(strength), "preserve_color": str(preserve_color).lower(),
+                "max_side": str(max_side), "format": format}
+        if names:
+            data["style_name"] = ",".join(names)
+        if weights is not None:
+            data["weights"] = ",".join(str(float(w)) for w in weights)
+        response = self._post("stylize", files=files, data=data)
+        image = _image(response.content)
+        image.info["style"] = response.headers.get("X-Atelier-Style")
+        return image
+
+    def styles(self) -> list[dict[str, Any]]:
+        """The presets: name, source and a JPEG thumbnail (base64)."""
+        return self._json("styles")["styles"]
+
+    def info(self) -> dict[str, Any]:
+        """Models, versions, checksums, device, providers, precision, queue."""
+        return self._json("info")
+
+    # --- transport ------------------------------------------------------------------------------
+
+    def _json(self, endpoint: str, **fields: Any) -> Any:
+        return self._post(endpoint, json=_fields(**fields)).json()
+
+    def _post(self, endpoint: str, **request: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.post(f"/{endpoint}", **request)
+            except httpx.TransportError as e:
+                if attempt == self.retries:
+                    raise AtelierError(0, "service", f"cannot reach {self.url}: {e}") from e
+                time.sleep(min(self.max_retry_wait, 0.5 * 2**attempt))
+                continue
+            if response.is_success:
+                return response
+            error = _error(response)
+            if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                raise error
+            time.sleep(min(self.max_retry_wait, error.retry_after if error.retry_after is not None else 2**attempt))
+        raise AssertionError("unreachable")
+
+
+def _fields(**fields: Any) -> dict[str, Any]:
+    """JSON fields, the unset (None) ones left out so the service's defaults apply."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _bytes(image: ImageInput) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    return Path(image).read_bytes()
+
+
+def _image(data: str | bytes) -> Image.Image:
+    raw = base64.b64decode(data) if isinstance(data, str) else data
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    return image
+
+
+def _error(response: httpx.Response) -> AtelierError:
+    """The API's ``{"error": "<field>: <message>", "detail": [{"loc": [field], "msg": ...}]}`` as an exception."""
+    retry_after = response.headers.get("Retry-After")
+    retry = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+    field, message = "service", response.text.strip() or response.reason_phrase
+    try:
+        body = response.json()
+        detail = (body.get("detail") or [{}])[0]
+        loc = [str(part) for part in detail.get("loc", []) if part not in ("body",)]
+        field = loc[-1] if loc else field
+        message = detail.get("msg") or body.get("error") or message
+    except (ValueError, AttributeError, IndexError, TypeError):
+        pass
+    return AtelierError(response.status_code, field, message, retry)
