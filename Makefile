@@ -16,11 +16,11 @@ PY := $(VENV)/bin/python
 export BENTOML_DO_NOT_TRACK := true
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train train-gan train-style export serve test smoke bench soak report clean
+.PHONY: help setup browser train train-gan train-style export serve test smoke bench soak report clean
 
 help:
 	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
-	@echo "make test                 the test suite"
+	@echo "make test                 the test suite (installs Chromium for the playground's browser tests)"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
 	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
@@ -43,7 +43,17 @@ $(VENV)/.dev: requirements-dev.txt requirements-bench.txt $(VENV)/.training
 	$(PY) -m pip install -q --no-deps -r requirements-bench.txt
 	@touch $@
 
-setup: $(VENV)/.dev
+setup: $(VENV)/.dev browser
+
+# Chromium and its driver (Debian packages) for the playground's browser tests; Selenium drives
+# the system browser, so nothing is downloaded at test time.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (Debian) for the playground's browser tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser tests will fail until: sudo apt-get install chromium chromium-driver"
 
 train: train-gan train-style
 
@@ -59,7 +69,7 @@ export: $(VENV)/.training
 serve: $(VENV)/.service
 	ATELIER_EXPORTS=$(EXPORTS) $(VENV)/bin/bentoml serve service.service:Atelier --port $(PORT)
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev browser
 	$(PY) -m pytest
 
 smoke: $(VENV)/.dev

@@ -30,7 +30,8 @@ def output_format(path: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m atelier_client", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m atelier_client",
+                                description="Atelier from the command line: style transfer and GAN samples over HTTP.",
                                 epilog="\n".join(__doc__.split("\n\n")[1].splitlines()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=os.environ.get("ATELIER_URL", "http://localhost:3000"),

@@ -20,6 +20,7 @@ Configuration (environment variables, the one mechanism):
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import os
 import re
@@ -35,6 +36,7 @@ import numpy as np
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel, Field, Strict
 from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 
 from service.admission import ClientGone, HeavyWork, Overloaded
 from service.errors import error_response
@@ -48,6 +50,9 @@ from service.runtime import (PROVIDER_NAMES, available_memory, choose_providers,
 from service.style import StyleTransfer, mix_stats
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
+PLAYGROUND = Path(__file__).resolve().parent / "playground"
+logger = logging.getLogger("atelier")
+logger.setLevel(logging.INFO)  # our start-up line beside BentoML's (the root logger stays at its level)
 MAX_SAMPLES = 64
 MAX_STEPS = 64
 JSON_BODY_LIMIT = 64 * 1024
@@ -150,6 +155,9 @@ class Atelier:
         self.warm_up()
         LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
         self.ready = True
+        logger.info(
+            "ready on %s: the playground is at /playground/, the API docs (Swagger UI) at /",
+            ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})))
 
     def warm_up(self) -> None:
         """Run each model once at the shapes served most, so the first request pays no set-up cost.
@@ -489,6 +497,8 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+# The playground: a static page (service/playground) calling the API above, on the same port.
+Atelier.mount_asgi_app(StaticFiles(directory=PLAYGROUND, html=True), path="/playground", name="playground")
 Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atelier.apis], max_in_flight=MAX_IN_FLIGHT,
                             queued_paths=("/stylize",))
 Atelier.add_asgi_middleware(

@@ -64,6 +64,8 @@ def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root
     assert "requirements.txt" in dockerfile
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), users  # the server runs as an unprivileged user
+    assert {f.name for f in (bento / "src" / "service" / "playground").iterdir()} == {
+        "index.html", "playground.css", "playground.js"}  # the page ships in the bento
     manifest = load_manifest(bento / "src" / "exports")  # every model's sha256 verified in the bento
     assert {"generator", "style_encoder", "stylizer"} <= set(manifest["models"])
 

@@ -1,0 +1,133 @@
+"""The playground page in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by Selenium) against a real `bentoml serve`."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+
+import pytest
+import requests
+from PIL import Image
+
+from tests import hostile_images as hi
+
+INSTALL = "sudo apt-get install chromium chromium-driver (`make setup` does it)"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def open_browser(width: int = 1200, height: int = 1000):
+    """Headless Chromium through the system's driver (no download: Selenium Manager is not used)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail(f"the playground's browser tests need Chromium and its driver: {INSTALL}")
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = open_browser()
+    yield driver
+    driver.quit()
+
+
+def load(driver, server, query: str = ""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{server.url}/playground{query}")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
+
+
+def wait(driver, script: str, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+
+
+def severe_console_messages(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def test_the_page_loads_with_presets_labels_and_models_and_no_console_errors(browser, server):
+    load(browser, server, "/")  # /playground redirects to /playground/
+    styles = requests.post(f"{server.url}/styles", json={}, timeout=30).json()["styles"]
+    shown = browser.execute_script("return [...document.querySelectorAll('#presets button')].map(b => b.dataset.name)")
+    assert shown == [s["name"] for s in styles]
+    labels = browser.execute_script("return [...document.querySelectorAll('#label option')].map(o => o.value)")
+    assert labels == ["", "0", "1", "2", "3"]
+    assert "CPUExecutionProvider" in browser.find_element("id", "info").get_attribute("textContent")
+    assert severe_console_messages(browser) == []
+
+
+def test_the_style_flow_paints_the_photo_at_its_size(browser, server, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(hi.gradient(96, 64)).save(photo)
+    load(browser, server)
+    browser.find_element("id", "content").send_keys(str(photo))
+    browser.find_element("id", "stylize").click()
+    size = wait(browser, "const im = document.getElementById('result-image');"
+                         "return !document.getElementById('style-result').hidden && im.complete && im.naturalWidth"
+                         " ? [im.naturalWidth, im.naturalHeight] : null")
+    assert size == [96, 64]
+    caption = browser.find_element("id", "result-caption").text
+    assert caption.startswith("96x64 px, preset:")
+    assert browser.find_element("id", "download").get_attribute("href").startswith("blob:")
+    browser.save_screenshot(str(tmp_path / "style.png"))
+    assert severe_console_messages(browser) == []
+
+
+def test_a_broken_upload_shows_the_apis_message_next_to_the_field(browser, server, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(hi.truncated_png())
+    load(browser, server)
+    browser.find_element("id", "content").send_keys(str(broken))
+    browser.find_element("id", "stylize").click()
+    message = wait(browser, "return document.querySelector('.error[data-field=content]').textContent")
+    api = requests.post(f"{server.url}/stylize", files={"content": hi.truncated_png()},
+                        data={"style_name": "brick"}, timeout=30).json()["detail"][0]["msg"]
+    assert message == api
+    assert browser.find_element("id", "stylize").is_enabled()  # usable again
+
+
+def test_the_gan_flow_shows_the_seeds_digits_and_the_url_reproduces_them(browser, server):
+    load(browser, server, "?tab=gan&seed=5&n=3&label=2")
+    shown = wait(browser, "const ims = [...document.querySelectorAll('#samples img')];"
+                          "return ims.length === 3 ? ims.map(im => im.src) : null")
+    api = requests.post(f"{server.url}/sample", json={"n": 3, "seed": 5, "label": 2}, timeout=30).json()
+    assert [src.split(",", 1)[1] for src in shown] == api["images"]  # the same PNGs, byte for byte
+    assert base64.b64decode(api["images"][0])[:4] == b"\x89PNG"
+    assert "seed 5" in browser.find_element("id", "gan-caption").text
+    assert "seed=5" in browser.current_url and "label=2" in browser.current_url
+
+    browser.find_element("id", "seed_b").clear()
+    browser.find_element("id", "seed_b").send_keys("9")
+    browser.find_element("id", "interpolate").click()
+    steps = wait(browser, "return document.querySelectorAll('#walk-strip img').length || null")
+    assert steps == 12 and "seed_b=9" in browser.current_url
+    assert browser.find_element("id", "walk-animation").get_attribute("src").startswith("data:image/png")
+
+
+def test_the_page_fits_a_phone_and_works_by_keyboard(server):
+    from selenium.webdriver.common.keys import Keys
+
+    phone = open_browser(390, 844)
+    try:
+        load(phone, server)
+        assert phone.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        phone.find_element("id", "tab-style").send_keys(Keys.ARROW_RIGHT)  # arrow keys move between tabs
+        assert phone.find_element("id", "panel-gan").is_displayed()
+        assert phone.switch_to.active_element.get_attribute("id") == "tab-gan"
+        assert severe_console_messages(phone) == []
+    finally:
+        phone.quit()
