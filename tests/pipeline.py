@@ -60,7 +60,10 @@ class Server:
         self.exports, self.log_path, self.startup_timeout = exports, log_path, startup_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Each server its own BENTOML_HOME: every `bentoml serve` empties the Prometheus multiprocess
+        # folder under it at start, which would wipe the metrics of the servers already running.
         self.env = {**os.environ, "ATELIER_EXPORTS": str(exports), "BENTOML_DO_NOT_TRACK": "true",
+                    "BENTOML_HOME": str(log_path.parent / f"bentoml-home-{self.port}"),
                     "PYTHONPATH": str(REPO), **(env or {})}
         self.process: subprocess.Popen | None = None
 
