@@ -55,7 +55,9 @@ def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
     assert blended.size == (64, 43) and blended.format == "JPEG"
     assert blended.info["style"].startswith("preset:brick x0.5, preset:grass x0.25, upload")
     assert {s["name"] for s in atelier.styles()} >= {"brick", "grass"}
-    assert atelier.info()["models"]["stylizer"]["provider"] == "CPUExecutionProvider"
+    info, api = atelier.info(), requests.post(f"{atelier.url}/info", json={}, timeout=30).json()
+    assert info["models"]["stylizer"]["sha256"] == api["models"]["stylizer"]["sha256"]
+    assert info["models"]["stylizer"]["provider"] == api["models"]["stylizer"]["provider"]
 
 
 @pytest.mark.parametrize("call, status, field, words", [

@@ -14,6 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
+from service.runtime import cuda_problem
 from tests import hostile_images as hi
 
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
@@ -62,11 +63,21 @@ def test_preserve_color_takes_luminance_from_the_style_and_chroma_from_the_conte
     content = hi.png(64, 48)
     kept = image_of(stylize(server, content, style_name="brick", preserve_color=True))
     plain = image_of(stylize(server, content, style_name="brick"))
-    y = Image.fromarray(plain).convert("YCbCr").getchannel("Y")
-    _, cb, cr = Image.open(io.BytesIO(content)).convert("YCbCr").split()
-    expected = np.asarray(Image.merge("YCbCr", (y, cb, cr)).convert("RGB"))
-    assert np.array_equal(kept, expected)
-    assert not np.array_equal(kept, plain)
+    original = np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+    # ITU-R BT.601 (JFIF) in numpy; the service goes through Pillow: 8-bit rounding on each trip.
+    # Where a channel hit 0 or 255 the merged colour was outside RGB and got clipped: not compared.
+    inside = ((kept > 0) & (kept < 255)).all(axis=-1)
+    assert inside.mean() > 0.25
+    assert np.abs(ycbcr(kept)[..., 0] - ycbcr(plain)[..., 0])[inside].max() <= 3  # the stylised luminance
+    assert np.abs(ycbcr(kept)[..., 1:] - ycbcr(original)[..., 1:])[inside].max() <= 4  # the photo's chroma
+    assert np.abs(ycbcr(plain)[..., 1:] - ycbcr(original)[..., 1:]).max() > 10  # which styling had changed
+
+
+def ycbcr(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    return np.stack([0.299 * r + 0.587 * g + 0.114 * b,
+                     128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+                     128 + 0.5 * r - 0.418688 * g - 0.081312 * b], axis=-1)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
@@ -107,8 +118,8 @@ def test_info_shows_the_vgg_source_levels_quality_and_providers(server):
     info = requests.post(f"{server.url}/info", timeout=10).json()
     enc, sty = info["models"]["style_encoder"], info["models"]["stylizer"]
     assert enc["vgg"]["source"] == "random" and enc["vgg"]["random_weights"] is True
-    # both sessions on one provider, whichever this host starts (CUDA where it loads, else CPU)
-    assert enc["provider"] == sty["provider"] in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # both sessions on the provider this host can start: CUDA where it loads, else the CPU
+    assert enc["provider"] == sty["provider"] == ("CPUExecutionProvider" if cuda_problem() else "CUDAExecutionProvider")
     assert sty["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and sty["transform"] == "wct"
     assert set(sty["quality"]["reconstruction_psnr_db"]["relu3_1"]) >= {"china", "flower", "mean"}
 

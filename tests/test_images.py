@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -276,8 +277,11 @@ def test_lossy_round_trip_is_close(fmt, magic):
     assert len(encode_image(rgb, fmt, quality=20)) < len(data)
 
 
-def test_formats_table():
-    assert FORMATS == {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_each_output_format_encodes_that_format_with_its_media_type(fmt):
+    encoded = Image.open(io.BytesIO(encode_image(np.full((8, 12, 3), 90, np.uint8), fmt)))
+    assert encoded.size == (12, 8)
+    assert Image.MIME[encoded.format] == FORMATS[fmt]  # Pillow's own table of media types
 
 
 @pytest.mark.parametrize(
