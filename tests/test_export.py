@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.manifest import ManifestError, load_manifest
+from service.manifest import ManifestError, load_manifest, sha256_file
 from training.gan.latents import latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import ParityError, export_checked
-from training.runs import load_checkpoint, sha256_file
+from training.runs import load_checkpoint
 
 
 def test_generator_matches_pytorch_on_fixed_seeds(exports_dir, tiny_gan_run):

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
+from service.manifest import sha256_file
 from training.gan.latents import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
-from training.runs import atomic_write_json, load_checkpoint, sha256_file
+from training.runs import atomic_write_json, load_checkpoint
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"

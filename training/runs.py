@@ -6,7 +6,6 @@ logged step), ``checkpoint.pt`` (written atomically), sample images and a loss p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -36,14 +35,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def new_run_dir(root: Path, kind: str, name: str | None = None) -> Path:

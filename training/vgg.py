@@ -37,7 +37,7 @@ import torch
 import torch.hub
 from torch import Tensor, nn
 
-from training.runs import sha256_file
+from service.manifest import sha256_file
 
 # torchvision's cfgs "D" and "E": conv widths, "M" = 2x2 max-pool.
 VGG_ARCHS: dict[str, list] = {

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+from training.folders import find_images
+
 SPLIT_SEED = 20240601
 
 
@@ -97,10 +98,6 @@ def fake(image_size: int, channels: int, n: int = 256, num_classes: int = 4) -> 
     images = torch.rand(n, channels, image_size, image_size, generator=g) * 2 - 1
     labels = torch.arange(n) % num_classes
     return ImageSet(images, labels, [f"class{c}" for c in range(num_classes)])
-
-
-def find_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:

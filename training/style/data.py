@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from training.folders import find_images  # noqa: F401 - also imported from here by the style modules
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera",
@@ -89,12 +89,6 @@ def held_out_photos() -> dict[str, np.ndarray]:
 def bundled_style_images() -> dict[str, np.ndarray]:
     """Style textures bundled in scikit-image (also the built-in style presets): name -> HxWx3 uint8."""
     return bundled_images(STYLE_LOADERS)
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Every jpg/jpeg/png/webp under ``folder`` (recursive, case-insensitive), sorted."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_image(path: Path, max_side: int | None = None) -> np.ndarray:
