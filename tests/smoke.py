@@ -42,6 +42,7 @@ def main() -> int:
                 ("styles", lambda: requests.post(f"{server.url}/styles", timeout=60)),
                 ("info", lambda: requests.post(f"{server.url}/info", timeout=60)),
                 ("metrics", lambda: requests.get(f"{server.url}/metrics", timeout=60)),
+                ("playground", lambda: requests.get(f"{server.url}/playground/", timeout=60)),
             ]
             failed = 0
             for name, call in checks:
