@@ -70,28 +70,19 @@ def choose_providers(spec: str, log=logger.warning) -> Providers:
     ``cuda`` alone means "the GPU or nothing": when CUDA cannot start this raises
     ``ProvidersUnavailable`` with the reason, and the service refuses to start. With a fallback
     listed, an unusable CUDA is dropped and the reason logged (and reported by the service)."""
-    wanted = [s.strip().lower() for s in spec.split(",") if s.strip()]
-    unknown = [w for w in wanted if w not in PROVIDER_NAMES]
-    if unknown or not wanted:
+    requested = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    unknown = [w for w in requested if w not in PROVIDER_NAMES]
+    if unknown or not requested:
         raise ValueError(f"ATELIER_PROVIDERS={spec!r}: use a comma-separated list of {', '.join(PROVIDER_NAMES)}")
-    fallback = None
-    if "cuda" in wanted and (problem := cuda_problem()) is not None:
-        if wanted == ["cuda"]:
+    wanted, fallback = requested, None
+    if "cuda" in requested and (problem := cuda_problem()) is not None:
+        wanted = [w for w in requested if w != "cuda"]  # what is left is the CPU, or nothing
+        if not wanted:
             raise ProvidersUnavailable(f"ATELIER_PROVIDERS=cuda: CUDA cannot start: {problem}. "
                                        "Set ATELIER_PROVIDERS=cuda,cpu to allow running on the CPU.")
-        wanted.remove("cuda")
-        if wanted[0] != "cpu" and "cpu" in wanted:
-            wanted.remove("cpu")
-            wanted.insert(0, "cpu")
         fallback = f"CUDAExecutionProvider unavailable ({problem}); running on CPUExecutionProvider"
         log(fallback)
-    return Providers(spec=",".join(s.strip().lower() for s in spec.split(",") if s.strip()),
-                     names=[PROVIDER_NAMES[w] for w in wanted], fallback=fallback)
-
-
-def parse_providers(spec: str) -> list[str]:
-    """``cuda,cpu`` -> the ONNX Runtime provider names to open sessions with (see ``choose_providers``)."""
-    return choose_providers(spec).names
+    return Providers(spec=",".join(requested), names=[PROVIDER_NAMES[w] for w in wanted], fallback=fallback)
 
 
 def open_session(path: Path, providers: list[str], log=logger.warning, *, arena: bool = True,

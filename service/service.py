@@ -146,7 +146,9 @@ class Atelier:
             self.gan = GanSampler(self.sessions["generator"], models["generator"], batching=batching)
         self.style = None
         if "stylizer" in models:
-            large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
+            large = None  # an arena-less session for large inputs: the CPU arena's concern only (style.py)
+            if self.provider("stylizer") == PROVIDER_NAMES["cpu"]:
+                large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
             bucket = os.environ.get("ATELIER_SHAPE_BUCKET")
             self.style = StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
                                        self.sessions["stylizer"], large, bucket=int(bucket) if bucket else None)

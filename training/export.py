@@ -124,7 +124,6 @@ def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styl
         manifest: dict[str, Any] = {}
         if gan_run is not None:
             models["generator"] = export_generator(gan_run, staging, log)
-            assets.append(models["generator"]["variants"]["fp16"]["path"])
         if style_run is not None:
             from training.style.export import export_style
 
@@ -134,6 +133,7 @@ def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styl
             manifest["style"] = style["style"]
         for entry in models.values():
             entry["sha256"] = sha256_file(staging / entry["path"])
+            assets.extend(variant["path"] for variant in entry.get("variants", {}).values())  # verified like the rest
         asset_entries = [{"path": a, "sha256": sha256_file(staging / a)} for a in sorted(assets)]
         _replace_contents(staging, out_dir)
         manifest = {

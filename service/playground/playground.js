@@ -39,6 +39,10 @@ async function call(endpoint, options, scope) {
   return null;
 }
 
+function callJson(endpoint, fields, scope) {
+  return call(endpoint, { headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) }, scope);
+}
+
 function busy(button, progress, on) {
   button.disabled = on;
   progress.hidden = !on;
@@ -189,7 +193,7 @@ $("gan-form").addEventListener("submit", async (e) => {
   clearErrors(form);
   const fields = ganFields();
   busy($("sample"), $("gan-progress"), true);
-  const response = await call("sample", { headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) }, form);
+  const response = await callJson("sample", fields, form);
   busy($("sample"), $("gan-progress"), false);
   if (!response) return;
   const body = await response.json();
@@ -211,7 +215,7 @@ $("interpolate").addEventListener("click", async () => {
                    truncation: Number($("truncation").value) };
   if ($("label").value !== "") fields.label = Number($("label").value);
   busy($("interpolate"), $("gan-progress"), true);
-  const response = await call("interpolate", { headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) }, form);
+  const response = await callJson("interpolate", fields, form);
   busy($("interpolate"), $("gan-progress"), false);
   if (!response) return;
   const body = await response.json();
@@ -254,13 +258,13 @@ async function start() {
   for (const key of ["seed", "seed_b", "n", "truncation", "steps"]) if (params.has(key)) $(key).value = params.get(key);
   selectTab(TABS.includes(params.get("tab")) ? params.get("tab") : "style", false);
 
-  const stylesResponse = await call("styles", { headers: { "Content-Type": "application/json" }, body: "{}" }, $("style-form"));
+  const stylesResponse = await callJson("styles", {}, $("style-form"));
   if (stylesResponse) {
     state.presets = (await stylesResponse.json()).styles;
     if (state.presets.length) state.chosen.add(state.presets[0].name);
     renderPresets();
   }
-  const infoResponse = await call("info", { headers: { "Content-Type": "application/json" }, body: "{}" }, $("panel-info"));
+  const infoResponse = await callJson("info", {}, $("panel-info"));
   if (infoResponse) {
     state.info = await infoResponse.json();
     renderInfo(state.info);

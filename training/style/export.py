@@ -97,7 +97,7 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     }
     return {
         "models": models,
-        "assets": ["style_presets.npz", fp16["path"]] + [p["thumbnail"] for p in presets],
+        "assets": ["style_presets.npz"] + [p["thumbnail"] for p in presets],
         "style": {
             "vgg": vgg_fields, **common, "transform": transform,
             "style_stats": STYLE_STATS_DEFINITION, "style_image_side": style_side,
