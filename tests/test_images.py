@@ -386,3 +386,45 @@ def test_check_header_refuses_what_decoding_would_before_decoding():
                          (hostile.animated_gif(), "animated"), (hostile.one_by_one_png(), "at least 16")]:
         with pytest.raises(ImageInputError, match=needle):
             check_header(data, "content")
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    """A PNG's chunks, each as its full bytes (length, type, payload, CRC)."""
+    chunks, offset = [], len(PNG_MAGIC)
+    while offset < len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        chunks.append(data[offset:offset + 12 + length])
+        offset += 12 + length
+    return chunks
+
+
+def test_check_header_refuses_a_damaged_png_without_decoding_it():
+    """Cut short, or one byte of pixel data changed: refused from the chunks' checksums
+    (before it would wait for a slot); bytes after IEND are no damage."""
+    data = hostile.png(64, 48)
+    idat = data.index(b"IDAT")
+    damaged = bytearray(data)
+    damaged[idat + 10] ^= 0xFF
+    for bad, needle in [(hostile.truncated_png(), "ends inside its 'IDAT' chunk"),
+                        (bytes(damaged), "bad checksum in the PNG's 'IDAT' chunk"),
+                        (data[:-12], "ends before its IEND chunk")]:
+        with pytest.raises(ImageInputError, match=needle):
+            check_header(bad, "content")
+        assert "truncated or corrupt" in rejected(bad)
+    assert check_header(data + b"appended by some camera app", "content") == (64, 48)
+
+
+def test_png_exif_orientation_found_after_the_image_data():
+    """The PNG spec lets eXIf come after IDAT; the orientation is read from there too."""
+    pixels = hostile.gradient(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", exif=exif)
+    chunks = _png_chunks(buffer.getvalue())
+    exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+    rest = [c for c in chunks if c is not exif_chunk]
+    moved = PNG_MAGIC + b"".join(rest[:-1]) + exif_chunk + rest[-1]  # just before IEND
+    assert [c[4:8] for c in _png_chunks(moved)][-2:] == [b"eXIf", b"IEND"]
+    assert check_header(moved, "content") == (20, 40)
+    np.testing.assert_array_equal(decode_image(moved, "content"), np.rot90(pixels, k=-1))

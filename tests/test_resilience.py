@@ -119,6 +119,8 @@ def test_a_full_queue_answers_429_with_retry_after_and_keeps_serving(exports_dir
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["Retry-After"]) >= 1
         assert "busy" in refused.json()["error"]
+        broken = post_stylize(server, hi.truncated_png())  # a bad upload is answered at once, not refused as busy
+        assert broken.status_code == 400 and "truncated" in broken.json()["error"], broken.text
         sample = requests.post(f"{server.url}/sample", json={"n": 1}, timeout=10)  # cheap calls are not queued
         assert sample.status_code == 200
         assert slow["done"].wait(60) and slow["result"].status_code == 200
