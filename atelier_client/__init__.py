@@ -9,14 +9,16 @@
 
 Every error the API answers is raised as ``AtelierError`` with its HTTP status, the field it names
 and its message. ``429`` and ``503`` (busy, draining) are retried, waiting what ``Retry-After``
-says (``retries`` times, at most ``max_retry_wait`` seconds each); connection failures are
-retried with exponential back-off.
+says plus up to half as much again at random, so that clients turned away together do not return
+together (``retries`` times, at most ``max_retry_wait`` seconds each); connection failures are
+retried with exponential back-off, jittered the same way.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,15 +129,20 @@ class Atelier:
             except httpx.TransportError as e:
                 if attempt == self.retries:
                     raise AtelierError(0, "service", f"cannot reach {self.url}: {e}") from e
-                time.sleep(min(self.max_retry_wait, 0.5 * 2**attempt))
+                _back_off(0.5 * 2**attempt, self.max_retry_wait)
                 continue
             if response.is_success:
                 return response
             error = _error(response)
             if response.status_code not in RETRY_STATUSES or attempt == self.retries:
                 raise error
-            time.sleep(min(self.max_retry_wait, error.retry_after if error.retry_after is not None else 2**attempt))
+            _back_off(error.retry_after if error.retry_after is not None else 2**attempt, self.max_retry_wait)
         raise AssertionError("unreachable")
+
+
+def _back_off(seconds: float, longest: float) -> None:
+    """Wait ``seconds`` (what the service asked for) plus up to half as much again, at most ``longest``."""
+    time.sleep(min(longest, seconds * (1 + 0.5 * random.random())))
 
 
 def _fields(**fields: Any) -> dict[str, Any]:

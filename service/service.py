@@ -20,6 +20,7 @@ Configuration (environment variables, the one mechanism):
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import math
 import os
@@ -156,6 +157,11 @@ class Atelier:
         self._export_provider_gauges()
         self.warm_up()
         LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
+        # Everything alive now (BentoML, pydantic, ONNX Runtime bindings, the models' metadata) lives
+        # as long as the worker: out of the collector's sight, so that a full collection under load
+        # scans only what requests allocate (measured: 67-127 ms pauses of the whole worker without).
+        gc.collect()
+        gc.freeze()
         self.ready = True
         logger.info(
             "ready on %s: the playground is at /playground/, the API docs (Swagger UI) at /",
