@@ -13,7 +13,8 @@ A stylisation can take seconds and gigabytes (the 2048-px one: ~22 s and ~5.8 GB
   ``Retry-After``; a queued request whose client disconnects is dropped before it starts.
 
 Estimates come from the job's output size in pixels (known from the image header before any
-pixel is decoded).
+pixel is decoded): its time from all of them, its memory from one frame's (an animation's frames
+run one after another) plus what the caller adds for the frames it holds.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class HeavyWork:
         self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="heavy", initializer=_lower_priority)
         self._queue: list[tuple[int, float]] = []  # (ticket, pixels) waiting, FIFO
         self._running: dict[int, float] = {}  # ticket -> pixels
+        self._memory: dict[int, float] = {}  # ticket -> estimated bytes, queued or running
         self._changed = asyncio.Condition()
         self._tickets = 0
         self.stats = {"admitted": 0, "refused": 0, "dropped": 0}
@@ -88,14 +90,16 @@ class HeavyWork:
         ahead = sum(self._running.values()) / 2 + sum(p for _, p in self._queue)  # running ones: half done, on average
         return ahead * self.seconds_per_pixel / self.slots
 
-    def _fits(self, pixels: float) -> bool:
+    def _fits(self, ticket: int) -> bool:
         if not self._running:
             return True
         return (len(self._running) < self.slots
-                and sum(self.memory(p) for p in self._running.values()) + self.memory(pixels) <= self.budget_bytes)
+                and sum(self._memory[t] for t in self._running) + self._memory[ticket] <= self.budget_bytes)
 
-    async def run(self, pixels: float, job: Callable[[], T], disconnected: Callable[[], Awaitable[bool]]) -> T:
-        """Queue ``job`` (estimated at ``pixels`` output pixels), run it on a heavy thread, return its result.
+    async def run(self, pixels: float, job: Callable[[], T], disconnected: Callable[[], Awaitable[bool]],
+                  memory: float | None = None) -> T:
+        """Queue ``job`` (estimated at ``pixels`` output pixels, and ``memory`` bytes at its peak:
+        by default ``self.memory(pixels)``), run it on a heavy thread, return its result.
 
         Raises ``Overloaded`` when the estimated wait exceeds ``max_wait`` (at arrival, or after
         waiting that long) and ``ClientGone`` when the client disconnects while queued.
@@ -109,10 +113,11 @@ class HeavyWork:
         self._tickets += 1
         ticket = self._tickets
         self._queue.append((ticket, pixels))
+        self._memory[ticket] = self.memory(pixels) if memory is None else memory
         deadline = time.monotonic() + self.max_wait
         try:
             async with self._changed:
-                while not (self._queue[0][0] == ticket and self._fits(pixels)):
+                while not (self._queue[0][0] == ticket and self._fits(ticket)):
                     if time.monotonic() > deadline:
                         self.stats["refused"] += 1
                         raise Overloaded(503, f"busy: waited {self.max_wait:.0f} s for a free slot; retry later",
@@ -130,6 +135,7 @@ class HeavyWork:
         except BaseException:
             if (ticket, pixels) in self._queue:
                 self._queue.remove((ticket, pixels))
+                self._memory.pop(ticket, None)
                 await self._notify()
             raise
         self.stats["admitted"] += 1
@@ -139,6 +145,7 @@ class HeavyWork:
             future = self.executor.submit(self._run_job, job)
         except BaseException:
             self._running.pop(ticket, None)
+            self._memory.pop(ticket, None)
             raise
         # The slot is freed when the job ends, not when this request does: a request cancelled by
         # the service's timeout leaves its job running to the end, and the slot stays taken till then.
@@ -162,6 +169,7 @@ class HeavyWork:
         elapsed = time.monotonic() - started
         self.seconds_per_pixel = 0.7 * self.seconds_per_pixel + 0.3 * elapsed / max(pixels, 1.0)
         self._running.pop(ticket, None)
+        self._memory.pop(ticket, None)
         await self._notify()
 
     async def _notify(self) -> None:

@@ -21,11 +21,12 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 # Pillow format names accepted on upload; only these parsers ever see the bytes.
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-_SUPPORTED_TEXT = "PNG, JPEG, WebP, GIF (single frame), BMP, TIFF"
+_SUPPORTED_TEXT = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+ANIMATED_FORMATS = ("GIF", "WEBP")  # multi-frame files taken as animations where animations are accepted
 # Pillow's JPEG opener returns format "MPO" for a JPEG carrying extra pictures (stereo pairs,
 # depth maps, as some phones write). Those frames are not animation: decode the first one.
 _SINGLE_PICTURE_FORMATS = {"MPO"}
@@ -37,10 +38,11 @@ _WHITE = (255, 255, 255)
 class ImageInputError(ValueError):
     """A user-supplied image was rejected; ``field`` names the form field it came from."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.status = status  # 400; 413 for more work than the service takes in one request
 
 
 def decode_image(
@@ -105,9 +107,18 @@ def check_header(
     answer a bad upload at once, before it waits for a stylisation slot. A PNG's chunks are also
     read through and their checksums checked (no pixel is inflated), so that a truncated or
     damaged PNG is refused here too rather than after its wait."""
+    width, height, _ = read_header(data, field, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side)
+    return width, height
+
+
+def read_header(data: bytes, field: str, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000,
+                min_side: int = 16, max_frames: int = 1) -> tuple[int, int, int]:
+    """``check_header`` that also accepts animations (GIF, WebP) of up to ``max_frames`` frames:
+    (width, height, frames), frames counted without decoding any."""
     _check_byte_size(data, field, max_bytes)
-    with _open_checked(data, field, max_pixels, min_side) as opened:
-        return _upright_size(opened, _orientation(opened, data, field))
+    with _open_checked(data, field, max_pixels, min_side, max_frames) as opened:
+        width, height = _upright_size(opened, _orientation(opened, data, field))
+        return width, height, getattr(opened, "n_frames", 1)
 
 
 def _check_byte_size(data: bytes, field: str, max_bytes: int) -> None:
@@ -120,7 +131,7 @@ def _check_byte_size(data: bytes, field: str, max_bytes: int) -> None:
         )
 
 
-def _open_checked(data: bytes, field: str, max_pixels: int, min_side: int) -> Image.Image:
+def _open_checked(data: bytes, field: str, max_pixels: int, min_side: int, max_frames: int = 1) -> Image.Image:
     """Identify the image lazily and check its header: format, size, frame count.
 
     Pillow's own DecompressionBombWarning is silenced here only (our ``max_pixels`` is the
@@ -141,14 +152,14 @@ def _open_checked(data: bytes, field: str, max_pixels: int, min_side: int) -> Im
         except Exception as exc:  # a recognised but broken header: the input's fault
             raise ImageInputError(field, f"truncated or corrupt image header ({exc})") from None
         try:
-            _check_header(img, field, max_pixels, min_side)
+            _check_header(img, field, max_pixels, min_side, max_frames)
         except BaseException:
             img.close()
             raise
     return img
 
 
-def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int) -> None:
+def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int, max_frames: int = 1) -> None:
     """Apply the pixel, side and frame-count limits to an opened (not yet decoded) image."""
     width, height = img.size
     if width * height > max_pixels:
@@ -168,11 +179,17 @@ def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int) 
     except Exception as exc:
         raise ImageInputError(field, f"truncated or corrupt image data ({exc})") from None
     if frames > 1 and img.format not in _SINGLE_PICTURE_FORMATS:
+        if max_frames > 1 and img.format in ANIMATED_FORMATS:
+            if frames > max_frames:
+                raise ImageInputError(field, f"animation has {frames} frames; the limit is {max_frames}", status=413)
+            return
         kind = "multi-page" if img.format == "TIFF" else "animated"
+        where = ("animated GIF and WebP are taken as content only" if max_frames == 1 and img.format in ANIMATED_FORMATS
+                 else "animations are taken as GIF or WebP")
         raise ImageInputError(
             field,
-            f"{kind} images are not supported ({img.format} with {frames} frames); "
-            "send a single frame",
+            f"{kind} images are not supported here ({img.format} with {frames} frames); "
+            f"send a single frame ({where})",
         )
 
 
@@ -307,7 +324,8 @@ def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
 def encode_image(pixels: np.ndarray, fmt: str, quality: int = 92) -> bytes:
     """Encode uint8 RGB ``(H, W, 3)`` or grayscale ``(H, W)``/``(H, W, 1)`` pixels.
 
-    ``fmt`` is a key of ``FORMATS``. PNG is lossless; JPEG and WebP use ``quality`` (1..100).
+    ``fmt`` is a key of ``FORMATS``. PNG is lossless; JPEG and WebP use ``quality`` (1..100);
+    GIF has 256 colours chosen for the image.
     Raises ``ValueError`` for a bad array, format or quality (these are programming errors).
     """
     if fmt not in FORMATS:
@@ -318,6 +336,8 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
     if fmt == "png":
         image.save(buffer, "PNG")
+    elif fmt == "gif":  # 256 colours chosen for this image (median cut), Floyd-Steinberg dithered
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(buffer, "GIF")
     else:
         image.save(buffer, fmt.upper(), quality=quality)
     return buffer.getvalue()

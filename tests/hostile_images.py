@@ -108,6 +108,17 @@ def animated_gif(frames: int = 3) -> bytes:
     return save(images[0], "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
 
 
+def long_gif(frames: int = 301) -> bytes:
+    """A 32x32 GIF of ``frames`` frames, each different (a dot walking across a grey field: GIF
+    writers merge identical neighbours, so solid colours would not keep their count)."""
+    images = []
+    for i in range(frames):
+        pixels = np.full((32, 32, 3), 128, np.uint8)
+        pixels[i // 32 % 32, i % 32] = (255, 0, 0)
+        images.append(Image.fromarray(pixels))
+    return save(images[0], "GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
+
+
 def animated_png(frames: int = 2) -> bytes:
     """An APNG with ``frames`` distinct solid-colour frames."""
     images = [Image.new("RGB", (32, 32), (60 * i, 0, 255 - 60 * i)) for i in range(frames)]

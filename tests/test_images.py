@@ -112,16 +112,16 @@ def test_too_small():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (hostile.animated_gif(3), "animated images are not supported (GIF with 3 frames)"),
-        (hostile.animated_png(2), "animated images are not supported (PNG with 2 frames)"),
-        (hostile.animated_webp(2), "animated images are not supported (WEBP with 2 frames)"),
-        (hostile.multipage_tiff(2), "multi-page images are not supported (TIFF with 2 frames)"),
+        (hostile.animated_gif(3), "animated images are not supported here (GIF with 3 frames)"),
+        (hostile.animated_png(2), "animated images are not supported here (PNG with 2 frames)"),
+        (hostile.animated_webp(2), "animated images are not supported here (WEBP with 2 frames)"),
+        (hostile.multipage_tiff(2), "multi-page images are not supported here (TIFF with 2 frames)"),
     ],
     ids=["gif", "apng", "webp", "tiff"],
 )
-def test_multi_frame_rejected(data, expected):
+def test_multi_frame_rejected_where_a_still_is_expected(data, expected):
     message = rejected(data, "style")
-    assert expected in message and message.endswith("send a single frame")
+    assert expected in message and "send a single frame" in message
 
 
 def test_truncated_data():

@@ -142,7 +142,7 @@ $("style-form").addEventListener("submit", async (e) => {
   data.append("strength", $("strength").value);
   data.append("preserve_color", String($("preserve_color").checked));
   data.append("max_side", $("max_side").value);
-  data.append("format", $("style-format").value);
+  if ($("style-format").value) data.append("format", $("style-format").value);  // empty: the service's default
   busy($("stylize"), $("style-progress"), true);
   const started = performance.now();
   const response = await call("stylize", { body: data }, form);
@@ -153,8 +153,11 @@ $("style-form").addEventListener("submit", async (e) => {
   $("result-image").src = url;
   $("before-image").src = URL.createObjectURL(state.content);
   $("download").href = url;
-  $("download").download = `atelier.${$("style-format").value === "jpeg" ? "jpg" : $("style-format").value}`;
-  $("result-caption").textContent = `${response.headers.get("X-Atelier-Size")} px, ${response.headers.get("X-Atelier-Style")}, ` +
+  const kind = (response.headers.get("content-type") || "image/png").split("/")[1];
+  $("download").download = `atelier.${kind === "jpeg" ? "jpg" : kind}`;
+  const frames = response.headers.get("X-Atelier-Frames");
+  $("result-caption").textContent = `${response.headers.get("X-Atelier-Size")} px${frames ? `, ${frames} frames` : ""}, ` +
+    `${response.headers.get("X-Atelier-Style")}, ` +
     `${((performance.now() - started) / 1000).toFixed(2)} s`;
   $("style-result").hidden = false;
 });
