@@ -35,6 +35,7 @@ import anyio.to_thread
 import bentoml
 import numpy as np
 from annotated_types import Ge, Gt, Le
+from PIL import Image
 from pydantic import BaseModel, Field, Strict
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -43,8 +44,8 @@ from service.admission import ClientGone, HeavyWork, Overloaded
 from service.errors import error_response
 from service.gan import GanSampler
 from service.animation import decode_animation, encode_animation
-from service.images import (FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_within, read_header,
-                            tile_grid)
+from service.images import (FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_long_side,
+                            fit_within, read_header, tile_grid)
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, choose_precision, load_manifest
@@ -76,6 +77,9 @@ ANIMATION_MAX_FRAMES = 300
 ANIMATION_MAX_MEGAPIXELS = 16  # e.g. 60 frames at 512x512, 200 at 320x240; about 2.4 us a pixel on 2 cores
 ANIMATION_MAX_DECODE_MEGAPIXELS = 200
 ANIMATION_BYTES_PER_PIXEL = 6  # the decoded and the stylised frames, uint8 RGB, held until encoded
+# Generated samples stylised on the way out (sample/sample_grid with style_name) are first
+# enlarged to this long side (Lanczos), so that the style has room to show on a 32-px digit.
+SAMPLE_STYLE_SIDE = 256
 # Stylisation shapes warmed before the service reports ready (the default max_side, square and 4:3).
 WARM_FIRST = ((256, 256), (384, 512), (512, 384), (512, 512))
 
@@ -95,6 +99,7 @@ class SampleResponse(BaseModel):
     width: int
     height: int
     model: str
+    style: str | None = Field(default=None, description="the preset the samples were painted in, if any")
 
 
 class InterpolateResponse(BaseModel):
@@ -135,6 +140,9 @@ class Atelier:
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)
         self.heavy = _heavy_work()
+        # The threads the async endpoints (sample, sample_grid) run their model and encoding on, as
+        # many as BentoML gives the sync ones; a stylisation they ask for waits in the heavy queue.
+        self.cheap = anyio.CapacityLimiter(max(4, 2 * cpu_count()))
         models = self.manifest["models"]
 
         precision = os.environ.get("ATELIER_PRECISION", "auto")
@@ -250,38 +258,88 @@ class Atelier:
         return seed, seeds, labels, images
 
     @bentoml.api
-    def sample(
+    async def sample(
         self,
+        ctx: bentoml.Context,
         n: Annotated[int, Strict(), Ge(1), Le(MAX_SAMPLES)] = 1,
         seed: Seed | None = None,
         truncation: Truncation = 1.0,
         label: Label | None = None,
+        style_name: str | None = Field(default=None, description="a preset from /styles: the samples come back "
+                                                                 f"painted in it, enlarged to {SAMPLE_STYLE_SIDE} px"),
+        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         format: Format = "png",
     ) -> SampleResponse:
-        """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call."""
-        if (error := self._check_gan(label)) is not None:
-            return error
-        seed, seeds, labels, images = self._sample(n, seed, truncation, label)
+        """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call.
+
+        With ``style_name``, each image is enlarged to 256 px (Lanczos) and stylised with that preset
+        and ``strength``: the same images as ``stylize`` gives for the enlarged samples."""
+        samples = await self._samples(ctx, n, seed, truncation, label, style_name, strength)
+        if isinstance(samples, Response):
+            ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
+            return samples
+        seed, seeds, labels, images = samples
+        encoded = await anyio.to_thread.run_sync(lambda: [_b64(encode_image(img, format)) for img in images],
+                                                 limiter=self.cheap)
         return SampleResponse(
-            seed=seed, seeds=seeds, labels=labels, images=[_b64(encode_image(img, format)) for img in images],
-            format=format, width=images.shape[2], height=images.shape[1], model=self._model_id("generator"),
+            seed=seed, seeds=seeds, labels=labels, images=encoded, format=format, width=images[0].shape[1],
+            height=images[0].shape[0], model=self._model_id("generator"), style=style_name,
         )
 
     @bentoml.api
-    def sample_grid(
+    async def sample_grid(
         self,
+        ctx: bentoml.Context,
         n: Annotated[int, Strict(), Ge(1), Le(MAX_SAMPLES)] = 16,
         seed: Seed | None = None,
         truncation: Truncation = 1.0,
         label: Label | None = None,
+        style_name: str | None = Field(default=None, description="a preset from /styles, as for sample"),
+        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         format: Format = "png",
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
         """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in X-Atelier-Seed."""
+        samples = await self._samples(ctx, n, seed, truncation, label, style_name, strength)
+        if isinstance(samples, Response):
+            ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
+            return samples
+        seed, _, _, images = samples
+        grid = await anyio.to_thread.run_sync(lambda: encode_image(tile_grid(np.stack(images)), format),
+                                              limiter=self.cheap)
+        return Response(grid, media_type=FORMATS[format], headers={"X-Atelier-Seed": str(seed)})
+
+    async def _samples(self, ctx: bentoml.Context, n: int, seed: int | None, truncation: float, label: int | None,
+                       style_name: str | None, strength: float) -> Response | tuple:
+        """The generator's images (on the cheap endpoints' threads), stylised in the heavy queue when
+        a preset is named; or the error response."""
         if (error := self._check_gan(label)) is not None:
             return error
-        seed, _, _, images = self._sample(n, seed, truncation, label)
-        return Response(encode_image(tile_grid(images), format), media_type=FORMATS[format],
-                        headers={"X-Atelier-Seed": str(seed)})
+        if style_name is not None and (error := self._check_preset(style_name)) is not None:
+            return error
+        seed, seeds, labels, images = await anyio.to_thread.run_sync(self._sample, n, seed, truncation, label,
+                                                                     limiter=self.cheap)
+        if style_name is None:
+            return seed, seeds, labels, list(images)
+
+        def job() -> list[np.ndarray]:
+            return [self.style.stylize(_enlarged(image), style_name, strength, False, SAMPLE_STYLE_SIDE)
+                    for image in images]
+
+        try:
+            painted = await self.heavy.run(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
+        except Overloaded as e:
+            return error_response("service", e.message, e.status, headers={"Retry-After": str(e.retry_after)})
+        except ClientGone:
+            return error_response("service", "the client disconnected before the work started; nothing was run", 499)
+        return seed, seeds, labels, painted
+
+    def _check_preset(self, name: str) -> Response | None:
+        if self.style is None:
+            return error_response("model", "no style model in this export (run `make train export`)", 503)
+        if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
+            return error_response("style_name", f"unknown preset {name!r}; "
+                                                f"available: {', '.join(sorted(self.style.presets))}")
+        return None
 
     @bentoml.api
     def interpolate(
@@ -355,9 +413,8 @@ class Atelier:
         if len(names) + len(uploads) > MAX_STYLES:
             return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
         for name in names:
-            if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
-                return error_response("style_name", f"unknown preset {name!r}; "
-                                                    f"available: {', '.join(sorted(self.style.presets))}")
+            if (error := self._check_preset(name)) is not None:
+                return error
         try:
             blend = _blend_weights(weights, len(names) + len(uploads))
             data, style_data, (width, height, frames) = await anyio.to_thread.run_sync(_read_and_check, content, uploads)
@@ -530,6 +587,14 @@ def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[byte
     for upload in style_data:
         check_header(upload, "style", **IMAGE_LIMITS)
     return data, style_data, size
+
+
+def _enlarged(image: np.ndarray) -> np.ndarray:
+    """A generated image (H, W, 1 or 3) uint8 enlarged to long side ``SAMPLE_STYLE_SIDE`` (Lanczos), as RGB."""
+    gray = image.shape[2] == 1
+    pil = Image.fromarray(image[:, :, 0] if gray else image)
+    big = np.asarray(pil.resize(fit_long_side(pil.width, pil.height, SAMPLE_STYLE_SIDE), Image.Resampling.LANCZOS))
+    return np.repeat(big[:, :, None], 3, axis=2) if gray else big
 
 
 def _check_animation(frames: int, size: tuple[int, int], out_size: tuple[int, int], format: str | None) -> None:

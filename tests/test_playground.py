@@ -120,6 +120,33 @@ def test_the_gan_flow_shows_the_seeds_digits_and_the_url_reproduces_them(browser
     assert browser.find_element("id", "walk-animation").get_attribute("src").startswith("data:image/png")
 
 
+def test_samples_painted_in_a_preset_are_the_apis(browser, server):
+    from selenium.webdriver.support.ui import Select
+
+    load(browser, server, "?tab=gan&seed=8&n=2")
+    wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
+    Select(browser.find_element("id", "sample-style")).select_by_value("brick")
+    browser.find_element("id", "sample").click()
+    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in brick')"
+                          " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null")
+    api = requests.post(f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1},
+                        timeout=60).json()
+    assert [src.split(",", 1)[1] for src in shown] == api["images"]
+
+
+def test_an_animated_upload_comes_back_animated(browser, server, tmp_path):
+    clip = tmp_path / "clip.gif"
+    frames = [Image.fromarray(hi.gradient(48 + 4 * i, 32)).crop((4 * i, 0, 4 * i + 48, 32)) for i in range(3)]
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    load(browser, server)
+    browser.find_element("id", "content").send_keys(str(clip))
+    browser.find_element("id", "stylize").click()
+    caption = wait(browser, "return !document.getElementById('style-result').hidden"
+                            " && document.getElementById('result-caption').textContent")
+    assert caption.startswith("48x32 px, 3 frames")
+    assert browser.find_element("id", "download").get_attribute("download") == "atelier.gif"
+
+
 def test_the_page_fits_a_phone_and_works_by_keyboard(server):
     from selenium.webdriver.common.keys import Keys
 

@@ -195,6 +195,10 @@ $("gan-form").addEventListener("submit", async (e) => {
   const form = $("gan-form");
   clearErrors(form);
   const fields = ganFields();
+  if ($("sample-style").value) {  // painted on the way out, enlarged to 256 px (the service's rule)
+    fields.style_name = $("sample-style").value;
+    fields.strength = Number($("sample-strength").value);
+  }
   busy($("sample"), $("gan-progress"), true);
   const response = await callJson("sample", fields, form);
   busy($("sample"), $("gan-progress"), false);
@@ -202,7 +206,8 @@ $("gan-form").addEventListener("submit", async (e) => {
   const body = await response.json();
   $("walk").hidden = true;
   tiles($("samples"), body.images, body.format, body.seeds);
-  $("gan-caption").textContent = `seed ${body.seed} (image i: seed + i), ${body.images.length} images, ${body.model}`;
+  $("gan-caption").textContent = `seed ${body.seed} (image i: seed + i), ${body.images.length} images, ${body.model}` +
+    (body.style ? `, painted in ${body.style}` : "");
   setQuery({ tab: "gan", seed: body.seed, n: fields.n, truncation: fields.truncation, label: fields.label ?? null });
 });
 
@@ -266,6 +271,7 @@ async function start() {
     state.presets = (await stylesResponse.json()).styles;
     if (state.presets.length) state.chosen.add(state.presets[0].name);
     renderPresets();
+    for (const preset of state.presets) $("sample-style").append(new Option(preset.name, preset.name));
   }
   const infoResponse = await callJson("info", {}, $("panel-info"));
   if (infoResponse) {
