@@ -62,19 +62,21 @@ class Atelier:
     # --- GAN ------------------------------------------------------------------------------------
 
     def sample(self, n: int = 1, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-               format: Format = "png") -> list[Image.Image]:
-        """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``)."""
-        body = self._json("sample", n=n, seed=seed, label=label, truncation=truncation, format=format)
+               format: Format = "png", style_name: str | None = None, strength: float | None = None) -> list[Image.Image]:
+        """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``).
+        With ``style_name`` (a preset), painted in it at 256 px, with ``strength`` (default 1)."""
+        body = self._json("sample", n=n, seed=seed, label=label, truncation=truncation, format=format,
+                          style_name=style_name, strength=strength)
         images = [_image(b64) for b64 in body["images"]]
         for image, s, lab in zip(images, body["seeds"], body["labels"] or [None] * len(images)):
             image.info.update(seed=s, label=lab, model=body["model"])
         return images
 
     def sample_grid(self, n: int = 16, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-                    format: Format = "png") -> Image.Image:
+                    format: Format = "png", style_name: str | None = None, strength: float | None = None) -> Image.Image:
         """The same samples tiled into one image; its seed in ``.info["seed"]``."""
         response = self._post("sample_grid", json=_fields(n=n, seed=seed, label=label, truncation=truncation,
-                                                          format=format))
+                                                          format=format, style_name=style_name, strength=strength))
         image = _image(response.content)
         image.info["seed"] = int(response.headers["X-Atelier-Seed"])
         return image
@@ -91,15 +93,18 @@ class Atelier:
     def stylize(self, content: ImageInput, style: ImageInput | Sequence[ImageInput] | None = None,
                 style_name: str | Sequence[str] | None = None, weights: Sequence[float] | None = None,
                 strength: float = 1.0, preserve_color: bool = False, max_side: int = 512,
-                format: Format = "png") -> Image.Image:
+                format: Format | Literal["gif"] | None = None) -> Image.Image:
         """``content`` repainted in the style of preset(s) ``style_name`` and/or uploaded ``style`` image(s),
-        blended with ``weights`` (presets first, then uploads). ``.info["style"]`` says what was used."""
+        blended with ``weights`` (presets first, then uploads). ``.info["style"]`` says what was used.
+        ``format`` None: PNG for a photo; an animated GIF or WebP comes back animated, as the same
+        kind (an animated PIL image: ``n_frames``, ``save(..., save_all=True)``)."""
         styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
         names = [style_name] if isinstance(style_name, str) else list(style_name or [])
         files = [("content", ("content", _bytes(content), "application/octet-stream"))]
         files += [("style", (f"style{i}", _bytes(s), "application/octet-stream")) for i, s in enumerate(styles)]
-        data = {"strength": str(strength), "preserve_color": str(preserve_color).lower(),
-                "max_side": str(max_side), "format": format}
+        data = {"strength": str(strength), "preserve_color": str(preserve_color).lower(), "max_side": str(max_side)}
+        if format is not None:
+            data["format"] = format
         if names:
             data["style_name"] = ",".join(names)
         if weights is not None:

@@ -22,10 +22,10 @@ from atelier_client import Atelier, AtelierError
 SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
-def output_format(path: Path) -> str:
-    fmt = SUFFIX_FORMAT.get(path.suffix.lower())
+def output_format(path: Path, gif: bool = False) -> str:
+    fmt = SUFFIX_FORMAT.get(path.suffix.lower()) or ("gif" if gif and path.suffix.lower() == ".gif" else None)
     if fmt is None:
-        raise SystemExit(f"error: -o {path}: use a .png, .jpg or .webp file name")
+        raise SystemExit(f"error: -o {path}: use a .png, .jpg{', .gif' if gif else ''} or .webp file name")
     return fmt
 
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stylize", help="repaint a photo in a preset's or an image's style")
-    s.add_argument("content", type=Path, help="the photo")
+    s.add_argument("content", type=Path, help="the photo, or an animated GIF or WebP (comes back animated)")
     s.add_argument("--style", action="append", default=[], help="a preset name (see `styles`); repeat to blend")
     s.add_argument("--style-image", action="append", default=[], type=Path, help="a style image; repeat to blend")
     s.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")],
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strength", type=float, default=1.0, help="0 (the photo) to 1 (fully styled; default)")
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     s.add_argument("--max-side", type=int, default=512, help="long side of the result, px (default 512)")
-    s.add_argument("-o", "--out", type=Path, required=True, help="result file (.png, .jpg, .webp)")
+    s.add_argument("-o", "--out", type=Path, required=True, help="result file (.png, .jpg, .webp, .gif)")
 
     g = sub.add_parser("sample", help="generate images, tiled into one grid image")
     g.add_argument("--n", type=int, default=16, help="how many (default 16)")
@@ -90,8 +90,8 @@ def run(atelier: Atelier, args: argparse.Namespace) -> int:
             raise SystemExit("error: give --style NAME (see `styles`) and/or --style-image FILE")
         image = atelier.stylize(args.content, style=args.style_image or None, style_name=args.style or None,
                                 weights=args.weights, strength=args.strength, preserve_color=args.preserve_color,
-                                max_side=args.max_side, format=output_format(args.out))
-        save(image, args.out)
+                                max_side=args.max_side, format=output_format(args.out, gif=True))
+        save(image, args.out, gif=True)
         print(f"{args.out}: {image.width}x{image.height}, {image.info['style']}")
     elif args.command == "sample":
         image = atelier.sample_grid(n=args.n, seed=args.seed, label=args.label, truncation=args.truncation,
@@ -118,13 +118,17 @@ def run(atelier: Atelier, args: argparse.Namespace) -> int:
     return 0
 
 
-def save(image: Image.Image, path: Path) -> None:
-    """Write atomically (a temporary name, then a rename): an interrupted run leaves no half file."""
-    fmt = output_format(path)
+def save(image: Image.Image, path: Path, gif: bool = False) -> None:
+    """Write atomically (a temporary name, then a rename): an interrupted run leaves no half file.
+    An animation is written with all its frames (their durations and the loop count as received)."""
+    fmt = output_format(path, gif)
     if fmt == "jpeg":
         image = image.convert("RGB")
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format=fmt.upper(), **({"quality": 95} if fmt != "png" else {}))
+    options = {"quality": 95} if fmt in ("jpeg", "webp") else {}
+    if getattr(image, "n_frames", 1) > 1:
+        options["save_all"] = True
+    image.save(tmp, format=fmt.upper(), **options)
     os.replace(tmp, path)
 
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import requests
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from atelier_client import Atelier, AtelierError
 from tests import hostile_images as hi
@@ -122,6 +122,18 @@ def test_the_command_line(server, atelier, tmp_path):
     done = cli(server, "stylize", str(photo), "--style", "brick", "--max-side", "64", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size == (64, 40) and Image.open(out).format == "WEBP"
+
+    clip = tmp_path / "clip.gif"  # an animation in, an animation out: frames and their durations kept
+    frames = [Image.fromarray(hi.gradient(64 + 8 * i, 40)).crop((8 * i, 0, 8 * i + 64, 40)) for i in range(3)]
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=[70, 80, 90], loop=0)
+    painted_clip = tmp_path / "painted.gif"
+    done = cli(server, "stylize", str(clip), "--style", "brick", "-o", str(painted_clip))
+    assert done.returncode == 0, done.stderr
+    with Image.open(painted_clip) as result:
+        assert result.n_frames == 3 and result.size == (64, 40)
+        assert [frame.info["duration"] for frame in ImageSequence.Iterator(result)] == [70, 80, 90]
+    painted = atelier.sample(n=2, seed=4, style_name="brick", strength=0.5)
+    assert [im.size for im in painted] == [(256, 256)] * 2 and painted[0].info["seed"] == 4
 
     walk = tmp_path / "walk.gif"
     assert cli(server, "interpolate", "1", "2", "--steps", "4", "-o", str(walk)).returncode == 0
