@@ -81,9 +81,16 @@ def decode_image(
         image = _reduce_towards(opened, target, transposed=orientation in _TRANSPOSING)
         upright = _apply_orientation(image, orientation)
         pixels = _to_rgb_array(upright, field)
-    if target is not None and (pixels.shape[1], pixels.shape[0]) != target:
-        pixels = np.asarray(Image.fromarray(pixels).resize(target, Image.Resampling.LANCZOS))
-    return pixels
+    return pixels if target is None else resize_to(pixels, target)
+
+
+def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pixels (H, W, C) uint8 resized to ``size`` = (width, height) with Pillow's Lanczos filter
+    (the one resize of the service: uploads, animation frames, stylisation inputs); unchanged
+    when already that size."""
+    if (pixels.shape[1], pixels.shape[0]) == tuple(size):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
 
 
 def fit_long_side(width: int, height: int, side: int) -> tuple[int, int]:

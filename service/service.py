@@ -35,7 +35,6 @@ import anyio.to_thread
 import bentoml
 import numpy as np
 from annotated_types import Ge, Gt, Le
-from PIL import Image
 from pydantic import BaseModel, Field, Strict
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -44,14 +43,14 @@ from service.admission import ClientGone, HeavyWork, Overloaded
 from service.errors import error_response
 from service.gan import GanSampler
 from service.animation import decode_animation, encode_animation
-from service.images import (FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_long_side,
-                            fit_within, read_header, tile_grid)
+from service.images import (FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_within,
+                            read_header, tile_grid)
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, choose_precision, load_manifest
 from service.runtime import (PROVIDER_NAMES, available_memory, choose_providers, cpu_count, device_name,
                              keep_large_blocks_returnable, open_session)
-from service.style import StyleTransfer, mix_stats
+from service.style import StyleTransfer, mix_stats, resize_long_side
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
@@ -66,6 +65,7 @@ IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_
 STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
+REQUEST_THREADS = max(4, 2 * cpu_count())  # threads for the cheap endpoints (BentoML's pool, and sample's)
 MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue); one more: 429 + Retry-After
 # Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
 # (arena off: 1.5 GB at 1024 px, 5.8 GB at 2048 px, less a 0.2 GB base), with a margin.
@@ -127,7 +127,7 @@ def _heavy_work() -> HeavyWork:
 @bentoml.service(
     name="atelier",
     workers=1,
-    threads=max(4, 2 * cpu_count()),  # the cheap endpoints' thread pool; stylisations have their own threads
+    threads=REQUEST_THREADS,  # the cheap endpoints' thread pool; stylisations have their own threads
     traffic={"timeout": 120},  # in-flight limit: TrafficGuard below (its 429 carries Retry-After)
     http={"cors": {"enabled": False}},
 )
@@ -142,7 +142,7 @@ class Atelier:
         self.heavy = _heavy_work()
         # The threads the async endpoints (sample, sample_grid) run their model and encoding on, as
         # many as BentoML gives the sync ones; a stylisation they ask for waits in the heavy queue.
-        self.cheap = anyio.CapacityLimiter(max(4, 2 * cpu_count()))
+        self.cheap = anyio.CapacityLimiter(REQUEST_THREADS)
         models = self.manifest["models"]
 
         precision = os.environ.get("ATELIER_PRECISION", "auto")
@@ -325,13 +325,18 @@ class Atelier:
             return [self.style.stylize(_enlarged(image), style_name, strength, False, SAMPLE_STYLE_SIDE)
                     for image in images]
 
+        painted = await self._queued(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
+        return painted if isinstance(painted, Response) else (seed, seeds, labels, painted)
+
+    async def _queued(self, pixels: float, job, disconnected, memory: float | None = None) -> Any:
+        """``job``'s result after its turn in the heavy-work queue, or the response that says why it
+        did not run (429/503 with Retry-After, 499 when the client left)."""
         try:
-            painted = await self.heavy.run(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
+            return await self.heavy.run(pixels, job, disconnected, memory=memory)
         except Overloaded as e:
             return error_response("service", e.message, e.status, headers={"Retry-After": str(e.retry_after)})
         except ClientGone:
             return error_response("service", "the client disconnected before the work started; nothing was run", 499)
-        return seed, seeds, labels, painted
 
     def _check_preset(self, name: str) -> Response | None:
         if self.style is None:
@@ -432,12 +437,7 @@ class Atelier:
             run = self._stylize_animation if frames > 1 else self._stylize
             return run(data, names, style_data, blend, strength, preserve_color, max_side, format)
 
-        try:
-            return await self.heavy.run(pixels, job, disconnected, memory=memory)
-        except Overloaded as e:
-            return error_response("service", e.message, e.status, headers={"Retry-After": str(e.retry_after)})
-        except ClientGone:
-            return error_response("service", "the client disconnected before the work started; nothing was run", 499)
+        return await self._queued(pixels, job, disconnected, memory=memory)
 
     def _style(self, names: list[str], style_data: list[bytes], blend: list[float]) -> tuple[Any, str]:
         """The style to apply (a preset's name, its statistics already on the device, or the blend's
@@ -590,11 +590,8 @@ def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[byte
 
 
 def _enlarged(image: np.ndarray) -> np.ndarray:
-    """A generated image (H, W, 1 or 3) uint8 enlarged to long side ``SAMPLE_STYLE_SIDE`` (Lanczos), as RGB."""
-    gray = image.shape[2] == 1
-    pil = Image.fromarray(image[:, :, 0] if gray else image)
-    big = np.asarray(pil.resize(fit_long_side(pil.width, pil.height, SAMPLE_STYLE_SIDE), Image.Resampling.LANCZOS))
-    return np.repeat(big[:, :, None], 3, axis=2) if gray else big
+    """A generated image (H, W, 1 or 3) uint8 as RGB, enlarged to long side ``SAMPLE_STYLE_SIDE`` (Lanczos)."""
+    return resize_long_side(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image, SAMPLE_STYLE_SIDE)
 
 
 def _check_animation(frames: int, size: tuple[int, int], out_size: tuple[int, int], format: str | None) -> None:

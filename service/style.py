@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from service.images import fit_long_side
+from service.images import fit_long_side, resize_to
 
 STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
@@ -205,8 +205,7 @@ def _to_input(pixels: np.ndarray) -> np.ndarray:
 
 def resize_long_side(pixels: np.ndarray, side: int) -> np.ndarray:
     """Pillow LANCZOS to long side ``side`` (up or down), aspect kept — as the export does for presets."""
-    size = fit_long_side(pixels.shape[1], pixels.shape[0], side)
-    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+    return resize_to(pixels, fit_long_side(pixels.shape[1], pixels.shape[0], side))
 
 
 def keep_colors(content: np.ndarray, stylised: np.ndarray) -> np.ndarray:
