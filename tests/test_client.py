@@ -124,8 +124,7 @@ def test_the_command_line(server, atelier, tmp_path):
     assert Image.open(out).size == (64, 40) and Image.open(out).format == "WEBP"
 
     clip = tmp_path / "clip.gif"  # an animation in, an animation out: frames and their durations kept
-    frames = [Image.fromarray(hi.gradient(64 + 8 * i, 40)).crop((8 * i, 0, 8 * i + 64, 40)) for i in range(3)]
-    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=[70, 80, 90], loop=0)
+    clip.write_bytes(hi.panning_gif(64, 40, [70, 80, 90], step=8))
     painted_clip = tmp_path / "painted.gif"
     done = cli(server, "stylize", str(clip), "--style", "brick", "-o", str(painted_clip))
     assert done.returncode == 0, done.stderr
