@@ -62,23 +62,29 @@ class Atelier:
     # --- GAN ------------------------------------------------------------------------------------
 
     def sample(self, n: int = 1, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-               format: Format = "png", style_name: str | None = None, strength: float | None = None) -> list[Image.Image]:
+               format: Format = "png", style_name: str | Sequence[str] | None = None,
+               style: ImageInput | Sequence[ImageInput] | None = None, weights: Sequence[float] | None = None,
+               strength: float | None = None) -> list[Image.Image]:
         """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``).
-        With ``style_name`` (a preset), painted in it at 256 px, with ``strength`` (default 1)."""
-        body = self._json("sample", n=n, seed=seed, label=label, truncation=truncation, format=format,
-                          style_name=style_name, strength=strength)
+        With a style (preset(s) ``style_name`` and/or uploaded ``style`` image(s), blended with
+        ``weights`` as in ``stylize``), painted in it at 256 px with ``strength`` (default 1)."""
+        response = self._post("sample", **_request(dict(n=n, seed=seed, label=label, truncation=truncation,
+                                                        format=format, strength=strength), style, style_name, weights))
+        body = response.json()
         images = [_image(b64) for b64 in body["images"]]
         for image, s, lab in zip(images, body["seeds"], body["labels"] or [None] * len(images)):
-            image.info.update(seed=s, label=lab, model=body["model"])
+            image.info.update(seed=s, label=lab, model=body["model"], style=body.get("style"))
         return images
 
     def sample_grid(self, n: int = 16, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-                    format: Format = "png", style_name: str | None = None, strength: float | None = None) -> Image.Image:
-        """The same samples tiled into one image; its seed in ``.info["seed"]``."""
-        response = self._post("sample_grid", json=_fields(n=n, seed=seed, label=label, truncation=truncation,
-                                                          format=format, style_name=style_name, strength=strength))
+                    format: Format = "png", style_name: str | Sequence[str] | None = None,
+                    style: ImageInput | Sequence[ImageInput] | None = None, weights: Sequence[float] | None = None,
+                    strength: float | None = None) -> Image.Image:
+        """The same samples tiled into one image; its seed in ``.info["seed"]``, its style in ``.info["style"]``."""
+        response = self._post("sample_grid", **_request(dict(n=n, seed=seed, label=label, truncation=truncation,
+                                                             format=format, strength=strength), style, style_name, weights))
         image = _image(response.content)
-        image.info["seed"] = int(response.headers["X-Atelier-Seed"])
+        image.info.update(seed=int(response.headers["X-Atelier-Seed"]), style=response.headers.get("X-Atelier-Style"))
         return image
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, method: Literal["slerp", "lerp"] = "slerp",
@@ -98,18 +104,10 @@ class Atelier:
         blended with ``weights`` (presets first, then uploads). ``.info["style"]`` says what was used.
         ``format`` None: PNG for a photo; an animated GIF or WebP comes back animated, as the same
         kind (an animated PIL image: ``n_frames``, ``save(..., save_all=True)``)."""
-        styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
-        names = [style_name] if isinstance(style_name, str) else list(style_name or [])
-        files = [("content", ("content", _bytes(content), "application/octet-stream"))]
-        files += [("style", (f"style{i}", _bytes(s), "application/octet-stream")) for i, s in enumerate(styles)]
-        data = {"strength": str(strength), "preserve_color": str(preserve_color).lower(), "max_side": str(max_side)}
-        if format is not None:
-            data["format"] = format
-        if names:
-            data["style_name"] = ",".join(names)
-        if weights is not None:
-            data["weights"] = ",".join(str(float(w)) for w in weights)
-        response = self._post("stylize", files=files, data=data)
+        request = _request(dict(strength=strength, preserve_color=preserve_color, max_side=max_side, format=format),
+                           style, style_name, weights, multipart=True)
+        request["files"].insert(0, ("content", ("content", _bytes(content), "application/octet-stream")))
+        response = self._post("stylize", **request)
         image = _image(response.content)
         image.info["style"] = response.headers.get("X-Atelier-Style")
         return image
@@ -153,6 +151,22 @@ def _back_off(seconds: float, longest: float) -> None:
 def _fields(**fields: Any) -> dict[str, Any]:
     """JSON fields, the unset (None) ones left out so the service's defaults apply."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _request(fields: dict[str, Any], style: ImageInput | Sequence[ImageInput] | None,
+             style_name: str | Sequence[str] | None, weights: Sequence[float] | None,
+             multipart: bool = False) -> dict[str, Any]:
+    """The keyword arguments of a POST with a style: JSON, or a multipart form when there are
+    files (uploaded styles) or ``multipart`` (stylize always sends its content as a file)."""
+    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    names = [style_name] if isinstance(style_name, str) else list(style_name or [])
+    fields = _fields(**fields, style_name=",".join(names) or None,
+                     weights=",".join(str(float(w)) for w in weights) if weights is not None else None)
+    if not styles and not multipart:
+        return {"json": fields}
+    files = [("style", (f"style{i}", _bytes(s), "application/octet-stream")) for i, s in enumerate(styles)]
+    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
+    return {"files": files, "data": data}
 
 
 def _bytes(image: ImageInput) -> bytes:

@@ -3,6 +3,7 @@
     python -m atelier_client stylize photo.jpg --style brick -o painted.png
     python -m atelier_client stylize photo.jpg --style-image monet.jpg --strength 0.7 -o painted.jpg
     python -m atelier_client sample --n 16 --seed 3 -o grid.png
+    python -m atelier_client sample --n 4 --seed 3 --style-image monet.jpg -o painted-grid.png
     python -m atelier_client interpolate 3 9 --steps 12 -o walk.gif
     python -m atelier_client styles | info
 """
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed (default: random; printed)")
     g.add_argument("--label", type=int, help="class label (conditional models)")
     g.add_argument("--truncation", type=float, default=1.0, help="latent scale in (0, 1] (default 1)")
+    g.add_argument("--style", action="append", default=[], help="paint the samples in a preset (256 px); repeat to blend")
+    g.add_argument("--style-image", action="append", default=[], type=Path, help="... or in an image's style")
+    g.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")],
+                   help="blend weights, as for stylize")
+    g.add_argument("--strength", type=float, help="0 to 1, with a style (default 1)")
     g.add_argument("-o", "--out", type=Path, required=True, help="grid file (.png, .jpg, .webp)")
 
     i = sub.add_parser("interpolate", help="walk from one seed's image to another's")
@@ -95,9 +101,11 @@ def run(atelier: Atelier, args: argparse.Namespace) -> int:
         print(f"{args.out}: {image.width}x{image.height}, {image.info['style']}")
     elif args.command == "sample":
         image = atelier.sample_grid(n=args.n, seed=args.seed, label=args.label, truncation=args.truncation,
-                                    format=output_format(args.out))
+                                    format=output_format(args.out), style_name=args.style or None,
+                                    style=args.style_image or None, weights=args.weights, strength=args.strength)
         save(image, args.out)
-        print(f"{args.out}: {args.n} images, seed {image.info['seed']}")
+        painted = f", {image.info['style']}" if image.info.get("style") else ""
+        print(f"{args.out}: {args.n} images, seed {image.info['seed']}{painted}")
     elif args.command == "interpolate":
         images = atelier.interpolate(args.seed_a, args.seed_b, steps=args.steps, method=args.method, label=args.label)
         if args.out.suffix.lower() == ".gif":

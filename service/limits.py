@@ -4,9 +4,14 @@
   ``{}`` and silently serve the defaults.
 - A body larger than its path's limit is refused with 413 as soon as its Content-Length (or,
   when streamed, its running size) says so, before it is stored anywhere.
-- A field the endpoint does not know (a JSON key, or a multipart part's name) is refused with
+- A body larger than its path's limit is refused with 413; a path that takes files has a larger
+  limit for multipart bodies (``form_limits``) than for JSON.
+- A field the endpoint does not know (a JSON key, or a form part's name) is refused with
   400 naming it, the closest accepted name and every accepted one: BentoML would otherwise drop
   it silently, and ``{"sed": 5}`` would answer with a random seed.
+- A file field (``content``, ``style``) sent as text instead of a file is refused with 400:
+  BentoML would otherwise take the text for a URL and download it, with no size limit, from the
+  service's own network.
 Errors use the same JSON shape as every other client error (service/errors.py).
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Awaitable, Callable
 
@@ -27,10 +33,13 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 class BodyGuard:
     def __init__(self, app: ASGIApp, limits: dict[str, int], fields: dict[str, Iterable[str]] | None = None,
-                 may_be_empty: Iterable[str] = ()):
+                 may_be_empty: Iterable[str] = (), files: dict[str, Iterable[str]] | None = None,
+                 form_limits: dict[str, int] | None = None):
         self.app = app
         self.limits = limits  # path -> largest body accepted, in bytes
+        self.form_limits = form_limits or {}  # path -> largest multipart body, where larger than limits[path]
         self.fields = {path: tuple(names) for path, names in (fields or {}).items()}  # path -> accepted fields
+        self.files = {path: frozenset(names) for path, names in (files or {}).items()}  # path -> its file fields
         self.may_be_empty = set(may_be_empty)  # paths whose every field is optional (info, styles)
 
     async def __call__(self, scope: Scope, receive, send) -> None:
@@ -40,6 +49,9 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"")
+        if path in self.form_limits and content_type.lower().startswith(b"multipart/form-data"):
+            limit = self.form_limits[path]
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _reject(send, 413, "body", f"request body is {_size(int(length))}; the limit is {_size(limit)}")
@@ -64,10 +76,17 @@ class BodyGuard:
                 await _reject(send, 400, "body", "request body is empty: send a JSON object (or a multipart form for stylize)")
                 return
         elif path in self.fields:
-            unknown = [n for n in field_names(body, headers.get(b"content-type", b"")) if n not in self.fields[path]]
+            parts = form_parts(body, content_type)
+            unknown = [name for name, _ in parts if name not in self.fields[path]]
             if unknown:
                 await _reject(send, 400, unknown[0], unknown_field_message(unknown[0], self.fields[path]))
                 return
+            if content_type.lower().startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
+                text = [name for name, is_file in parts if name in self.files.get(path, ()) and not is_file]
+                if text:
+                    await _reject(send, 400, text[0], f"{text[0]!r} must be an uploaded file (a multipart part "
+                                                      "with a filename); URLs and text are not fetched")
+                    return
         sent = False
 
         async def replay() -> Message:
@@ -80,23 +99,29 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
-def field_names(body: bytes, content_type: bytes) -> list[str]:
-    """The field names a request carries: a JSON object's keys, or a multipart form's part names.
+def form_parts(body: bytes, content_type: bytes) -> list[tuple[str, bool]]:
+    """The fields a request carries, each with whether it came as a file: a JSON object's keys, a
+    multipart form's parts (a file is a part with a filename) or a url-encoded form's keys.
     Anything else (malformed JSON, a non-object) gives none: BentoML's own checks answer those."""
+    kind = content_type.lower()
     boundary = re.search(rb'boundary="?([^";]+)"?', content_type)
-    if content_type.lower().startswith(b"multipart/form-data") and boundary:
+    if kind.startswith(b"multipart/form-data") and boundary:
         delimiter = rb"--" + re.escape(boundary[1]) + rb"\r\n((?:[^\r\n]+\r\n)*)\r\n"
-        names = []
+        parts = []
         for part_headers in re.findall(delimiter, body):
-            name = re.search(rb'(?im)^content-disposition:[^\r\n]*?\bname="([^"]*)"', part_headers)
+            disposition = re.search(rb'(?im)^content-disposition:([^\r\n]*)', part_headers)
+            name = disposition and re.search(rb'(?:^|;)\s*name="([^"]*)"', disposition[1])
             if name:
-                names.append(name[1].decode("utf-8", "replace"))
-        return list(dict.fromkeys(names))
+                is_file = re.search(rb'(?i);\s*filename\*?=', disposition[1]) is not None
+                parts.append((name[1].decode("utf-8", "replace"), is_file))
+        return parts
+    if kind.startswith(b"application/x-www-form-urlencoded"):
+        return [(name, False) for name, _ in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True)]
     try:
         obj = json.loads(body)
     except ValueError:
         return []
-    return [str(k) for k in obj] if isinstance(obj, dict) else []
+    return [(str(k), False) for k in obj] if isinstance(obj, dict) else []
 
 
 def unknown_field_message(name: str, accepted: tuple[str, ...]) -> str:

@@ -62,7 +62,7 @@ JSON_BODY_LIMIT = 64 * 1024
 UPLOAD_LIMIT = 20 * 1024 * 1024  # per image file
 MAX_MEGAPIXELS = 40
 IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_000}  # every uploaded image
-STYLIZE_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # content + style + form fields
+FORM_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # a multipart body: content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
 REQUEST_THREADS = max(4, 2 * cpu_count())  # threads for the cheap endpoints (BentoML's pool, and sample's)
@@ -99,7 +99,8 @@ class SampleResponse(BaseModel):
     width: int
     height: int
     model: str
-    style: str | None = Field(default=None, description="the preset the samples were painted in, if any")
+    style: str | None = Field(default=None, description="the style the samples were painted in, if any, as "
+                                                       "stylize's X-Atelier-Style says it (preset:name, upload, blends)")
 
 
 class InterpolateResponse(BaseModel):
@@ -265,25 +266,30 @@ class Atelier:
         seed: Seed | None = None,
         truncation: Truncation = 1.0,
         label: Label | None = None,
-        style_name: str | None = Field(default=None, description="a preset from /styles: the samples come back "
-                                                                 f"painted in it, enlarged to {SAMPLE_STYLE_SIDE} px"),
+        style_name: str | None = Field(default=None, description="preset(s) from /styles, comma-separated to blend: "
+                                                                 "the samples come back painted, enlarged to "
+                                                                 f"{SAMPLE_STYLE_SIDE} px"),
+        style: list[Path] = Field(default=None, description="style image(s) to paint the samples in (send the "
+                                                            "request as multipart/form-data); repeat to blend"),
+        weights: str | float | list[float] | None = Field(default=None, description="blend weights, as for stylize"),
         strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         format: Format = "png",
     ) -> SampleResponse:
         """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call.
 
-        With ``style_name``, each image is enlarged to 256 px (Lanczos) and stylised with that preset
-        and ``strength``: the same images as ``stylize`` gives for the enlarged samples."""
-        samples = await self._samples(ctx, n, seed, truncation, label, style_name, strength)
+        With a style (``style_name`` presets and/or ``style`` uploads, blended with ``weights``), each
+        image is enlarged to 256 px (Lanczos) and stylised with ``strength``: the same images as
+        ``stylize`` gives for the enlarged samples. Send JSON, or multipart/form-data to upload a style."""
+        samples = await self._samples(ctx, n, seed, truncation, label, style_name, style, weights, strength)
         if isinstance(samples, Response):
             ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
             return samples
-        seed, seeds, labels, images = samples
+        seed, seeds, labels, images, described = samples
         encoded = await anyio.to_thread.run_sync(lambda: [_b64(encode_image(img, format)) for img in images],
                                                  limiter=self.cheap)
         return SampleResponse(
             seed=seed, seeds=seeds, labels=labels, images=encoded, format=format, width=images[0].shape[1],
-            height=images[0].shape[0], model=self._model_id("generator"), style=style_name,
+            height=images[0].shape[0], model=self._model_id("generator"), style=described,
         )
 
     @bentoml.api
@@ -294,39 +300,58 @@ class Atelier:
         seed: Seed | None = None,
         truncation: Truncation = 1.0,
         label: Label | None = None,
-        style_name: str | None = Field(default=None, description="a preset from /styles, as for sample"),
+        style_name: str | None = Field(default=None, description="preset(s) from /styles, as for sample"),
+        style: list[Path] = Field(default=None, description="style image(s), as for sample (multipart/form-data)"),
+        weights: str | float | list[float] | None = Field(default=None, description="blend weights, as for stylize"),
         strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         format: Format = "png",
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
-        """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in X-Atelier-Seed."""
-        samples = await self._samples(ctx, n, seed, truncation, label, style_name, strength)
+        """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in
+        X-Atelier-Seed, the style (when painted) in X-Atelier-Style."""
+        samples = await self._samples(ctx, n, seed, truncation, label, style_name, style, weights, strength)
         if isinstance(samples, Response):
             ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
             return samples
-        seed, _, _, images = samples
+        seed, _, _, images, described = samples
         grid = await anyio.to_thread.run_sync(lambda: encode_image(tile_grid(np.stack(images)), format),
                                               limiter=self.cheap)
-        return Response(grid, media_type=FORMATS[format], headers={"X-Atelier-Seed": str(seed)})
+        headers = {"X-Atelier-Seed": str(seed), **({"X-Atelier-Style": described} if described else {})}
+        return Response(grid, media_type=FORMATS[format], headers=headers)
 
     async def _samples(self, ctx: bentoml.Context, n: int, seed: int | None, truncation: float, label: int | None,
-                       style_name: str | None, strength: float) -> Response | tuple:
+                       style_name: str | None, style: list[Path] | None, weights, strength: float) -> Response | tuple:
         """The generator's images (on the cheap endpoints' threads), stylised in the heavy queue when
-        a preset is named; or the error response."""
+        a style is given, and the style's description (None when unpainted); or the error response."""
         if (error := self._check_gan(label)) is not None:
             return error
-        if style_name is not None and (error := self._check_preset(style_name)) is not None:
-            return error
+        uploads = list(style or [])
+        painted = style_name is not None or bool(uploads)
+        if painted:
+            request = self._style_request(style_name, uploads, weights)
+            if isinstance(request, Response):
+                return request
+            names, blend = request
+            try:
+                style_data = await anyio.to_thread.run_sync(_read_styles, uploads)
+            except ImageInputError as e:
+                return error_response(e.field, e.message, e.status)
+        elif weights is not None:
+            return error_response("weights", "weights blend styles: give style_name and/or style too")
         seed, seeds, labels, images = await anyio.to_thread.run_sync(self._sample, n, seed, truncation, label,
                                                                      limiter=self.cheap)
-        if style_name is None:
-            return seed, seeds, labels, list(images)
+        if not painted:
+            return seed, seeds, labels, list(images), None
 
-        def job() -> list[np.ndarray]:
-            return [self.style.stylize(_enlarged(image), style_name, strength, False, SAMPLE_STYLE_SIDE)
-                    for image in images]
+        def job() -> Response | tuple[list[np.ndarray], str]:
+            try:
+                chosen, described = self._style(names, style_data, blend)
+            except ImageInputError as e:
+                return error_response(e.field, e.message, e.status)
+            return [self.style.stylize(_enlarged(image), chosen, strength, False, SAMPLE_STYLE_SIDE)
+                    for image in images], described
 
-        painted = await self._queued(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
-        return painted if isinstance(painted, Response) else (seed, seeds, labels, painted)
+        result = await self._queued(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
+        return result if isinstance(result, Response) else (seed, seeds, labels, *result)
 
     async def _queued(self, pixels: float, job, disconnected, memory: float | None = None) -> Any:
         """``job``'s result after its turn in the heavy-work queue, or the response that says why it
@@ -409,19 +434,12 @@ class Atelier:
                               weights, strength: float, preserve_color: bool, max_side: int,
                               format: str | None) -> Response:
         """Check the request, wait for a stylisation slot, run ``_stylize`` there."""
-        if self.style is None:
-            return error_response("model", "no style model in this export (run `make train export`)", 503)
-        names = [n.strip() for n in style_name.split(",")] if style_name is not None else []
         uploads = list(style or [])
-        if not names and not uploads:
-            return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
-        if len(names) + len(uploads) > MAX_STYLES:
-            return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
-        for name in names:
-            if (error := self._check_preset(name)) is not None:
-                return error
+        request = self._style_request(style_name, uploads, weights)
+        if isinstance(request, Response):
+            return request
+        names, blend = request
         try:
-            blend = _blend_weights(weights, len(names) + len(uploads))
             data, style_data, (width, height, frames) = await anyio.to_thread.run_sync(_read_and_check, content, uploads)
             out_size = fit_within(width, height, max_side)
             pixels = math.prod(out_size)  # the output's size: the queue's estimate
@@ -438,6 +456,23 @@ class Atelier:
             return run(data, names, style_data, blend, strength, preserve_color, max_side, format)
 
         return await self._queued(pixels, job, disconnected, memory=memory)
+
+    def _style_request(self, style_name: str | None, uploads: list[Path], weights) -> Response | tuple[list[str], list[float]]:
+        """The presets named (``a,b``) and the blend weights for them and the uploads, or the error response."""
+        if self.style is None:
+            return error_response("model", "no style model in this export (run `make train export`)", 503)
+        names = [n.strip() for n in style_name.split(",")] if style_name is not None else []
+        if not names and not uploads:
+            return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
+        if len(names) + len(uploads) > MAX_STYLES:
+            return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
+        for name in names:
+            if (error := self._check_preset(name)) is not None:
+                return error
+        try:
+            return names, _blend_weights(weights, len(names) + len(uploads))
+        except ImageInputError as e:
+            return error_response(e.field, e.message, e.status)
 
     def _style(self, names: list[str], style_data: list[bytes], blend: list[float]) -> tuple[Any, str]:
         """The style to apply (a preset's name, its statistics already on the device, or the blend's
@@ -578,15 +613,19 @@ def _upload_bytes(path: Path, field: str) -> bytes:
     return path.read_bytes()
 
 
-def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[bytes], tuple[int, int, int]]:
-    """The uploads' bytes, each header checked (a bad file is refused before it queues); the
-    content's (width, height, frames)."""
-    data = _upload_bytes(content, "content")
-    size = read_header(data, "content", **IMAGE_LIMITS, max_frames=ANIMATION_MAX_FRAMES)
+def _read_styles(styles: list[Path]) -> list[bytes]:
+    """Uploaded styles' bytes, each header checked (a bad file is refused before it queues)."""
     style_data = [_upload_bytes(path, "style") for path in styles]
     for upload in style_data:
         check_header(upload, "style", **IMAGE_LIMITS)
-    return data, style_data, size
+    return style_data
+
+
+def _read_and_check(content: Path, styles: list[Path]) -> tuple[bytes, list[bytes], tuple[int, int, int]]:
+    """The uploads' bytes, each header checked; the content's (width, height, frames)."""
+    data = _upload_bytes(content, "content")
+    size = read_header(data, "content", **IMAGE_LIMITS, max_frames=ANIMATION_MAX_FRAMES)
+    return data, _read_styles(styles), size
 
 
 def _enlarged(image: np.ndarray) -> np.ndarray:
@@ -639,7 +678,9 @@ Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atel
 Atelier.add_asgi_middleware(
     BodyGuard,
     limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},
-            "/stylize": STYLIZE_BODY_LIMIT},
+            "/stylize": FORM_BODY_LIMIT},
+    form_limits={"/sample": FORM_BODY_LIMIT, "/sample_grid": FORM_BODY_LIMIT},
     fields={f"/{name}": list(api.input_spec.model_fields) for name, api in Atelier.apis.items()},
+    files={f"/{name}": list(api.input_spec.multipart_fields) for name, api in Atelier.apis.items()},
     may_be_empty=("/styles", "/info"),
 )

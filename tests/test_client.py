@@ -133,6 +133,12 @@ def test_the_command_line(server, atelier, tmp_path):
         assert [frame.info["duration"] for frame in ImageSequence.Iterator(result)] == [70, 80, 90]
     painted = atelier.sample(n=2, seed=4, style_name="brick", strength=0.5)
     assert [im.size for im in painted] == [(256, 256)] * 2 and painted[0].info["seed"] == 4
+    assert painted[0].info["style"] == "preset:brick"
+    painted_grid = tmp_path / "painted-grid.png"  # samples painted in an uploaded image's style
+    done = cli(server, "sample", "--n", "2", "--seed", "4", "--style-image", str(photo), "-o", str(painted_grid))
+    assert done.returncode == 0 and "seed 4, upload" in done.stdout, done.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(painted_grid)),
+                                  np.asarray(atelier.sample_grid(n=2, seed=4, style=photo)))
 
     walk = tmp_path / "walk.gif"
     assert cli(server, "interpolate", "1", "2", "--steps", "4", "-o", str(walk)).returncode == 0

@@ -151,7 +151,7 @@ def test_an_unknown_field_names_the_closest_and_every_accepted_one(server):
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert "unknown field 'sed'" in error and "did you mean 'seed'?" in error
-    assert "accepted fields: n, seed, truncation, label, style_name, strength, format" in error
+    assert "accepted fields: n, seed, truncation, label, style_name, style, weights, strength, format" in error
     assert requests.post(f"{server.url}/info", timeout=10).status_code == 200  # an empty body is fine there
     assert post(server, "info", {}).status_code == 200
 

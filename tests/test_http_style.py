@@ -232,3 +232,18 @@ def test_oversized_upload_is_refused_before_decoding(server):
                             headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
     assert server.ready()
+
+
+@pytest.mark.parametrize("how", ["multipart text part", "url-encoded form"])
+def test_a_url_or_text_in_a_file_field_is_a_400_and_nothing_is_fetched(server, how):
+    """BentoML takes text in a file field for a URL and downloads it (no size limit, from the
+    service's network): the service refuses it before that."""
+    url = f"{server.url}/info"  # reachable from the service: a fetch would succeed
+    if how == "url-encoded form":
+        r = requests.post(f"{server.url}/stylize", data={"content": url, "style_name": "brick"}, timeout=30)
+    else:
+        r = requests.post(f"{server.url}/stylize", files=[("content", (None, url))], data={"style_name": "brick"},
+                          timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["loc"] == ["content"] and "must be an uploaded file" in r.json()["error"]
+    assert "method=GET,path=/info" not in server.log_tail(2000)  # the service never fetched the URL

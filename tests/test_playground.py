@@ -127,10 +127,24 @@ def test_samples_painted_in_a_preset_are_the_apis(browser, server):
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
     Select(browser.find_element("id", "sample-style")).select_by_value("brick")
     browser.find_element("id", "sample").click()
-    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in brick')"
+    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in preset:brick')"
                           " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null")
     api = requests.post(f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1},
                         timeout=60).json()
+    assert [src.split(",", 1)[1] for src in shown] == api["images"]
+
+
+def test_samples_painted_in_an_uploaded_style_are_the_apis(browser, server, tmp_path):
+    style = tmp_path / "mine.png"
+    Image.fromarray(hi.gradient(80, 60)).save(style)
+    load(browser, server, "?tab=gan&seed=6&n=2")
+    wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
+    browser.find_element("id", "sample-style-image").send_keys(str(style))
+    browser.find_element("id", "sample").click()
+    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in upload')"
+                          " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null")
+    api = requests.post(f"{server.url}/sample", files=[("style", ("mine.png", style.read_bytes(), "image/png"))],
+                        data={"n": "2", "seed": "6", "truncation": "1", "strength": "1"}, timeout=60).json()
     assert [src.split(",", 1)[1] for src in shown] == api["images"]
 
 

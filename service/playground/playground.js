@@ -195,12 +195,21 @@ $("gan-form").addEventListener("submit", async (e) => {
   const form = $("gan-form");
   clearErrors(form);
   const fields = ganFields();
-  if ($("sample-style").value) {  // painted on the way out, enlarged to 256 px (the service's rule)
-    fields.style_name = $("sample-style").value;
+  const styleImage = $("sample-style-image").files[0];
+  if ($("sample-style").value) fields.style_name = $("sample-style").value;
+  if (fields.style_name || styleImage) {  // painted on the way out, enlarged to 256 px (the service's rule)
     fields.strength = Number($("sample-strength").value);
   }
   busy($("sample"), $("gan-progress"), true);
-  const response = await callJson("sample", fields, form);
+  let response;
+  if (styleImage) {  // an uploaded style: the same endpoint, as a multipart form
+    const data = new FormData();
+    for (const [key, value] of Object.entries(fields)) data.append(key, String(value));
+    data.append("style", styleImage, styleImage.name);
+    response = await call("sample", { body: data }, form);
+  } else {
+    response = await callJson("sample", fields, form);
+  }
   busy($("sample"), $("gan-progress"), false);
   if (!response) return;
   const body = await response.json();
