@@ -77,9 +77,23 @@ def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
     (["--dataset", "mnist", "--channels", "3"], "grayscale"),
 ])
 def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
-    assert main([*args, "--runs-root", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--runs-root", str(tmp_path)])
+    assert e.value.code == 2  # as the style trainer's bad options
     assert message in capsys.readouterr().err
     assert not (tmp_path / "gan").exists()
+
+
+def test_resume_refuses_changed_training_options_as_the_style_trainer_does(tiny_gan_run, capsys):
+    """The rule both trainers share: a resumed run may change only a few options, and any other
+    option given with a new value is refused (before it was silently ignored here)."""
+    before = (tiny_gan_run / "checkpoint.pt").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(["--resume", str(tiny_gan_run), "--epochs", "3", "--lr-g", "0.1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--lr-g 0.1 differs from the run's 0.0002" in err and "it may change --epochs, --device" in err
+    assert (tiny_gan_run / "checkpoint.pt").read_bytes() == before  # nothing ran
 
 
 def _write_images(folder, n, size, mode, fmt, colour):

@@ -6,6 +6,7 @@ logged step), ``checkpoint.pt`` (written atomically), sample images and a loss p
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -54,6 +55,28 @@ def new_run_dir(root: Path, kind: str, name: str | None = None) -> Path:
     tmp.symlink_to(run.name)
     os.replace(tmp, latest)
     return run
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
+    """The options given on the command line (dest -> value), not those left at their defaults.
+    argparse fills a default only where the namespace lacks the attribute: parse once more into a
+    namespace that already holds a marker for every option, and keep what the command line set."""
+    unset = object()
+    dests = vars(parser.parse_args(argv))
+    given = vars(parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(dests, unset))))
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not unset}
+
+
+def resumed_options(stored: dict[str, Any], given: dict[str, Any], may_change: tuple[str, ...]) -> dict[str, Any]:
+    """A resumed run's options: its own, with the few in ``may_change`` taken from ``given``. Any
+    other option given with a value other than the run's is refused (ValueError), not ignored: the
+    run would not be the one its options say. The same rule for every trainer."""
+    for key, value in given.items():
+        if key not in may_change and key in stored and stored[key] != value:
+            allowed = ", ".join(f"--{k.replace('_', '-')}" for k in may_change)
+            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the run's {stored[key]!r}: "
+                             f"a resumed run keeps its training options (it may change {allowed})")
+    return {**stored, **{k: v for k, v in given.items() if k in may_change}}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

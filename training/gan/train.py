@@ -33,7 +33,9 @@ from training.runs import (
     load_checkpoint,
     new_run_dir,
     pick_device,
+    explicit_options,
     plot_losses,
+    resumed_options,
     save_checkpoint,
 )
 
@@ -42,8 +44,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 40, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 5},
     "full": {"epochs": 60, "g_channels": 64, "d_channels": 64, "batch_size": 128, "classifier_epochs": 8},
 }
-# Options a resumed run may change; everything else must match the checkpoint.
-RESUMABLE_OVERRIDES = ("epochs", "device", "resume", "dry_run")
+# Options a resumed run may change; any other option given must match the run's own (or it is refused).
+RESUMABLE_OVERRIDES = ("epochs", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +330,9 @@ def final_quality(o: dict[str, Any], g: Generator, reference: Reference, n: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Train; exit code 0 when done, 2 for bad options (before any work), 130 when interrupted."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     checkpoint = None
     try:
         if args.resume:
@@ -336,12 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (run / "checkpoint.pt").exists():
                 raise ValueError(f"--resume {run}: no checkpoint.pt there")
             checkpoint = load_checkpoint(run / "checkpoint.pt")
-            o = json.loads(checkpoint["options"])
-            given = vars(args)
-            o.update({k: (str(given[k]) if isinstance(given[k], Path) else given[k])
-                      for k in RESUMABLE_OVERRIDES if given[k] is not None and k != "epochs"})
-            if args.epochs is not None:
-                o["epochs"] = args.epochs
+            given = {k: v for k, v in explicit_options(parser, argv).items() if k not in ("resume", "dry_run")}
+            o = resumed_options(json.loads(checkpoint["options"]), given, RESUMABLE_OVERRIDES)
         else:
             o = resolve_options(args)
         device = pick_device(o["device"])
@@ -355,11 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             o["run_dir"] = str(run)
             atomic_write_json(run / "options.json", o)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        parser.error(str(e))  # usage and the message on stderr, exit code 2: as the style trainer
     print(f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
           f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}")
-    final = train(o, Path(run), data, device, checkpoint)
+    try:
+        final = train(o, Path(run), data, device, checkpoint)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue from the last checkpoint (the end of the last whole epoch) with "
+              f"--resume {run}", file=sys.stderr)
+        return 130
     print(json.dumps(final, indent=2))
     return 0
 

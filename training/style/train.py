@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from training.imaging import save_png, to_uint8
-from training.runs import (MetricsLog, atomic_write_json, load_checkpoint, new_run_dir, pick_device, plot_losses, save_checkpoint)
+from training.runs import (MetricsLog, atomic_write_json, load_checkpoint, new_run_dir, pick_device, plot_losses,
+                           resumed_options, save_checkpoint)
 from training.style.data import (ImageSource, TrainingImages, bundled_style_images, content_source,
                                  find_images, load_fixed, pick_evenly)
 from training.style.functions import content_loss, psnr
@@ -134,15 +135,6 @@ def resolve_new(given: dict[str, Any]) -> dict[str, Any]:
     return {**COMMON_DEFAULTS, **PROFILES[profile], **given, "profile": profile}
 
 
-def resolve_resume(given: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
-    """The run's stored options, with the few options a resumed run may change."""
-    for key, value in given.items():
-        if key not in RESUME_OVERRIDABLE and key in stored and stored[key] != value:
-            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the run's "
-                             f"{stored[key]!r}; a resumed run keeps its training options")
-    return {**stored, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}}
-
-
 def validate(opt: dict[str, Any]) -> None:
     """Raise ValueError with a clear message for any invalid option (before any work)."""
     if opt["encoder_layer"] not in ENCODER_LAYERS:
@@ -182,7 +174,7 @@ def resolve_options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None
             ckpt = args.resume / CHECKPOINT
             if not ckpt.is_file():
                 raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
-            opt = resolve_resume(given, load_style_checkpoint(ckpt)["options"])
+            opt = resumed_options(load_style_checkpoint(ckpt)["options"], given, RESUME_OVERRIDABLE)
         else:
             opt = resolve_new(given)
         validate(opt)
