@@ -16,11 +16,12 @@ PY := $(VENV)/bin/python
 export BENTOML_DO_NOT_TRACK := true
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup browser train train-gan train-style export serve test smoke bench soak report clean
+.PHONY: help setup browser train train-gan train-style export serve test lint format smoke bench soak report clean
 
 help:
 	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
-	@echo "make test                 the test suite (installs Chromium for the playground's browser tests)"
+	@echo "make test                 lint, then the test suite (installs Chromium for the playground's browser tests)"
+	@echo "make lint | format        ruff's checks and format check (pyproject.toml) | apply ruff's fixes and format"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
 	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
@@ -69,8 +70,16 @@ export: $(VENV)/.training
 serve: $(VENV)/.service
 	ATELIER_EXPORTS=$(EXPORTS) $(VENV)/bin/bentoml serve service.service:Atelier --port $(PORT)
 
-test: $(VENV)/.dev browser
+test: lint $(VENV)/.dev browser
 	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 smoke: $(VENV)/.dev
 	$(PY) -m tests.smoke

@@ -22,14 +22,14 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import httpx
 from PIL import Image
 
 __all__ = ["Atelier", "AtelierError", "ImageInput"]
 
-ImageInput = Union[str, Path, bytes, Image.Image]  # a file path, a file's bytes, or a PIL image
+ImageInput = str | Path | bytes | Image.Image  # a file path, a file's bytes, or a PIL image
 Format = Literal["png", "jpeg", "webp"]
 RETRY_STATUSES = (429, 503)
 
@@ -44,13 +44,19 @@ class AtelierError(Exception):
 
 
 class Atelier:
-    def __init__(self, url: str = "http://localhost:3000", timeout: float = 120.0, retries: int = 3,
-                 max_retry_wait: float = 30.0, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str = "http://localhost:3000",
+        timeout: float = 120.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
 
-    def __enter__(self) -> "Atelier":
+    def __enter__(self) -> Atelier:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -61,51 +67,109 @@ class Atelier:
 
     # --- GAN ------------------------------------------------------------------------------------
 
-    def sample(self, n: int = 1, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-               format: Format = "png", style_name: str | Sequence[str] | None = None,
-               style: ImageInput | Sequence[ImageInput] | None = None, weights: Sequence[float] | None = None,
-               strength: float | None = None) -> list[Image.Image]:
+    def sample(
+        self,
+        n: int = 1,
+        seed: int | None = None,
+        label: int | None = None,
+        truncation: float = 1.0,
+        format: Format = "png",
+        style_name: str | Sequence[str] | None = None,
+        style: ImageInput | Sequence[ImageInput] | None = None,
+        weights: Sequence[float] | None = None,
+        strength: float | None = None,
+    ) -> list[Image.Image]:
         """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``).
         With a style (preset(s) ``style_name`` and/or uploaded ``style`` image(s), blended with
         ``weights`` as in ``stylize``), painted in it at 256 px with ``strength`` (default 1)."""
-        response = self._post("sample", **_request(dict(n=n, seed=seed, label=label, truncation=truncation,
-                                                        format=format, strength=strength), style, style_name, weights))
+        response = self._post(
+            "sample",
+            **_request(
+                dict(n=n, seed=seed, label=label, truncation=truncation, format=format, strength=strength),
+                style,
+                style_name,
+                weights,
+            ),
+        )
         body = response.json()
         images = [_image(b64) for b64 in body["images"]]
         for image, s, lab in zip(images, body["seeds"], body["labels"] or [None] * len(images)):
             image.info.update(seed=s, label=lab, model=body["model"], style=body.get("style"))
         return images
 
-    def sample_grid(self, n: int = 16, seed: int | None = None, label: int | None = None, truncation: float = 1.0,
-                    format: Format = "png", style_name: str | Sequence[str] | None = None,
-                    style: ImageInput | Sequence[ImageInput] | None = None, weights: Sequence[float] | None = None,
-                    strength: float | None = None) -> Image.Image:
+    def sample_grid(
+        self,
+        n: int = 16,
+        seed: int | None = None,
+        label: int | None = None,
+        truncation: float = 1.0,
+        format: Format = "png",
+        style_name: str | Sequence[str] | None = None,
+        style: ImageInput | Sequence[ImageInput] | None = None,
+        weights: Sequence[float] | None = None,
+        strength: float | None = None,
+    ) -> Image.Image:
         """The same samples tiled into one image; its seed in ``.info["seed"]``, its style in ``.info["style"]``."""
-        response = self._post("sample_grid", **_request(dict(n=n, seed=seed, label=label, truncation=truncation,
-                                                             format=format, strength=strength), style, style_name, weights))
+        response = self._post(
+            "sample_grid",
+            **_request(
+                dict(n=n, seed=seed, label=label, truncation=truncation, format=format, strength=strength),
+                style,
+                style_name,
+                weights,
+            ),
+        )
         image = _image(response.content)
         image.info.update(seed=int(response.headers["X-Atelier-Seed"]), style=response.headers.get("X-Atelier-Style"))
         return image
 
-    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, method: Literal["slerp", "lerp"] = "slerp",
-                    truncation: float = 1.0, label: int | None = None, format: Format = "png") -> list[Image.Image]:
+    def interpolate(
+        self,
+        seed_a: int,
+        seed_b: int,
+        steps: int = 8,
+        method: Literal["slerp", "lerp"] = "slerp",
+        truncation: float = 1.0,
+        label: int | None = None,
+        format: Format = "png",
+    ) -> list[Image.Image]:
         """``steps`` images from seed_a's image to seed_b's, both ends included."""
-        body = self._json("interpolate", seed_a=seed_a, seed_b=seed_b, steps=steps, method=method,
-                          truncation=truncation, label=label, format=format)
+        body = self._json(
+            "interpolate",
+            seed_a=seed_a,
+            seed_b=seed_b,
+            steps=steps,
+            method=method,
+            truncation=truncation,
+            label=label,
+            format=format,
+        )
         return [_image(b64) for b64 in body["images"]]
 
     # --- style ----------------------------------------------------------------------------------
 
-    def stylize(self, content: ImageInput, style: ImageInput | Sequence[ImageInput] | None = None,
-                style_name: str | Sequence[str] | None = None, weights: Sequence[float] | None = None,
-                strength: float = 1.0, preserve_color: bool = False, max_side: int = 512,
-                format: Format | Literal["gif"] | None = None) -> Image.Image:
+    def stylize(
+        self,
+        content: ImageInput,
+        style: ImageInput | Sequence[ImageInput] | None = None,
+        style_name: str | Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        max_side: int = 512,
+        format: Format | Literal["gif"] | None = None,
+    ) -> Image.Image:
         """``content`` repainted in the style of preset(s) ``style_name`` and/or uploaded ``style`` image(s),
         blended with ``weights`` (presets first, then uploads). ``.info["style"]`` says what was used.
         ``format`` None: PNG for a photo; an animated GIF or WebP comes back animated, as the same
         kind (an animated PIL image: ``n_frames``, ``save(..., save_all=True)``)."""
-        request = _request(dict(strength=strength, preserve_color=preserve_color, max_side=max_side, format=format),
-                           style, style_name, weights, multipart=True)
+        request = _request(
+            dict(strength=strength, preserve_color=preserve_color, max_side=max_side, format=format),
+            style,
+            style_name,
+            weights,
+            multipart=True,
+        )
         request["files"].insert(0, ("content", ("content", _bytes(content), "application/octet-stream")))
         response = self._post("stylize", **request)
         image = _image(response.content)
@@ -153,15 +217,22 @@ def _fields(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _request(fields: dict[str, Any], style: ImageInput | Sequence[ImageInput] | None,
-             style_name: str | Sequence[str] | None, weights: Sequence[float] | None,
-             multipart: bool = False) -> dict[str, Any]:
+def _request(
+    fields: dict[str, Any],
+    style: ImageInput | Sequence[ImageInput] | None,
+    style_name: str | Sequence[str] | None,
+    weights: Sequence[float] | None,
+    multipart: bool = False,
+) -> dict[str, Any]:
     """The keyword arguments of a POST with a style: JSON, or a multipart form when there are
     files (uploaded styles) or ``multipart`` (stylize always sends its content as a file)."""
     styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
     names = [style_name] if isinstance(style_name, str) else list(style_name or [])
-    fields = _fields(**fields, style_name=",".join(names) or None,
-                     weights=",".join(str(float(w)) for w in weights) if weights is not None else None)
+    fields = _fields(
+        **fields,
+        style_name=",".join(names) or None,
+        weights=",".join(str(float(w)) for w in weights) if weights is not None else None,
+    )
     if not styles and not multipart:
         return {"json": fields}
     files = [("style", (f"style{i}", _bytes(s), "application/octet-stream")) for i, s in enumerate(styles)]

@@ -1,11 +1,11 @@
 """``python -m atelier_client``: Atelier from the command line.
 
-    python -m atelier_client stylize photo.jpg --style brick -o painted.png
-    python -m atelier_client stylize photo.jpg --style-image monet.jpg --strength 0.7 -o painted.jpg
-    python -m atelier_client sample --n 16 --seed 3 -o grid.png
-    python -m atelier_client sample --n 4 --seed 3 --style-image monet.jpg -o painted-grid.png
-    python -m atelier_client interpolate 3 9 --steps 12 -o walk.gif
-    python -m atelier_client styles | info
+python -m atelier_client stylize photo.jpg --style brick -o painted.png
+python -m atelier_client stylize photo.jpg --style-image monet.jpg --strength 0.7 -o painted.jpg
+python -m atelier_client sample --n 16 --seed 3 -o grid.png
+python -m atelier_client sample --n 4 --seed 3 --style-image monet.jpg -o painted-grid.png
+python -m atelier_client interpolate 3 9 --steps 12 -o walk.gif
+python -m atelier_client styles | info
 """
 
 from __future__ import annotations
@@ -31,12 +31,17 @@ def output_format(path: Path, gif: bool = False) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m atelier_client",
-                                description="Atelier from the command line: style transfer and GAN samples over HTTP.",
-                                epilog="\n".join(__doc__.split("\n\n")[1].splitlines()),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default=os.environ.get("ATELIER_URL", "http://localhost:3000"),
-                   help="the service (default: $ATELIER_URL or http://localhost:3000)")
+    p = argparse.ArgumentParser(
+        prog="python -m atelier_client",
+        description="Atelier from the command line: style transfer and GAN samples over HTTP.",
+        epilog="\n".join(__doc__.split("\n\n")[1].splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ATELIER_URL", "http://localhost:3000"),
+        help="the service (default: $ATELIER_URL or http://localhost:3000)",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -44,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("content", type=Path, help="the photo, or an animated GIF or WebP (comes back animated)")
     s.add_argument("--style", action="append", default=[], help="a preset name (see `styles`); repeat to blend")
     s.add_argument("--style-image", action="append", default=[], type=Path, help="a style image; repeat to blend")
-    s.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")],
-                   help="blend weights, comma-separated: presets first, then images (default: equal)")
+    s.add_argument(
+        "--weights",
+        type=lambda v: [float(x) for x in v.split(",")],
+        help="blend weights, comma-separated: presets first, then images (default: equal)",
+    )
     s.add_argument("--strength", type=float, default=1.0, help="0 (the photo) to 1 (fully styled; default)")
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     s.add_argument("--max-side", type=int, default=512, help="long side of the result, px (default 512)")
@@ -56,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed (default: random; printed)")
     g.add_argument("--label", type=int, help="class label (conditional models)")
     g.add_argument("--truncation", type=float, default=1.0, help="latent scale in (0, 1] (default 1)")
-    g.add_argument("--style", action="append", default=[], help="paint the samples in a preset (256 px); repeat to blend")
+    g.add_argument(
+        "--style", action="append", default=[], help="paint the samples in a preset (256 px); repeat to blend"
+    )
     g.add_argument("--style-image", action="append", default=[], type=Path, help="... or in an image's style")
-    g.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")],
-                   help="blend weights, as for stylize")
+    g.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")], help="blend weights, as for stylize")
     g.add_argument("--strength", type=float, help="0 to 1, with a style (default 1)")
     g.add_argument("-o", "--out", type=Path, required=True, help="grid file (.png, .jpg, .webp)")
 
@@ -69,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=8, help="images, both ends included (default 8)")
     i.add_argument("--method", choices=("slerp", "lerp"), default="slerp")
     i.add_argument("--label", type=int, help="class label (conditional models)")
-    i.add_argument("-o", "--out", type=Path, required=True,
-                   help="a .gif (an animation) or .png/.jpg/.webp (the images side by side)")
+    i.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="a .gif (an animation) or .png/.jpg/.webp (the images side by side)",
+    )
 
     sub.add_parser("styles", help="list the style presets")
     sub.add_parser("info", help="the models being served (JSON)")
@@ -94,15 +108,30 @@ def run(atelier: Atelier, args: argparse.Namespace) -> int:
     if args.command == "stylize":
         if not args.style and not args.style_image:
             raise SystemExit("error: give --style NAME (see `styles`) and/or --style-image FILE")
-        image = atelier.stylize(args.content, style=args.style_image or None, style_name=args.style or None,
-                                weights=args.weights, strength=args.strength, preserve_color=args.preserve_color,
-                                max_side=args.max_side, format=output_format(args.out, gif=True))
+        image = atelier.stylize(
+            args.content,
+            style=args.style_image or None,
+            style_name=args.style or None,
+            weights=args.weights,
+            strength=args.strength,
+            preserve_color=args.preserve_color,
+            max_side=args.max_side,
+            format=output_format(args.out, gif=True),
+        )
         save(image, args.out, gif=True)
         print(f"{args.out}: {image.width}x{image.height}, {image.info['style']}")
     elif args.command == "sample":
-        image = atelier.sample_grid(n=args.n, seed=args.seed, label=args.label, truncation=args.truncation,
-                                    format=output_format(args.out), style_name=args.style or None,
-                                    style=args.style_image or None, weights=args.weights, strength=args.strength)
+        image = atelier.sample_grid(
+            n=args.n,
+            seed=args.seed,
+            label=args.label,
+            truncation=args.truncation,
+            format=output_format(args.out),
+            style_name=args.style or None,
+            style=args.style_image or None,
+            weights=args.weights,
+            strength=args.strength,
+        )
         save(image, args.out)
         painted = f", {image.info['style']}" if image.info.get("style") else ""
         print(f"{args.out}: {args.n} images, seed {image.info['seed']}{painted}")

@@ -58,8 +58,15 @@ def _lower_priority() -> None:
 
 
 class HeavyWork:
-    def __init__(self, slots: int, budget_bytes: int, bytes_per_pixel: float, base_bytes: int,
-                 max_wait: float, seconds_per_pixel: float = 1e-6):
+    def __init__(
+        self,
+        slots: int,
+        budget_bytes: int,
+        bytes_per_pixel: float,
+        base_bytes: int,
+        max_wait: float,
+        seconds_per_pixel: float = 1e-6,
+    ):
         self.slots = slots
         self.budget_bytes = budget_bytes
         self.bytes_per_pixel = bytes_per_pixel
@@ -93,11 +100,18 @@ class HeavyWork:
     def _fits(self, ticket: int) -> bool:
         if not self._running:
             return True
-        return (len(self._running) < self.slots
-                and sum(self._memory[t] for t in self._running) + self._memory[ticket] <= self.budget_bytes)
+        return (
+            len(self._running) < self.slots
+            and sum(self._memory[t] for t in self._running) + self._memory[ticket] <= self.budget_bytes
+        )
 
-    async def run(self, pixels: float, job: Callable[[], T], disconnected: Callable[[], Awaitable[bool]],
-                  memory: float | None = None) -> T:
+    async def run(
+        self,
+        pixels: float,
+        job: Callable[[], T],
+        disconnected: Callable[[], Awaitable[bool]],
+        memory: float | None = None,
+    ) -> T:
         """Queue ``job`` (estimated at ``pixels`` output pixels, and ``memory`` bytes at its peak:
         by default ``self.memory(pixels)``), run it on a heavy thread, return its result.
 
@@ -107,9 +121,12 @@ class HeavyWork:
         wait = self.estimated_wait()
         if wait > self.max_wait:
             self.stats["refused"] += 1
-            raise Overloaded(429, f"busy: about {wait:.0f} s of stylisation queued ahead "
-                                  f"(the queue takes at most {self.max_wait:.0f} s); retry later",
-                             retry_after=max(1, math.ceil(wait - self.max_wait / 2)))
+            raise Overloaded(
+                429,
+                f"busy: about {wait:.0f} s of stylisation queued ahead "
+                f"(the queue takes at most {self.max_wait:.0f} s); retry later",
+                retry_after=max(1, math.ceil(wait - self.max_wait / 2)),
+            )
         self._tickets += 1
         ticket = self._tickets
         self._queue.append((ticket, pixels))
@@ -120,14 +137,17 @@ class HeavyWork:
                 while not (self._queue[0][0] == ticket and self._fits(ticket)):
                     if time.monotonic() > deadline:
                         self.stats["refused"] += 1
-                        raise Overloaded(503, f"busy: waited {self.max_wait:.0f} s for a free slot; retry later",
-                                         retry_after=max(1, math.ceil(self.estimated_wait())))
+                        raise Overloaded(
+                            503,
+                            f"busy: waited {self.max_wait:.0f} s for a free slot; retry later",
+                            retry_after=max(1, math.ceil(self.estimated_wait())),
+                        )
                     if await disconnected():
                         self.stats["dropped"] += 1
                         raise ClientGone()
                     try:
                         await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 self._queue.pop(0)
                 self._running[ticket] = pixels
@@ -147,6 +167,7 @@ class HeavyWork:
             self._running.pop(ticket, None)
             self._memory.pop(ticket, None)
             raise
+
         # The slot is freed when the job ends, not when this request does: a request cancelled by
         # the service's timeout leaves its job running to the end, and the slot stays taken till then.
         def done(_: Any) -> None:
@@ -177,6 +198,12 @@ class HeavyWork:
             self._changed.notify_all()
 
     def describe(self) -> dict[str, Any]:
-        return {"slots": self.slots, "memory_budget_gb": round(self.budget_bytes / 1e9, 2),
-                "max_queue_seconds": self.max_wait, "queued": len(self._queue), "running": len(self._running),
-                "seconds_per_megapixel": round(self.seconds_per_pixel * 1e6, 3), **self.stats}
+        return {
+            "slots": self.slots,
+            "memory_budget_gb": round(self.budget_bytes / 1e9, 2),
+            "max_queue_seconds": self.max_wait,
+            "queued": len(self._queue),
+            "running": len(self._running),
+            "seconds_per_megapixel": round(self.seconds_per_pixel * 1e6, 3),
+            **self.stats,
+        }

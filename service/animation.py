@@ -32,8 +32,9 @@ class Animation:
     format: str  # "gif" or "webp": what it came as
 
 
-def decode_animation(data: bytes, field: str, *, max_pixels: int, min_side: int, max_frames: int,
-                     max_side: int | None = None) -> Animation:
+def decode_animation(
+    data: bytes, field: str, *, max_pixels: int, min_side: int, max_frames: int, max_side: int | None = None
+) -> Animation:
     """Every frame of an animated GIF or WebP (limits checked from the header first, as for stills)."""
     with _open_checked(data, field, max_pixels, min_side, max_frames) as opened:
         fmt = opened.format.lower()
@@ -51,8 +52,9 @@ def decode_animation(data: bytes, field: str, *, max_pixels: int, min_side: int,
     return Animation(frames, durations, loop, fmt)
 
 
-def encode_animation(frames: list[np.ndarray], durations: list[int], loop: int | None, fmt: str,
-                     quality: int = 90) -> bytes:
+def encode_animation(
+    frames: list[np.ndarray], durations: list[int], loop: int | None, fmt: str, quality: int = 90
+) -> bytes:
     """Frames (H, W, 3) uint8 -> an animated ``fmt`` ("gif" or "webp") file with these durations
     (ms) and loop count (None: a GIF without a loop count, a WebP played once)."""
     if fmt not in ("gif", "webp"):
@@ -62,12 +64,28 @@ def encode_animation(frames: list[np.ndarray], durations: list[int], loop: int |
         palette = shared_palette(frames)
         images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for f in frames]
         extra = {} if loop is None else {"loop": loop}
-        images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=durations,
-                       disposal=1, optimize=False, **extra)
+        images[0].save(
+            buffer,
+            "GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            disposal=1,
+            optimize=False,
+            **extra,
+        )
     else:
         images = [Image.fromarray(f) for f in frames]
-        images[0].save(buffer, "WEBP", save_all=True, append_images=images[1:], duration=durations,
-                       loop=1 if loop is None else loop, quality=quality, method=4)
+        images[0].save(
+            buffer,
+            "WEBP",
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            loop=1 if loop is None else loop,
+            quality=quality,
+            method=4,
+        )
     return buffer.getvalue()
 
 
@@ -79,5 +97,5 @@ def shared_palette(frames: list[np.ndarray]) -> Image.Image:
     side = int(np.ceil(np.sqrt(len(sample))))
     canvas = np.zeros((side * side, 3), np.uint8)
     canvas[: len(sample)] = sample
-    canvas[len(sample):] = sample[-1]
+    canvas[len(sample) :] = sample[-1]
     return Image.fromarray(canvas.reshape(side, side, 3)).quantize(256, method=Image.Quantize.MEDIANCUT)

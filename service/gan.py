@@ -10,7 +10,6 @@ import onnxruntime as ort
 
 from service.sampling import latents_for_seeds, lerp, seed_range, slerp, to_uint8
 
-
 MAX_BATCH = 256  # images in one merged generator run
 
 
@@ -61,12 +60,15 @@ class MicroBatcher:
                 batch.append(self._pending.pop(0))
                 count += batch[-1].n
         try:
-            feed = batch[0].feed if len(batch) == 1 else {k: np.concatenate([c.feed[k] for c in batch])
-                                                          for k in batch[0].feed}
+            feed = (
+                batch[0].feed
+                if len(batch) == 1
+                else {k: np.concatenate([c.feed[k] for c in batch]) for k in batch[0].feed}
+            )
             (images,) = self.session.run(["image"], feed)
             start = 0
             for c in batch:
-                c.result, start = images[start:start + c.n], start + c.n
+                c.result, start = images[start : start + c.n], start + c.n
         except BaseException as e:  # noqa: BLE001 - every caller in the batch gets the error
             for c in batch:
                 c.error = e
@@ -112,8 +114,9 @@ class GanSampler:
         seeds = seed_range(seed, n)
         return seeds, self.run(latents_for_seeds(seeds, self.latent_dim, truncation), labels)
 
-    def interpolate(self, seed_a: int, seed_b: int, steps: int, method: str, truncation: float,
-                    label: int | None) -> np.ndarray:
+    def interpolate(
+        self, seed_a: int, seed_b: int, steps: int, method: str, truncation: float, label: int | None
+    ) -> np.ndarray:
         za, zb = latents_for_seeds([seed_a, seed_b], self.latent_dim, truncation)
         t = np.linspace(0.0, 1.0, steps)
         z = slerp(za, zb, t) if method == "slerp" else lerp(za, zb, t)

@@ -118,8 +118,15 @@ def check_header(
     return width, height
 
 
-def read_header(data: bytes, field: str, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000,
-                min_side: int = 16, max_frames: int = 1) -> tuple[int, int, int]:
+def read_header(
+    data: bytes,
+    field: str,
+    *,
+    max_bytes: int = 20 * 1024 * 1024,
+    max_pixels: int = 40_000_000,
+    min_side: int = 16,
+    max_frames: int = 1,
+) -> tuple[int, int, int]:
     """``check_header`` that also accepts animations (GIF, WebP) of up to ``max_frames`` frames:
     (width, height, frames), frames counted without decoding any."""
     _check_byte_size(data, field, max_bytes)
@@ -133,9 +140,7 @@ def _check_byte_size(data: bytes, field: str, max_bytes: int) -> None:
     if not data:
         raise ImageInputError(field, "file is empty")
     if len(data) > max_bytes:
-        raise ImageInputError(
-            field, f"file is {len(data) / _MB:.1f} MB; the limit is {max_bytes / _MB:g} MB"
-        )
+        raise ImageInputError(field, f"file is {len(data) / _MB:.1f} MB; the limit is {max_bytes / _MB:g} MB")
 
 
 def _open_checked(data: bytes, field: str, max_pixels: int, min_side: int, max_frames: int = 1) -> Image.Image:
@@ -176,9 +181,7 @@ def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int, 
             f"the limit is {max_pixels / 1e6:g} megapixels",
         )
     if min(width, height) < min_side:
-        raise ImageInputError(
-            field, f"image is {width}x{height} pixels; each side must be at least {min_side} pixels"
-        )
+        raise ImageInputError(field, f"image is {width}x{height} pixels; each side must be at least {min_side} pixels")
     try:
         frames = getattr(img, "n_frames", 1)  # GIF counts frames by skipping through them
     except Image.DecompressionBombError as exc:
@@ -191,12 +194,14 @@ def _check_header(img: Image.Image, field: str, max_pixels: int, min_side: int, 
                 raise ImageInputError(field, f"animation has {frames} frames; the limit is {max_frames}", status=413)
             return
         kind = "multi-page" if img.format == "TIFF" else "animated"
-        where = ("animated GIF and WebP are taken as content only" if max_frames == 1 and img.format in ANIMATED_FORMATS
-                 else "animations are taken as GIF or WebP")
+        where = (
+            "animated GIF and WebP are taken as content only"
+            if max_frames == 1 and img.format in ANIMATED_FORMATS
+            else "animations are taken as GIF or WebP"
+        )
         raise ImageInputError(
             field,
-            f"{kind} images are not supported here ({img.format} with {frames} frames); "
-            f"send a single frame ({where})",
+            f"{kind} images are not supported here ({img.format} with {frames} frames); send a single frame ({where})",
         )
 
 
@@ -219,9 +224,15 @@ def _load_pixels(img: Image.Image, field: str) -> None:
         raise ImageInputError(field, f"truncated or corrupt image data ({exc})") from None
 
 
-_TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _TRANSPOSING = (5, 6, 7, 8)  # orientations that swap width and height
 _REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F")
 
@@ -260,14 +271,16 @@ def _png_exif_checked(data: bytes, field: str) -> bytes | None:
         length, kind = struct.unpack_from(">I4s", data, offset)
         end = offset + 12 + length
         if end > len(data):
-            raise ImageInputError(field, f"truncated or corrupt image data (the PNG ends inside its "
-                                         f"{kind.decode('latin-1')!r} chunk)")
+            raise ImageInputError(
+                field, f"truncated or corrupt image data (the PNG ends inside its {kind.decode('latin-1')!r} chunk)"
+            )
         (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(view[offset + 4:end - 4]) != crc:
-            raise ImageInputError(field, f"truncated or corrupt image data (bad checksum in the PNG's "
-                                         f"{kind.decode('latin-1')!r} chunk)")
+        if zlib.crc32(view[offset + 4 : end - 4]) != crc:
+            raise ImageInputError(
+                field, f"truncated or corrupt image data (bad checksum in the PNG's {kind.decode('latin-1')!r} chunk)"
+            )
         if kind == b"eXIf":
-            exif = bytes(view[offset + 8:end - 4])
+            exif = bytes(view[offset + 8 : end - 4])
         if kind == b"IEND":
             return exif
         offset = end
@@ -371,9 +384,7 @@ def tile_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
     separated by ``pad`` pixels of value 0 (no outer border); unused cells stay 0.
     """
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[0] < 1:
-        raise ValueError(
-            f"images must be uint8 (N, H, W, C) with N >= 1, got {images.dtype} {images.shape}"
-        )
+        raise ValueError(f"images must be uint8 (N, H, W, C) with N >= 1, got {images.dtype} {images.shape}")
     count, height, width, channels = images.shape
     if ncols is None:
         ncols = math.ceil(math.sqrt(count))
@@ -381,9 +392,7 @@ def tile_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
         raise ValueError(f"ncols must be >= 1 and pad >= 0, got ncols={ncols}, pad={pad}")
     ncols = min(ncols, count)
     nrows = math.ceil(count / ncols)
-    grid = np.zeros(
-        (nrows * height + (nrows - 1) * pad, ncols * width + (ncols - 1) * pad, channels), np.uint8
-    )
+    grid = np.zeros((nrows * height + (nrows - 1) * pad, ncols * width + (ncols - 1) * pad, channels), np.uint8)
     for index, tile in enumerate(images):
         top = (index // ncols) * (height + pad)
         left = (index % ncols) * (width + pad)

@@ -44,9 +44,13 @@ class Lifecycle:
             if self.draining:
                 return
             self.draining = True
-            logger.info("SIGTERM: draining (readyz 503, new requests refused); %d request(s) in flight; "
-                        "closing in %.3g s, giving up on unfinished work at %.3g s",
-                        self.in_flight, drain_seconds, shutdown_timeout)
+            logger.info(
+                "SIGTERM: draining (readyz 503, new requests refused); %d request(s) in flight; "
+                "closing in %.3g s, giving up on unfinished work at %.3g s",
+                self.in_flight,
+                drain_seconds,
+                shutdown_timeout,
+            )
             stop = threading.Timer(drain_seconds, server_handler, (signal.SIGTERM, None))
             # uvicorn's handler, called again with SIGINT once it is stopping, forces the exit.
             force = threading.Timer(max(shutdown_timeout, drain_seconds), server_handler, (signal.SIGINT, None))
@@ -62,8 +66,15 @@ LIFECYCLE = Lifecycle()  # one per worker process, shared by the service instanc
 
 
 class TrafficGuard:
-    def __init__(self, app, api_paths: list[str], max_in_flight: int, lifecycle: Lifecycle = LIFECYCLE,
-                 retry_after: int = 1, queued_paths: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        app,
+        api_paths: list[str],
+        max_in_flight: int,
+        lifecycle: Lifecycle = LIFECYCLE,
+        retry_after: int = 1,
+        queued_paths: tuple[str, ...] = (),
+    ):
         self.app = app
         self.api_paths = set(api_paths)
         # Paths with their own admission queue (stylize): not counted, so that requests waiting
@@ -90,13 +101,20 @@ class TrafficGuard:
             await self.app(scope, receive, send_with_retry_after)
             return
         if self.lifecycle.draining:
-            await _refuse(receive, send, 503, "service", "shutting down; retry (another replica will answer)",
-                          self.retry_after)
+            await _refuse(
+                receive, send, 503, "service", "shutting down; retry (another replica will answer)", self.retry_after
+            )
             return
         counted = scope["path"] not in self.queued_paths
         if counted and self.lifecycle.in_flight >= self.max_in_flight:
-            await _refuse(receive, send, 429, "service",
-                          f"too many requests in flight (limit {self.max_in_flight}); retry later", self.retry_after)
+            await _refuse(
+                receive,
+                send,
+                429,
+                "service",
+                f"too many requests in flight (limit {self.max_in_flight}); retry later",
+                self.retry_after,
+            )
             return
         self.lifecycle.in_flight += counted
         try:

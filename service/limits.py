@@ -21,8 +21,8 @@ import difflib
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from service.errors import send_error
 
@@ -32,9 +32,15 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, limits: dict[str, int], fields: dict[str, Iterable[str]] | None = None,
-                 may_be_empty: Iterable[str] = (), files: dict[str, Iterable[str]] | None = None,
-                 form_limits: dict[str, int] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: dict[str, int],
+        fields: dict[str, Iterable[str]] | None = None,
+        may_be_empty: Iterable[str] = (),
+        files: dict[str, Iterable[str]] | None = None,
+        form_limits: dict[str, int] | None = None,
+    ):
         self.app = app
         self.limits = limits  # path -> largest body accepted, in bytes
         self.form_limits = form_limits or {}  # path -> largest multipart body, where larger than limits[path]
@@ -73,7 +79,9 @@ class BodyGuard:
         body = b"".join(chunks)
         if not body.strip():
             if path not in self.may_be_empty:
-                await _reject(send, 400, "body", "request body is empty: send a JSON object (or a multipart form for stylize)")
+                await _reject(
+                    send, 400, "body", "request body is empty: send a JSON object (or a multipart form for stylize)"
+                )
                 return
         elif path in self.fields:
             parts = form_parts(body, content_type)
@@ -84,8 +92,13 @@ class BodyGuard:
             if content_type.lower().startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
                 text = [name for name, is_file in parts if name in self.files.get(path, ()) and not is_file]
                 if text:
-                    await _reject(send, 400, text[0], f"{text[0]!r} must be an uploaded file (a multipart part "
-                                                      "with a filename); URLs and text are not fetched")
+                    await _reject(
+                        send,
+                        400,
+                        text[0],
+                        f"{text[0]!r} must be an uploaded file (a multipart part "
+                        "with a filename); URLs and text are not fetched",
+                    )
                     return
         sent = False
 
@@ -109,10 +122,10 @@ def form_parts(body: bytes, content_type: bytes) -> list[tuple[str, bool]]:
         delimiter = rb"--" + re.escape(boundary[1]) + rb"\r\n((?:[^\r\n]+\r\n)*)\r\n"
         parts = []
         for part_headers in re.findall(delimiter, body):
-            disposition = re.search(rb'(?im)^content-disposition:([^\r\n]*)', part_headers)
+            disposition = re.search(rb"(?im)^content-disposition:([^\r\n]*)", part_headers)
             name = disposition and re.search(rb'(?:^|;)\s*name="([^"]*)"', disposition[1])
             if name:
-                is_file = re.search(rb'(?i);\s*filename\*?=', disposition[1]) is not None
+                is_file = re.search(rb"(?i);\s*filename\*?=", disposition[1]) is not None
                 parts.append((name[1].decode("utf-8", "replace"), is_file))
         return parts
     if kind.startswith(b"application/x-www-form-urlencoded"):

@@ -32,7 +32,9 @@ def load_manifest(exports: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path} is not valid JSON: {e}") from e
     if manifest.get("version") != SUPPORTED_VERSION:
-        raise ManifestError(f"{path}: manifest version {manifest.get('version')!r}, this service reads {SUPPORTED_VERSION}")
+        raise ManifestError(
+            f"{path}: manifest version {manifest.get('version')!r}, this service reads {SUPPORTED_VERSION}"
+        )
     entries = list(manifest.get("models", {}).values()) + list(manifest.get("assets", []))
     for entry in entries:
         verify_file(exports, entry)
@@ -53,9 +55,14 @@ def choose_precision(role: str, entry: dict[str, Any], wanted: str, on_cuda: boo
     variant = entry.get("variants", {}).get("fp16")
     usable = variant is not None and variant["parity"]["within_bound"]
     if wanted == "fp16" and not usable:
-        why = "has no fp16 variant (re-run `make export`)" if variant is None else (
-            f"fp16 variant is {variant['parity']['min_psnr_db']} dB from PyTorch fp32, below its "
-            f"{variant['parity']['bound_psnr_db']} dB bound")
+        why = (
+            "has no fp16 variant (re-run `make export`)"
+            if variant is None
+            else (
+                f"fp16 variant is {variant['parity']['min_psnr_db']} dB from PyTorch fp32, below its "
+                f"{variant['parity']['bound_psnr_db']} dB bound"
+            )
+        )
         raise ManifestError(f"ATELIER_PRECISION=fp16: {role} {why}")
     if usable and (wanted == "fp16" or (wanted == "auto" and on_cuda)):
         return variant["path"], "fp16"
@@ -70,8 +77,10 @@ def verify_file(exports: Path, entry: dict[str, Any]) -> Path:
         raise ManifestError(f"{file} is listed in the manifest but missing: re-run `make export`")
     actual = sha256_file(file)
     if actual != entry["sha256"]:
-        raise ManifestError(f"{file}: sha256 {actual} does not match the manifest ({entry['sha256']}); "
-                            "refusing to serve it — re-run `make export`")
+        raise ManifestError(
+            f"{file}: sha256 {actual} does not match the manifest ({entry['sha256']}); "
+            "refusing to serve it — re-run `make export`"
+        )
     return file
 
 
@@ -109,6 +118,8 @@ class ExportWatch:
                 changed.append(entry["path"])
         status = {"matches_loaded": not changed and not missing, "changed": changed, "missing": missing}
         if changed or missing:
-            status["note"] = ("the folder no longer holds the verified files this service loaded and still "
-                              "serves; a restart will refuse it until it is exported again")
+            status["note"] = (
+                "the folder no longer holds the verified files this service loaded and still "
+                "serves; a restart will refuse it until it is exported again"
+            )
         return status

@@ -55,8 +55,10 @@ def cuda_problem() -> str | None:
     try:
         ctypes.CDLL(str(CUDA_PROVIDER_LIBRARY))
     except OSError as e:
-        return (f"CUDA/cuDNN library missing: {e} (pip install 'onnxruntime-gpu[cuda,cudnn]', "
-                f"as requirements-bento.txt does)")
+        return (
+            f"CUDA/cuDNN library missing: {e} (pip install 'onnxruntime-gpu[cuda,cudnn]', "
+            f"as requirements-bento.txt does)"
+        )
     try:
         ctypes.CDLL("libcuda.so.1")
     except OSError:
@@ -78,15 +80,18 @@ def choose_providers(spec: str, log=logger.warning) -> Providers:
     if "cuda" in requested and (problem := cuda_problem()) is not None:
         wanted = [w for w in requested if w != "cuda"]  # what is left is the CPU, or nothing
         if not wanted:
-            raise ProvidersUnavailable(f"ATELIER_PROVIDERS=cuda: CUDA cannot start: {problem}. "
-                                       "Set ATELIER_PROVIDERS=cuda,cpu to allow running on the CPU.")
+            raise ProvidersUnavailable(
+                f"ATELIER_PROVIDERS=cuda: CUDA cannot start: {problem}. "
+                "Set ATELIER_PROVIDERS=cuda,cpu to allow running on the CPU."
+            )
         fallback = f"CUDAExecutionProvider unavailable ({problem}); running on CPUExecutionProvider"
         log(fallback)
     return Providers(spec=",".join(requested), names=[PROVIDER_NAMES[w] for w in wanted], fallback=fallback)
 
 
-def open_session(path: Path, providers: list[str], log=logger.warning, *, arena: bool = True,
-                 spinning: bool = True) -> ort.InferenceSession:
+def open_session(
+    path: Path, providers: list[str], log=logger.warning, *, arena: bool = True, spinning: bool = True
+) -> ort.InferenceSession:
     """A session over ``path`` with the given provider preference.
 
     ``arena=False`` turns ONNX Runtime's CPU memory arena off: the arena keeps the high-water mark
@@ -113,10 +118,14 @@ def open_session(path: Path, providers: list[str], log=logger.warning, *, arena:
         ort.set_default_logger_severity(2)
     if session.get_providers()[0] != providers[0]:
         if providers == [PROVIDER_NAMES["cuda"]]:
-            raise ProvidersUnavailable(f"ATELIER_PROVIDERS=cuda: {path.name} could not start on CUDA "
-                                       f"(ONNX Runtime fell back to {session.get_providers()[0]})")
-        log(f"{path.name}: {providers[0]} could not be started (missing CUDA/cuDNN libraries or no GPU); "
-            f"running on {session.get_providers()[0]}")
+            raise ProvidersUnavailable(
+                f"ATELIER_PROVIDERS=cuda: {path.name} could not start on CUDA "
+                f"(ONNX Runtime fell back to {session.get_providers()[0]})"
+            )
+        log(
+            f"{path.name}: {providers[0]} could not be started (missing CUDA/cuDNN libraries or no GPU); "
+            f"running on {session.get_providers()[0]}"
+        )
     return session
 
 
@@ -136,8 +145,13 @@ def device_name(provider: str) -> str:
             pass
         if shutil.which("nvidia-smi"):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                                     capture_output=True, text=True, timeout=10, check=True)
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=True,
+                )
                 return out.stdout.strip()
             except (subprocess.SubprocessError, OSError):
                 pass

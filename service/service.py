@@ -40,16 +40,31 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from service.admission import ClientGone, HeavyWork, Overloaded
+from service.animation import decode_animation, encode_animation
 from service.errors import error_response
 from service.gan import GanSampler
-from service.animation import decode_animation, encode_animation
-from service.images import (FORMATS, ImageInputError, check_header, decode_image, encode_image, fit_within,
-                            read_header, tile_grid)
+from service.images import (
+    FORMATS,
+    ImageInputError,
+    check_header,
+    decode_image,
+    encode_image,
+    fit_within,
+    read_header,
+    tile_grid,
+)
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
 from service.manifest import ExportWatch, choose_precision, load_manifest
-from service.runtime import (PROVIDER_NAMES, available_memory, choose_providers, cpu_count, device_name,
-                             keep_large_blocks_returnable, open_session)
+from service.runtime import (
+    PROVIDER_NAMES,
+    available_memory,
+    choose_providers,
+    cpu_count,
+    device_name,
+    keep_large_blocks_returnable,
+    open_session,
+)
 from service.style import StyleTransfer, mix_stats, resize_long_side
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
@@ -99,8 +114,11 @@ class SampleResponse(BaseModel):
     width: int
     height: int
     model: str
-    style: str | None = Field(default=None, description="the style the samples were painted in, if any, as "
-                                                       "stylize's X-Atelier-Style says it (preset:name, upload, blends)")
+    style: str | None = Field(
+        default=None,
+        description="the style the samples were painted in, if any, as "
+        "stylize's X-Atelier-Style says it (preset:name, upload, blends)",
+    )
 
 
 class InterpolateResponse(BaseModel):
@@ -121,8 +139,13 @@ def _heavy_work() -> HeavyWork:
     slots = int(os.environ.get("ATELIER_STYLIZE_SLOTS", 0)) or max(1, cpu_count() // 4)
     budget_gb = os.environ.get("ATELIER_MEMORY_BUDGET_GB")
     budget = int(float(budget_gb) * 1e9) if budget_gb else int(0.6 * available_memory())
-    return HeavyWork(slots=slots, budget_bytes=budget, bytes_per_pixel=STYLIZE_BYTES_PER_PIXEL,
-                     base_bytes=STYLIZE_BASE_BYTES, max_wait=env_seconds("ATELIER_QUEUE_SECONDS", 20))
+    return HeavyWork(
+        slots=slots,
+        budget_bytes=budget,
+        bytes_per_pixel=STYLIZE_BYTES_PER_PIXEL,
+        base_bytes=STYLIZE_BASE_BYTES,
+        max_wait=env_seconds("ATELIER_QUEUE_SECONDS", 20),
+    )
 
 
 @bentoml.service(
@@ -136,7 +159,9 @@ class Atelier:
     def __init__(self) -> None:
         keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
-        self.providers = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))  # strict `cuda`: GPU or refuse
+        self.providers = choose_providers(
+            os.environ.get("ATELIER_PROVIDERS", "cuda,cpu")
+        )  # strict `cuda`: GPU or refuse
         providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)
@@ -156,8 +181,11 @@ class Atelier:
         # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
         heavy_roles = {"style_encoder", "stylizer"}
         self.sessions: dict[str, Any] = {role: session(role) for role in models if role not in heavy_roles}
-        self.sessions.update(self.heavy.on_heavy_thread(
-            lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}))
+        self.sessions.update(
+            self.heavy.on_heavy_thread(
+                lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}
+            )
+        )
         self.gan = None
         if "generator" in models:
             batching = os.environ.get("ATELIER_SAMPLE_BATCHING")  # default: under CUDA
@@ -169,8 +197,14 @@ class Atelier:
             if self.provider("stylizer") == PROVIDER_NAMES["cpu"]:
                 large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
             bucket = os.environ.get("ATELIER_SHAPE_BUCKET")
-            self.style = StyleTransfer(self.exports, self.manifest, self.sessions["style_encoder"],
-                                       self.sessions["stylizer"], large, bucket=int(bucket) if bucket else None)
+            self.style = StyleTransfer(
+                self.exports,
+                self.manifest,
+                self.sessions["style_encoder"],
+                self.sessions["stylizer"],
+                large,
+                bucket=int(bucket) if bucket else None,
+            )
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self._export_provider_gauges()
         self.warm_up()
@@ -183,7 +217,8 @@ class Atelier:
         self.ready = True
         logger.info(
             "ready on %s: the playground is at /playground/, the API docs (Swagger UI) at /",
-            ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})))
+            ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})),
+        )
 
     def warm_up(self) -> None:
         """Run each model once at the shapes served most, so the first request pays no set-up cost.
@@ -201,15 +236,20 @@ class Atelier:
                 self._warm_shape(h, w)
             self.heavy.seconds_per_pixel = (time.monotonic() - started) / (512 * 512)
             if self.style.step >= 64:
-                later = [hw for side in (512, 256) for hw in self.style.bucket_shapes(side) if hw not in self.warm_shapes]
-                threading.Thread(target=self._warm_in_background, args=(later,), name="warm-shapes", daemon=True).start()
+                later = [
+                    hw for side in (512, 256) for hw in self.style.bucket_shapes(side) if hw not in self.warm_shapes
+                ]
+                threading.Thread(
+                    target=self._warm_in_background, args=(later,), name="warm-shapes", daemon=True
+                ).start()
 
     def _warm_shape(self, h: int, w: int) -> None:
         shape = self.style.padded_size(h, w)
         if shape not in self.warm_shapes:
             preset = next(iter(self.style.presets))
-            self.heavy.on_heavy_thread(lambda: self.style.stylize(np.full((*shape, 3), 128, np.uint8), preset, 1.0,
-                                                                  False, max(shape)))
+            self.heavy.on_heavy_thread(
+                lambda: self.style.stylize(np.full((*shape, 3), 128, np.uint8), preset, 1.0, False, max(shape))
+            )
             self.warm_shapes.add(shape)
 
     def _warm_in_background(self, shapes: list[tuple[int, int]]) -> None:
@@ -230,12 +270,19 @@ class Atelier:
         """On /metrics: the provider each model runs on, and whether the service fell back from the one asked for."""
         import prometheus_client  # here, not at import: BentoML sets up multiprocess metrics before the service starts
 
-        running = prometheus_client.Gauge("atelier_execution_provider", "1 for the ONNX Runtime execution provider "
-                                          "each model runs on", ["role", "provider"], multiprocess_mode="livemax")
+        running = prometheus_client.Gauge(
+            "atelier_execution_provider",
+            "1 for the ONNX Runtime execution provider each model runs on",
+            ["role", "provider"],
+            multiprocess_mode="livemax",
+        )
         for role in self.sessions:
             running.labels(role=role, provider=self.provider(role)).set(1)
-        fallback = prometheus_client.Gauge("atelier_provider_fallback", "1 when a model runs on another provider than "
-                                           "the first in ATELIER_PROVIDERS", multiprocess_mode="livemax")
+        fallback = prometheus_client.Gauge(
+            "atelier_provider_fallback",
+            "1 when a model runs on another provider than the first in ATELIER_PROVIDERS",
+            multiprocess_mode="livemax",
+        )
         first = self.providers.spec.split(",")[0]
         fallback.set(int(any(self.provider(role) != PROVIDER_NAMES[first] for role in self.sessions)))
 
@@ -248,8 +295,10 @@ class Atelier:
             if not self.gan.num_classes:
                 return error_response("label", "this generator is unconditional; leave label out")
             if label >= self.gan.num_classes:
-                return error_response("label", f"must be in 0..{self.gan.num_classes - 1} "
-                                               f"(classes: {', '.join(self.gan.labels)}), got {label}")
+                return error_response(
+                    "label",
+                    f"must be in 0..{self.gan.num_classes - 1} (classes: {', '.join(self.gan.labels)}), got {label}",
+                )
         return None
 
     def _sample(self, n: int, seed: int | None, truncation: float, label: int | None):
@@ -266,11 +315,17 @@ class Atelier:
         seed: Seed | None = None,
         truncation: Truncation = 1.0,
         label: Label | None = None,
-        style_name: str | None = Field(default=None, description="preset(s) from /styles, comma-separated to blend: "
-                                                                 "the samples come back painted, enlarged to "
-                                                                 f"{SAMPLE_STYLE_SIDE} px"),
-        style: list[Path] = Field(default=None, description="style image(s) to paint the samples in (send the "
-                                                            "request as multipart/form-data); repeat to blend"),
+        style_name: str | None = Field(
+            default=None,
+            description="preset(s) from /styles, comma-separated to blend: "
+            "the samples come back painted, enlarged to "
+            f"{SAMPLE_STYLE_SIDE} px",
+        ),
+        style: list[Path] = Field(
+            default=None,
+            description="style image(s) to paint the samples in (send the "
+            "request as multipart/form-data); repeat to blend",
+        ),
         weights: str | float | list[float] | None = Field(default=None, description="blend weights, as for stylize"),
         strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         format: Format = "png",
@@ -285,11 +340,19 @@ class Atelier:
             ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
             return samples
         seed, seeds, labels, images, described = samples
-        encoded = await anyio.to_thread.run_sync(lambda: [_b64(encode_image(img, format)) for img in images],
-                                                 limiter=self.cheap)
+        encoded = await anyio.to_thread.run_sync(
+            lambda: [_b64(encode_image(img, format)) for img in images], limiter=self.cheap
+        )
         return SampleResponse(
-            seed=seed, seeds=seeds, labels=labels, images=encoded, format=format, width=images[0].shape[1],
-            height=images[0].shape[0], model=self._model_id("generator"), style=described,
+            seed=seed,
+            seeds=seeds,
+            labels=labels,
+            images=encoded,
+            format=format,
+            width=images[0].shape[1],
+            height=images[0].shape[0],
+            model=self._model_id("generator"),
+            style=described,
         )
 
     @bentoml.api
@@ -313,13 +376,24 @@ class Atelier:
             ctx.response.status_code = samples.status_code  # BentoML applies the context's status (see stylize)
             return samples
         seed, _, _, images, described = samples
-        grid = await anyio.to_thread.run_sync(lambda: encode_image(tile_grid(np.stack(images)), format),
-                                              limiter=self.cheap)
+        grid = await anyio.to_thread.run_sync(
+            lambda: encode_image(tile_grid(np.stack(images)), format), limiter=self.cheap
+        )
         headers = {"X-Atelier-Seed": str(seed), **({"X-Atelier-Style": described} if described else {})}
         return Response(grid, media_type=FORMATS[format], headers=headers)
 
-    async def _samples(self, ctx: bentoml.Context, n: int, seed: int | None, truncation: float, label: int | None,
-                       style_name: str | None, style: list[Path] | None, weights, strength: float) -> Response | tuple:
+    async def _samples(
+        self,
+        ctx: bentoml.Context,
+        n: int,
+        seed: int | None,
+        truncation: float,
+        label: int | None,
+        style_name: str | None,
+        style: list[Path] | None,
+        weights,
+        strength: float,
+    ) -> Response | tuple:
         """The generator's images (on the cheap endpoints' threads), stylised in the heavy queue when
         a style is given, and the style's description (None when unpainted); or the error response."""
         if (error := self._check_gan(label)) is not None:
@@ -337,8 +411,9 @@ class Atelier:
                 return error_response(e.field, e.message, e.status)
         elif weights is not None:
             return error_response("weights", "weights blend styles: give style_name and/or style too")
-        seed, seeds, labels, images = await anyio.to_thread.run_sync(self._sample, n, seed, truncation, label,
-                                                                     limiter=self.cheap)
+        seed, seeds, labels, images = await anyio.to_thread.run_sync(
+            self._sample, n, seed, truncation, label, limiter=self.cheap
+        )
         if not painted:
             return seed, seeds, labels, list(images), None
 
@@ -347,8 +422,9 @@ class Atelier:
                 chosen, described = self._style(names, style_data, blend)
             except ImageInputError as e:
                 return error_response(e.field, e.message, e.status)
-            return [self.style.stylize(_enlarged(image), chosen, strength, False, SAMPLE_STYLE_SIDE)
-                    for image in images], described
+            return [
+                self.style.stylize(_enlarged(image), chosen, strength, False, SAMPLE_STYLE_SIDE) for image in images
+            ], described
 
         result = await self._queued(n * SAMPLE_STYLE_SIDE**2, job, ctx.request.is_disconnected)
         return result if isinstance(result, Response) else (seed, seeds, labels, *result)
@@ -367,8 +443,9 @@ class Atelier:
         if self.style is None:
             return error_response("model", "no style model in this export (run `make train export`)", 503)
         if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
-            return error_response("style_name", f"unknown preset {name!r}; "
-                                                f"available: {', '.join(sorted(self.style.presets))}")
+            return error_response(
+                "style_name", f"unknown preset {name!r}; available: {', '.join(sorted(self.style.presets))}"
+            )
         return None
 
     @bentoml.api
@@ -389,9 +466,16 @@ class Atelier:
             label = 0
         images = self.gan.interpolate(seed_a, seed_b, steps, method, truncation, label)
         return InterpolateResponse(
-            seed_a=seed_a, seed_b=seed_b, steps=steps, method=method, label=label,
-            images=[_b64(encode_image(img, format)) for img in images], format=format,
-            width=images.shape[2], height=images.shape[1], model=self._model_id("generator"),
+            seed_a=seed_a,
+            seed_b=seed_b,
+            steps=steps,
+            method=method,
+            label=label,
+            images=[_b64(encode_image(img, format)) for img in images],
+            format=format,
+            width=images.shape[2],
+            height=images.shape[1],
+            model=self._model_id("generator"),
         )
 
     # --- style transfer ------------------------------------------------------------------------
@@ -400,21 +484,27 @@ class Atelier:
     async def stylize(
         self,
         ctx: bentoml.Context,
-        content: Path = Field(description="the photo to repaint (png, jpeg, webp, gif, bmp, tiff; at most 20 MB, 40 MP), "
-                                          "or an animated GIF or WebP (every frame repainted)"),
+        content: Path = Field(
+            description="the photo to repaint (png, jpeg, webp, gif, bmp, tiff; at most 20 MB, 40 MP), "
+            "or an animated GIF or WebP (every frame repainted)"
+        ),
         # Typed with a None default: BentoML 1.4.39 cannot build an optional file field
         # (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
         style: list[Path] = Field(default=None, description="style image(s); repeat the field to blend several"),
         style_name: str | None = Field(default=None, description="preset(s) from /styles, comma-separated to blend"),
         weights: str | float | list[float] | None = Field(
-            default=None, description="blend weights, comma-separated: one per style, presets first "
-                                      "(in style_name order), then uploads; default equal"),
+            default=None,
+            description="blend weights, comma-separated: one per style, presets first "
+            "(in style_name order), then uploads; default equal",
+        ),
         strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
         preserve_color: bool = False,
         max_side: Annotated[int, Strict(), Ge(64), Le(2048)] = 512,
         format: StyleFormat | None = Field(
-            default=None, description="png, jpeg, webp or gif; default png, and for an animation the kind it came as "
-                                      "(an animation comes back as gif or webp)"),
+            default=None,
+            description="png, jpeg, webp or gif; default png, and for an animation the kind it came as "
+            "(an animation comes back as gif or webp)",
+        ),
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
         """Repaint ``content`` in the style of presets and/or uploaded images (multipart/form-data).
 
@@ -425,14 +515,24 @@ class Atelier:
         frames at the output size: 413 beyond). Stylisations queue briefly for a slot; when the
         queue is longer than the service allows, the answer is 429 with ``Retry-After``.
         """
-        response = await self._stylize_queued(ctx.request.is_disconnected, content, style, style_name, weights,
-                                              strength, preserve_color, max_side, format)
+        response = await self._stylize_queued(
+            ctx.request.is_disconnected, content, style, style_name, weights, strength, preserve_color, max_side, format
+        )
         ctx.response.status_code = response.status_code  # BentoML applies the context's status to the response
         return response
 
-    async def _stylize_queued(self, disconnected, content: Path, style: list[Path] | None, style_name: str | None,
-                              weights, strength: float, preserve_color: bool, max_side: int,
-                              format: str | None) -> Response:
+    async def _stylize_queued(
+        self,
+        disconnected,
+        content: Path,
+        style: list[Path] | None,
+        style_name: str | None,
+        weights,
+        strength: float,
+        preserve_color: bool,
+        max_side: int,
+        format: str | None,
+    ) -> Response:
         """Check the request, wait for a stylisation slot, run ``_stylize`` there."""
         uploads = list(style or [])
         request = self._style_request(style_name, uploads, weights)
@@ -440,7 +540,9 @@ class Atelier:
             return request
         names, blend = request
         try:
-            data, style_data, (width, height, frames) = await anyio.to_thread.run_sync(_read_and_check, content, uploads)
+            data, style_data, (width, height, frames) = await anyio.to_thread.run_sync(
+                _read_and_check, content, uploads
+            )
             out_size = fit_within(width, height, max_side)
             pixels = math.prod(out_size)  # the output's size: the queue's estimate
             memory = None
@@ -457,7 +559,9 @@ class Atelier:
 
         return await self._queued(pixels, job, disconnected, memory=memory)
 
-    def _style_request(self, style_name: str | None, uploads: list[Path], weights) -> Response | tuple[list[str], list[float]]:
+    def _style_request(
+        self, style_name: str | None, uploads: list[Path], weights
+    ) -> Response | tuple[list[str], list[float]]:
         """The presets named (``a,b``) and the blend weights for them and the uploads, or the error response."""
         if self.style is None:
             return error_response("model", "no style model in this export (run `make train export`)", 503)
@@ -465,7 +569,9 @@ class Atelier:
         if not names and not uploads:
             return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
         if len(names) + len(uploads) > MAX_STYLES:
-            return error_response("style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}")
+            return error_response(
+                "style", f"at most {MAX_STYLES} styles in one request, got {len(names) + len(uploads)}"
+            )
         for name in names:
             if (error := self._check_preset(name)) is not None:
                 return error
@@ -481,15 +587,25 @@ class Atelier:
         sources = [f"preset:{name}" for name in names]
         for upload in style_data:
             upload_stats, cached = self.style.uploaded_style_stats(
-                upload, lambda d=upload: _decode(d, "style", max_side=self.style.style_side))
+                upload, lambda d=upload: _decode(d, "style", max_side=self.style.style_side)
+            )
             stats.append(upload_stats)
             sources.append("upload (cached statistics)" if cached else "upload")
         style = names[0] if len(names) == 1 and not style_data else mix_stats(stats, blend)
         described = ", ".join(f"{src} x{w:.3g}" for src, w in zip(sources, blend)) if len(sources) > 1 else sources[0]
         return style, described
 
-    def _stylize(self, data: bytes, names: list[str], style_data: list[bytes], blend: list[float],
-                 strength: float, preserve_color: bool, max_side: int, format: str | None) -> Response:
+    def _stylize(
+        self,
+        data: bytes,
+        names: list[str],
+        style_data: list[bytes],
+        blend: list[float],
+        strength: float,
+        preserve_color: bool,
+        max_side: int,
+        format: str | None,
+    ) -> Response:
         """The stylisation itself, on a heavy-work thread: decode, style statistics, the model, encode."""
         try:
             pixels = _decode(data, "content", max_side=max_side)
@@ -498,36 +614,67 @@ class Atelier:
             return error_response(e.field, e.message, e.status)
         image = self.style.stylize(pixels, style, strength, preserve_color, max_side)
         format = format or "png"
-        return Response(encode_image(image, format), media_type=FORMATS[format],
-                        headers={"X-Atelier-Style": described, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"})
+        return Response(
+            encode_image(image, format),
+            media_type=FORMATS[format],
+            headers={"X-Atelier-Style": described, "X-Atelier-Size": f"{image.shape[1]}x{image.shape[0]}"},
+        )
 
-    def _stylize_animation(self, data: bytes, names: list[str], style_data: list[bytes], blend: list[float],
-                           strength: float, preserve_color: bool, max_side: int, format: str | None) -> Response:
+    def _stylize_animation(
+        self,
+        data: bytes,
+        names: list[str],
+        style_data: list[bytes],
+        blend: list[float],
+        strength: float,
+        preserve_color: bool,
+        max_side: int,
+        format: str | None,
+    ) -> Response:
         """An animated GIF or WebP, on a heavy-work thread: every frame in the same style, one after
         another (batching frames measured no faster on the CPU: 4 frames of 320x240 in 715 ms as a
         batch, 700 ms one by one), encoded back with the file's frame durations and loop count."""
         try:
-            animation = decode_animation(data, "content", max_pixels=IMAGE_LIMITS["max_pixels"], min_side=16,
-                                         max_frames=ANIMATION_MAX_FRAMES, max_side=max_side)
+            animation = decode_animation(
+                data,
+                "content",
+                max_pixels=IMAGE_LIMITS["max_pixels"],
+                min_side=16,
+                max_frames=ANIMATION_MAX_FRAMES,
+                max_side=max_side,
+            )
             style, described = self._style(names, style_data, blend)
         except ImageInputError as e:
             return error_response(e.field, e.message, e.status)
         frames = [self.style.stylize(frame, style, strength, preserve_color, max_side) for frame in animation.frames]
         format = format or animation.format
         height, width = frames[0].shape[:2]
-        return Response(encode_animation(frames, animation.durations, animation.loop, format), media_type=FORMATS[format],
-                        headers={"X-Atelier-Style": described, "X-Atelier-Size": f"{width}x{height}",
-                                 "X-Atelier-Frames": str(len(frames))})
+        return Response(
+            encode_animation(frames, animation.durations, animation.loop, format),
+            media_type=FORMATS[format],
+            headers={
+                "X-Atelier-Style": described,
+                "X-Atelier-Size": f"{width}x{height}",
+                "X-Atelier-Frames": str(len(frames)),
+            },
+        )
 
     @bentoml.api
     def styles(self) -> dict[str, Any]:
         """The style presets: name, where it came from, and a JPEG thumbnail (base64)."""
         if self.style is None:
             return {"styles": []}
-        return {"styles": [
-            {"name": name, "source": self.style.preset_sources[name], "thumbnail": _b64(thumb), "thumbnail_format": "jpeg"}
-            for name, thumb in self.style.thumbnails.items()
-        ]}
+        return {
+            "styles": [
+                {
+                    "name": name,
+                    "source": self.style.preset_sources[name],
+                    "thumbnail": _b64(thumb),
+                    "thumbnail_format": "jpeg",
+                }
+                for name, thumb in self.style.thumbnails.items()
+            ]
+        }
 
     # --- information --------------------------------------------------------------------------
 
@@ -554,23 +701,37 @@ class Atelier:
             }
         if "generator" in models:
             g = self.manifest["models"]["generator"]
-            models["generator"].update({
-                "latent_dim": g["latent_dim"], "image_size": g["image_size"], "channels": g["channels"],
-                "class_labels": g["class_labels"], "dataset": g["dataset"], "metrics": _finite(g.get("metrics")),
-                "latent": g["latent"],
-                "batching": ({"enabled": True, "runs": self.gan.batcher.runs, "calls": self.gan.batcher.calls}
-                             if self.gan.batcher else {"enabled": False}),
-            })
+            models["generator"].update(
+                {
+                    "latent_dim": g["latent_dim"],
+                    "image_size": g["image_size"],
+                    "channels": g["channels"],
+                    "class_labels": g["class_labels"],
+                    "dataset": g["dataset"],
+                    "metrics": _finite(g.get("metrics")),
+                    "latent": g["latent"],
+                    "batching": (
+                        {"enabled": True, "runs": self.gan.batcher.runs, "calls": self.gan.batcher.calls}
+                        if self.gan.batcher
+                        else {"enabled": False}
+                    ),
+                }
+            )
         if "stylizer" in models:
             st = self.manifest["style"]
             vgg = {**st["vgg"], "weights": st["vgg"]["weights"] and Path(st["vgg"]["weights"].split("#")[0]).name}
             models["style_encoder"].update({"vgg": vgg, "levels": st["levels"]})
-            models["stylizer"].update({"levels": st["levels"], "transform": st["transform"],
-                                       "training": {"metrics": _finite(st.get("metrics"))},
-                                       "quality": _finite(st.get("quality")),
-                                       "presets": [p["name"] for p in st["presets"]],
-                                       "shape_step": self.style.step,  # inputs padded to multiples of this
-                                       "warm_shapes": sorted(f"{h}x{w}" for h, w in self.warm_shapes)})
+            models["stylizer"].update(
+                {
+                    "levels": st["levels"],
+                    "transform": st["transform"],
+                    "training": {"metrics": _finite(st.get("metrics"))},
+                    "quality": _finite(st.get("quality")),
+                    "presets": [p["name"] for p in st["presets"]],
+                    "shape_step": self.style.step,  # inputs padded to multiples of this
+                    "warm_shapes": sorted(f"{h}x{w}" for h, w in self.warm_shapes),
+                }
+            )
         return {
             "service": "atelier",
             "version": self.manifest["atelier_version"],
@@ -597,8 +758,9 @@ def _blend_weights(weights: str | float | list[float] | None, count: int) -> lis
     else:
         values = [float(v) for v in (weights if isinstance(weights, list) else [weights])]
     if len(values) != count:
-        raise ImageInputError("weights", f"{len(values)} weights for {count} style(s): one per style, "
-                                         "presets first, then uploads")
+        raise ImageInputError(
+            "weights", f"{len(values)} weights for {count} style(s): one per style, presets first, then uploads"
+        )
     if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
         raise ImageInputError("weights", f"weights must be finite, >= 0 and not all 0, got {values}")
     total = sum(values)
@@ -636,18 +798,27 @@ def _enlarged(image: np.ndarray) -> np.ndarray:
 def _check_animation(frames: int, size: tuple[int, int], out_size: tuple[int, int], format: str | None) -> None:
     """An animation's limits, from its header: 413 for more frames x pixels than one request takes."""
     if format in ("png", "jpeg"):
-        raise ImageInputError("format", f"an animation comes back as gif or webp, not {format} "
-                                        "(leave format out for the kind it came as)")
+        raise ImageInputError(
+            "format", f"an animation comes back as gif or webp, not {format} (leave format out for the kind it came as)"
+        )
     work = frames * math.prod(out_size)
     if work > ANIMATION_MAX_MEGAPIXELS * 1_000_000:
-        raise ImageInputError("content", f"{frames} frames of {out_size[0]}x{out_size[1]} are {work / 1e6:.1f} "
-                                         f"megapixels to repaint; the limit is {ANIMATION_MAX_MEGAPIXELS} "
-                                         "(send fewer frames or a lower max_side)", status=413)
+        raise ImageInputError(
+            "content",
+            f"{frames} frames of {out_size[0]}x{out_size[1]} are {work / 1e6:.1f} "
+            f"megapixels to repaint; the limit is {ANIMATION_MAX_MEGAPIXELS} "
+            "(send fewer frames or a lower max_side)",
+            status=413,
+        )
     decoded = frames * math.prod(size)
     if decoded > ANIMATION_MAX_DECODE_MEGAPIXELS * 1_000_000:
-        raise ImageInputError("content", f"{frames} frames of {size[0]}x{size[1]} are {decoded / 1e6:.0f} megapixels "
-                                         f"to decode; the limit is {ANIMATION_MAX_DECODE_MEGAPIXELS} "
-                                         "(send fewer frames or smaller ones)", status=413)
+        raise ImageInputError(
+            "content",
+            f"{frames} frames of {size[0]}x{size[1]} are {decoded / 1e6:.0f} megapixels "
+            f"to decode; the limit is {ANIMATION_MAX_DECODE_MEGAPIXELS} "
+            "(send fewer frames or smaller ones)",
+            status=413,
+        )
 
 
 def _decode(data: bytes, field: str, max_side: int | None = None) -> np.ndarray:
@@ -673,12 +844,18 @@ def _finite(obj: Any) -> Any:
 
 # The playground: a static page (service/playground) calling the API above, on the same port.
 Atelier.mount_asgi_app(StaticFiles(directory=PLAYGROUND, html=True), path="/playground", name="playground")
-Atelier.add_asgi_middleware(TrafficGuard, api_paths=[f"/{name}" for name in Atelier.apis], max_in_flight=MAX_IN_FLIGHT,
-                            queued_paths=("/stylize",))
+Atelier.add_asgi_middleware(
+    TrafficGuard,
+    api_paths=[f"/{name}" for name in Atelier.apis],
+    max_in_flight=MAX_IN_FLIGHT,
+    queued_paths=("/stylize",),
+)
 Atelier.add_asgi_middleware(
     BodyGuard,
-    limits={**{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},
-            "/stylize": FORM_BODY_LIMIT},
+    limits={
+        **{f"/{name}": JSON_BODY_LIMIT for name in ("sample", "sample_grid", "interpolate", "styles", "info")},
+        "/stylize": FORM_BODY_LIMIT,
+    },
     form_limits={"/sample": FORM_BODY_LIMIT, "/sample_grid": FORM_BODY_LIMIT},
     fields={f"/{name}": list(api.input_spec.model_fields) for name, api in Atelier.apis.items()},
     files={f"/{name}": list(api.input_spec.multipart_fields) for name, api in Atelier.apis.items()},

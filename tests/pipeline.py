@@ -14,8 +14,20 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_GAN_ARGS = ["--dataset", "fake", "--epochs", "2", "--g-channels", "8", "--d-channels", "8",
-                 "--batch-size", "32", "--classifier-epochs", "1"]
+TINY_GAN_ARGS = [
+    "--dataset",
+    "fake",
+    "--epochs",
+    "2",
+    "--g-channels",
+    "8",
+    "--d-channels",
+    "8",
+    "--batch-size",
+    "32",
+    "--classifier-epochs",
+    "1",
+]
 
 
 def train_tiny_gan(runs_root: Path, name: str = "tiny", extra: list[str] | None = None) -> Path:
@@ -26,9 +38,28 @@ def train_tiny_gan(runs_root: Path, name: str = "tiny", extra: list[str] | None 
     return runs_root / "gan" / name
 
 
-TINY_STYLE_ARGS = ["--vgg", "random", "--device", "cpu", "--encoder-layer", "relu3_1", "--crop", "32",
-                   "--batch-size", "2", "--workers", "0", "--sample-side", "32", "--sample-every", "0",
-                   "--checkpoint-every", "0", "--steps", "4"]
+TINY_STYLE_ARGS = [
+    "--vgg",
+    "random",
+    "--device",
+    "cpu",
+    "--encoder-layer",
+    "relu3_1",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--sample-side",
+    "32",
+    "--sample-every",
+    "0",
+    "--checkpoint-every",
+    "0",
+    "--steps",
+    "4",
+]
 
 
 def train_tiny_style(runs_root: Path, name: str = "tiny") -> Path:
@@ -40,7 +71,9 @@ def train_tiny_style(runs_root: Path, name: str = "tiny") -> Path:
     return runs_root / "style" / name
 
 
-def export(out: Path, gan_run: Path | None = None, style_run: Path | None = None, styles_dir: Path | None = None) -> Path:
+def export(
+    out: Path, gan_run: Path | None = None, style_run: Path | None = None, styles_dir: Path | None = None
+) -> Path:
     from training.export import export_all
 
     export_all(gan_run, style_run, out, styles_dir)
@@ -62,17 +95,26 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         # Each server its own BENTOML_HOME: every `bentoml serve` empties the Prometheus multiprocess
         # folder under it at start, which would wipe the metrics of the servers already running.
-        self.env = {**os.environ, "ATELIER_EXPORTS": str(exports), "BENTOML_DO_NOT_TRACK": "true",
-                    "BENTOML_HOME": str(log_path.parent / f"bentoml-home-{self.port}"),
-                    "PYTHONPATH": str(REPO), **(env or {})}
+        self.env = {
+            **os.environ,
+            "ATELIER_EXPORTS": str(exports),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "BENTOML_HOME": str(log_path.parent / f"bentoml-home-{self.port}"),
+            "PYTHONPATH": str(REPO),
+            **(env or {}),
+        }
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         bentoml = Path(sys.executable).parent / "bentoml"
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [str(bentoml), "serve", "service.service:Atelier", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -32,13 +32,26 @@ def main() -> int:
             png = hostile_images.png(96, 64)
             checks = [
                 ("sample", lambda: requests.post(f"{server.url}/sample", json={"n": 4, "seed": 1}, timeout=60)),
-                ("sample_grid", lambda: requests.post(f"{server.url}/sample_grid", json={"n": 16, "seed": 1}, timeout=60)),
-                ("interpolate", lambda: requests.post(f"{server.url}/interpolate",
-                                                      json={"seed_a": 1, "seed_b": 2, "steps": 4}, timeout=60)),
-                ("stylize (preset)", lambda: requests.post(f"{server.url}/stylize", files={"content": png},
-                                                           data={"style_name": "brick"}, timeout=60)),
-                ("stylize (upload)", lambda: requests.post(f"{server.url}/stylize", files={"content": png, "style": png},
-                                                           timeout=60)),
+                (
+                    "sample_grid",
+                    lambda: requests.post(f"{server.url}/sample_grid", json={"n": 16, "seed": 1}, timeout=60),
+                ),
+                (
+                    "interpolate",
+                    lambda: requests.post(
+                        f"{server.url}/interpolate", json={"seed_a": 1, "seed_b": 2, "steps": 4}, timeout=60
+                    ),
+                ),
+                (
+                    "stylize (preset)",
+                    lambda: requests.post(
+                        f"{server.url}/stylize", files={"content": png}, data={"style_name": "brick"}, timeout=60
+                    ),
+                ),
+                (
+                    "stylize (upload)",
+                    lambda: requests.post(f"{server.url}/stylize", files={"content": png, "style": png}, timeout=60),
+                ),
                 ("styles", lambda: requests.post(f"{server.url}/styles", timeout=60)),
                 ("info", lambda: requests.post(f"{server.url}/info", timeout=60)),
                 ("metrics", lambda: requests.get(f"{server.url}/metrics", timeout=60)),

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -105,12 +104,22 @@ class Call:
 
 
 def hostile_stylize_payloads() -> list[tuple[list, dict]]:
-    bad = [hi.empty(), hi.non_image_bytes(), hi.unsupported_format(), hi.one_by_one_png(), hi.truncated_png(),
-           hi.huge_header_png(), hi.animated_png(), hi.multipage_tiff()]
+    bad = [
+        hi.empty(),
+        hi.non_image_bytes(),
+        hi.unsupported_format(),
+        hi.one_by_one_png(),
+        hi.truncated_png(),
+        hi.huge_header_png(),
+        hi.animated_png(),
+        hi.multipage_tiff(),
+    ]
     payloads = [([("content", ("c.bin", data))], {"style_name": "brick"}) for data in bad]
-    payloads += [([("content", ("c.png", hi.png()))], {"style_name": "no-such-style"}),
-                 ([("content", ("c.png", hi.png()))], {"style_name": "brick", "stregnth": "0.5"}),
-                 ([("content", ("c.png", hi.png()))], {"style_name": "brick", "max_side": "5"})]
+    payloads += [
+        ([("content", ("c.png", hi.png()))], {"style_name": "no-such-style"}),
+        ([("content", ("c.png", hi.png()))], {"style_name": "brick", "stregnth": "0.5"}),
+        ([("content", ("c.png", hi.png()))], {"style_name": "brick", "max_side": "5"}),
+    ]
     return payloads
 
 
@@ -122,12 +131,19 @@ class Mix:
         self.max_side = max_side
         self.has_gan = has_gan
         # Same pixel count at every orientation: one kind, one amount of work (a tail is a tail, not a size mix).
-        self.photos = [photo(round(w * max_side / 512), round(h * max_side / 512), i)
-                       for i, (w, h) in enumerate([(512, 384), (384, 512), (1024, 768), (768, 1024)])]
+        self.photos = [
+            photo(round(w * max_side / 512), round(h * max_side / 512), i)
+            for i, (w, h) in enumerate([(512, 384), (384, 512), (1024, 768), (768, 1024)])
+        ]
         self.hostile_stylize = hostile_stylize_payloads()
-        self.hostile_json = [("/sample", {"n": 1, "sed": 5}), ("/sample", {"n": 0}), ("/sample", {"n": 10**6}),
-                             ("/interpolate", {"seed_a": -1, "seed_b": 2}), ("/sample_grid", {"truncation": 0}),
-                             ("/sample", {"label": 10**9, "seed": 1})]
+        self.hostile_json = [
+            ("/sample", {"n": 1, "sed": 5}),
+            ("/sample", {"n": 0}),
+            ("/sample", {"n": 10**6}),
+            ("/interpolate", {"seed_a": -1, "seed_b": 2}),
+            ("/sample_grid", {"truncation": 0}),
+            ("/sample", {"label": 10**9, "seed": 1}),
+        ]
 
     def next(self, rng: random.Random) -> Call:
         r = rng.random()
@@ -136,16 +152,22 @@ class Mix:
         if self.has_gan and r < 0.35:
             return Call("sample_grid", "/sample_grid", False, json={"n": 16, "seed": rng.randrange(2**32)})
         if self.has_gan and r < 0.40:
-            return Call("interpolate", "/interpolate", False, json={"seed_a": rng.randrange(99), "seed_b": 7, "steps": 8})
+            return Call(
+                "interpolate", "/interpolate", False, json={"seed_a": rng.randrange(99), "seed_b": 7, "steps": 8}
+            )
         if r < 0.45:
             return Call("styles", "/styles", False, json={})
         if r < 0.50:
             return Call("info", "/info", False, json={})
         if r < 0.75:
-            fields = {"style_name": rng.choice(self.presets), "max_side": str(self.max_side),
-                      "strength": f"{rng.random():.2f}"}
-            return Call("stylize", "/stylize", False, files=[("content", ("c.jpg", rng.choice(self.photos)))],
-                        data=fields)
+            fields = {
+                "style_name": rng.choice(self.presets),
+                "max_side": str(self.max_side),
+                "strength": f"{rng.random():.2f}",
+            }
+            return Call(
+                "stylize", "/stylize", False, files=[("content", ("c.jpg", rng.choice(self.photos)))], data=fields
+            )
         if self.has_gan and r < 0.85:
             path, body = rng.choice(self.hostile_json)
             return Call(path.strip("/") + "+hostile", path, True, json=body)
@@ -158,12 +180,15 @@ class Results:
     steady_from: float = 0.0  # monotonic time the ramp-up ends: latencies of calls sent before it are kept apart
     statuses: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     latencies: dict = field(default_factory=lambda: defaultdict(list))
-    ramp_latencies: list = field(default_factory=list)  # successful valid calls other than stylize, sent during the ramp
+    ramp_latencies: list = field(
+        default_factory=list
+    )  # successful valid calls other than stylize, sent during the ramp
     unexpected: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, call: Call, status: int | str, sent: float, seconds: float, retry_after: str | None,
-               body: str) -> None:
+    def record(
+        self, call: Call, status: int | str, sent: float, seconds: float, retry_after: str | None, body: str
+    ) -> None:
         with self.lock:
             self.statuses[call.kind][status] += 1
             if status == 200 and not call.hostile:
@@ -202,8 +227,9 @@ async def client(http: httpx.AsyncClient, mix: Mix, start: float, stop: float, r
             await asyncio.sleep(min(wait, max(0.0, stop - time.monotonic())))
 
 
-async def load(url: str, mix: Mix, clients: int, duration: float, results: Results, timeout: float,
-               ramp: float = 0.0) -> float:
+async def load(
+    url: str, mix: Mix, clients: int, duration: float, results: Results, timeout: float, ramp: float = 0.0
+) -> float:
     """``clients`` concurrent clients (one connection each), joining evenly over ``ramp`` seconds,
     then all of them for ``duration`` seconds; the time taken."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -211,8 +237,9 @@ async def load(url: str, mix: Mix, clients: int, duration: float, results: Resul
         started = time.monotonic()
         results.steady_from = started + ramp
         stop = started + ramp + duration
-        await asyncio.gather(*(client(http, mix, started + ramp * i / clients, stop, results, i)
-                               for i in range(clients)))
+        await asyncio.gather(
+            *(client(http, mix, started + ramp * i / clients, stop, results, i) for i in range(clients))
+        )
         return time.monotonic() - started
 
 
@@ -221,8 +248,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(url: str, server: Server, clients: int, duration: float, max_side: int, timeout: float,
-        out=print, ramp: float | None = None) -> dict:
+def run(
+    url: str,
+    server: Server,
+    clients: int,
+    duration: float,
+    max_side: int,
+    timeout: float,
+    out=print,
+    ramp: float | None = None,
+) -> dict:
     """The soak; ``ramp`` (default: 16 clients a second) seconds of clients joining, then ``duration``."""
     ramp = clients / CLIENTS_PER_SECOND if ramp is None else ramp
     info = requests.post(f"{url}/info", json={}, timeout=30).json()
@@ -239,21 +274,41 @@ def run(url: str, server: Server, clients: int, duration: float, max_side: int, 
     time.sleep(1.0)
     rss_end = worker_rss(server)
     ramp_times = results.ramp_latencies
-    report = {"clients": clients, "ramp_s": round(ramp, 1), "duration_s": round(elapsed - ramp, 1),
-              "ramp_cheap_calls": {"count": len(ramp_times),
-                                   **({"p50_ms": round(percentile(ramp_times, 0.5) * 1000, 1),
-                                       "p99_ms": round(percentile(ramp_times, 0.99) * 1000, 1)} if ramp_times else {})},
-              "rss_start_mb": round(rss_start / 2**20),
-              "rss_end_mb": round(rss_end / 2**20), "rss_growth": round(rss_end / rss_start - 1, 3),
-              "kinds": {}, "unexpected": results.unexpected[:20], "unexpected_count": len(results.unexpected)}
-    out(f"{clients} clients joining over {ramp:.1f} s, then {elapsed - ramp:.0f} s of load, max_side {max_side}; "
-        f"latencies from after the ramp-up")
+    report = {
+        "clients": clients,
+        "ramp_s": round(ramp, 1),
+        "duration_s": round(elapsed - ramp, 1),
+        "ramp_cheap_calls": {
+            "count": len(ramp_times),
+            **(
+                {
+                    "p50_ms": round(percentile(ramp_times, 0.5) * 1000, 1),
+                    "p99_ms": round(percentile(ramp_times, 0.99) * 1000, 1),
+                }
+                if ramp_times
+                else {}
+            ),
+        },
+        "rss_start_mb": round(rss_start / 2**20),
+        "rss_end_mb": round(rss_end / 2**20),
+        "rss_growth": round(rss_end / rss_start - 1, 3),
+        "kinds": {},
+        "unexpected": results.unexpected[:20],
+        "unexpected_count": len(results.unexpected),
+    }
+    out(
+        f"{clients} clients joining over {ramp:.1f} s, then {elapsed - ramp:.0f} s of load, max_side {max_side}; "
+        f"latencies from after the ramp-up"
+    )
     out(f"{'kind':<22}{'answers by status':<34}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}{'good/s':>8}")
     tails_ok = True
     for kind in sorted(results.statuses):
         codes = dict(sorted(results.statuses[kind].items(), key=lambda kv: str(kv[0])))
         times = results.latencies.get(kind, [])
-        row = {"statuses": {str(k): v for k, v in codes.items()}, "goodput_per_s": round(len(times) / (elapsed - ramp), 2)}
+        row = {
+            "statuses": {str(k): v for k, v in codes.items()},
+            "goodput_per_s": round(len(times) / (elapsed - ramp), 2),
+        }
         p50 = p99 = ratio = None
         if times:
             p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
@@ -262,21 +317,34 @@ def run(url: str, server: Server, clients: int, duration: float, max_side: int, 
             if len(times) >= MIN_SAMPLES_FOR_TAIL and ratio > TAIL_RATIO_LIMIT:
                 tails_ok = False
         report["kinds"][kind] = row
-        fmt = lambda v, scale=1000: f"{v * scale:9.1f}" if v is not None else f"{'-':>9}"
-        out(f"{kind:<22}{', '.join(f'{k}: {v}' for k, v in codes.items()):<34}{fmt(p50)}{fmt(p99)}"
-            f"{fmt(ratio, 1)}{row['goodput_per_s']:8.2f}")
+
+        def fmt(v, scale=1000):
+            return f"{v * scale:9.1f}" if v is not None else f"{'-':>9}"
+
+        out(
+            f"{kind:<22}{', '.join(f'{k}: {v}' for k, v in codes.items()):<34}{fmt(p50)}{fmt(p99)}"
+            f"{fmt(ratio, 1)}{row['goodput_per_s']:8.2f}"
+        )
     if ramp_times:
-        out(f"during the ramp-up: {len(ramp_times)} cheap calls answered, p50 {percentile(ramp_times, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(ramp_times, 0.99) * 1000:.1f} ms (not judged)")
-    out(f"worker RSS: {report['rss_start_mb']} MB after warm-up, {report['rss_end_mb']} MB at the end "
-        f"({report['rss_growth']:+.1%})")
+        out(
+            f"during the ramp-up: {len(ramp_times)} cheap calls answered, "
+            f"p50 {percentile(ramp_times, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(ramp_times, 0.99) * 1000:.1f} ms (not judged)"
+        )
+    out(
+        f"worker RSS: {report['rss_start_mb']} MB after warm-up, {report['rss_end_mb']} MB at the end "
+        f"({report['rss_growth']:+.1%})"
+    )
     for line in results.unexpected[:10]:
         out(f"UNEXPECTED {line}")
     report["passed"] = not results.unexpected and report["rss_growth"] <= RSS_GROWTH_LIMIT and tails_ok
     report["tails_ok"] = tails_ok
-    out("PASS" if report["passed"] else
-        f"FAIL: {len(results.unexpected)} unexpected answer(s); RSS growth {report['rss_growth']:+.1%} "
-        f"(limit {RSS_GROWTH_LIMIT:.0%}); p99/p50 within {TAIL_RATIO_LIMIT:g}x: {tails_ok}")
+    out(
+        "PASS"
+        if report["passed"]
+        else f"FAIL: {len(results.unexpected)} unexpected answer(s); RSS growth {report['rss_growth']:+.1%} "
+        f"(limit {RSS_GROWTH_LIMIT:.0%}); p99/p50 within {TAIL_RATIO_LIMIT:g}x: {tails_ok}"
+    )
     return report
 
 
@@ -285,8 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exports", type=Path, default=Path("exports"))
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--duration", type=float, default=180.0, help="seconds of load after the ramp-up (default 180)")
-    p.add_argument("--ramp", type=float, default=None,
-                   help=f"seconds over which the clients join (default: {CLIENTS_PER_SECOND} a second)")
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=None,
+        help=f"seconds over which the clients join (default: {CLIENTS_PER_SECOND} a second)",
+    )
     p.add_argument("--max-side", type=int, default=512, help="max_side of the valid stylisations")
     p.add_argument("--timeout", type=float, default=150.0, help="client timeout per request, seconds")
     p.add_argument("--out", type=Path, default=Path("reports/soak.json"))

@@ -50,8 +50,14 @@ def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
     preset = atelier.stylize(content, style_name="brick")
     assert preset.size == (96, 64) and preset.info["style"] == "preset:brick"
     style_image = Image.fromarray(hi.gradient(40, 40)[:, ::-1])
-    blended = atelier.stylize(content.read_bytes(), style=style_image, style_name=["brick", "grass"],
-                              weights=[2, 1, 1], max_side=64, format="jpeg")
+    blended = atelier.stylize(
+        content.read_bytes(),
+        style=style_image,
+        style_name=["brick", "grass"],
+        weights=[2, 1, 1],
+        max_side=64,
+        format="jpeg",
+    )
     assert blended.size == (64, 43) and blended.format == "JPEG"
     assert blended.info["style"].startswith("preset:brick x0.5, preset:grass x0.25, upload")
     assert {s["name"] for s in atelier.styles()} >= {"brick", "grass"}
@@ -60,12 +66,15 @@ def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
     assert info["models"]["stylizer"]["provider"] == api["models"]["stylizer"]["provider"]
 
 
-@pytest.mark.parametrize("call, status, field, words", [
-    (lambda a: a.sample(label=99), 400, "label", "must be in 0..3"),
-    (lambda a: a.sample(n=0), 400, "n", "greater than or equal to 1"),
-    (lambda a: a.stylize(hi.png(), style_name="nope"), 400, "style_name", "unknown preset 'nope'"),
-    (lambda a: a.stylize(hi.truncated_png(), style_name="brick"), 400, "content", "truncated"),
-])
+@pytest.mark.parametrize(
+    "call, status, field, words",
+    [
+        (lambda a: a.sample(label=99), 400, "label", "must be in 0..3"),
+        (lambda a: a.sample(n=0), 400, "n", "greater than or equal to 1"),
+        (lambda a: a.stylize(hi.png(), style_name="nope"), 400, "style_name", "unknown preset 'nope'"),
+        (lambda a: a.stylize(hi.truncated_png(), style_name="brick"), 400, "content", "truncated"),
+    ],
+)
 def test_api_errors_arrive_as_one_exception_with_field_and_message(atelier, call, status, field, words):
     with pytest.raises(AtelierError) as refused:
         call(atelier)
@@ -105,8 +114,13 @@ def test_a_busy_service_is_retried_after_what_retry_after_says(exports_dir, tmp_
 
 
 def cli(server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "atelier_client", "--url", server.url, *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "atelier_client", "--url", server.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def test_the_command_line(server, atelier, tmp_path):
@@ -137,8 +151,9 @@ def test_the_command_line(server, atelier, tmp_path):
     painted_grid = tmp_path / "painted-grid.png"  # samples painted in an uploaded image's style
     done = cli(server, "sample", "--n", "2", "--seed", "4", "--style-image", str(photo), "-o", str(painted_grid))
     assert done.returncode == 0 and "seed 4, upload" in done.stdout, done.stderr
-    np.testing.assert_array_equal(np.asarray(Image.open(painted_grid)),
-                                  np.asarray(atelier.sample_grid(n=2, seed=4, style=photo)))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(painted_grid)), np.asarray(atelier.sample_grid(n=2, seed=4, style=photo))
+    )
 
     walk = tmp_path / "walk.gif"
     assert cli(server, "interpolate", "1", "2", "--steps", "4", "-o", str(walk)).returncode == 0

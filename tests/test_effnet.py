@@ -31,12 +31,13 @@ def center_224(rgb) -> torch.Tensor:
     size = (max(224, round(h * 224 / min(h, w))), max(224, round(w * 224 / min(h, w))))
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - 224) // 2, (size[1] - 224) // 2
-    return x[..., top:top + 224, left:left + 224].clamp(0, 1)
+    return x[..., top : top + 224, left : left + 224].clamp(0, 1)
 
 
 def test_classifies_skimage_photos(net):
-    images = torch.cat([center_224(skimage.data.chelsea()), center_224(skimage.data.coffee()),
-                        center_224(skimage.data.rocket())])
+    images = torch.cat(
+        [center_224(skimage.data.chelsea()), center_224(skimage.data.coffee()), center_224(skimage.data.rocket())]
+    )
     with torch.no_grad():
         logits = net(images, taps=["logits"])["logits"]
     assert logits.shape == (3, 1000)
@@ -49,8 +50,7 @@ def test_classifies_skimage_photos(net):
 def test_loaded_frozen_in_eval(net):
     assert not net.training
     assert not any(p.requires_grad for p in net.parameters())
-    assert net.normalization == {"input": "RGB in [0,1]", "scale": 255.0,
-                                 "mean": [127.0] * 3, "std": [128.0] * 3}
+    assert net.normalization == {"input": "RGB in [0,1]", "scale": 255.0, "mean": [127.0] * 3, "std": [128.0] * 3}
 
 
 def test_stage_shapes_odd_non_square(net):
@@ -84,14 +84,17 @@ def test_taps_default_order_and_errors(net):
         net(torch.rand(1, 3, 31, 64))
 
 
-@pytest.mark.parametrize("size, kernel, stride, expected", [
-    (224, 3, 2, (0, 1)),  # TF puts the odd row/column at the end
-    (112, 5, 2, (1, 2)),
-    (67, 3, 2, (1, 1)),
-    (91, 5, 2, (2, 2)),
-    (17, 5, 1, (2, 2)),
-    (9, 1, 1, (0, 0)),
-])
+@pytest.mark.parametrize(
+    "size, kernel, stride, expected",
+    [
+        (224, 3, 2, (0, 1)),  # TF puts the odd row/column at the end
+        (112, 5, 2, (1, 2)),
+        (67, 3, 2, (1, 1)),
+        (91, 5, 2, (2, 2)),
+        (17, 5, 1, (2, 2)),
+        (9, 1, 1, (0, 0)),
+    ],
+)
 def test_tf_same_padding(size, kernel, stride, expected):
     assert same_padding(size, kernel, stride) == expected
 

@@ -69,9 +69,18 @@ def test_failed_parity_writes_nothing(tmp_path):
     module = torch.nn.Linear(3, 2)
     dim = torch.export.Dim("batch", min=1, max=64)
     with pytest.raises(ParityError):
-        export_checked(module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}},
-                       [(torch.randn(4, 3),)], atol=-1.0)  # an impossible tolerance
+        export_checked(
+            module,
+            (torch.randn(2, 3),),
+            tmp_path / "m.onnx",
+            ["x"],
+            ["y"],
+            {"x": {0: dim}},
+            [(torch.randn(4, 3),)],
+            atol=-1.0,
+        )  # an impossible tolerance
     assert list(tmp_path.iterdir()) == []
-    result = export_checked(module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}},
-                            [(torch.randn(4, 3),)])
+    result = export_checked(
+        module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}}, [(torch.randn(4, 3),)]
+    )
     assert result.max_abs_diff <= 1e-6 and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -44,7 +44,9 @@ def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(e
     session = open_session(exports_dir / entry["variants"]["fp16"]["path"], CPU)
     (fp16,) = session.run(["image"], {"z": z, "label": labels})
     assert fp16.dtype == np.float32  # fp32 in and out: the service feeds it unchanged
-    assert psnr_db(reference, fp16, peak=2.0) >= min(FP16_MIN_PSNR_DB, entry["variants"]["fp16"]["parity"]["min_psnr_db"] - 3)
+    assert psnr_db(reference, fp16, peak=2.0) >= min(
+        FP16_MIN_PSNR_DB, entry["variants"]["fp16"]["parity"]["min_psnr_db"] - 3
+    )
 
 
 def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir):
@@ -52,8 +54,9 @@ def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir):
     models = manifest["models"]
     encoder = open_session(exports_dir / models["style_encoder"]["path"], CPU)
     fp32 = StyleTransfer(exports_dir, manifest, encoder, open_session(exports_dir / models["stylizer"]["path"], CPU))
-    fp16 = StyleTransfer(exports_dir, manifest, encoder,
-                         open_session(exports_dir / models["stylizer"]["variants"]["fp16"]["path"], CPU))
+    fp16 = StyleTransfer(
+        exports_dir, manifest, encoder, open_session(exports_dir / models["stylizer"]["variants"]["fp16"]["path"], CPU)
+    )
     content = gradient(96, 72)
     for name in list(fp32.presets)[:2]:
         a = fp32.stylize(content, name, 1.0, False, 512).astype(np.float64) / 255

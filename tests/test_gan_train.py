@@ -19,8 +19,17 @@ from training.runs import load_checkpoint
 
 
 def test_run_folder_has_everything(tiny_gan_run):
-    for name in ("options.json", "metrics.jsonl", "checkpoint.pt", "classifier.pt", "loss.png", "grid.png",
-                 "metrics.json", "samples/epoch_001.png", "samples/epoch_002.png"):
+    for name in (
+        "options.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "classifier.pt",
+        "loss.png",
+        "grid.png",
+        "metrics.json",
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+    ):
         assert (tiny_gan_run / name).exists(), name
     options = json.loads((tiny_gan_run / "options.json").read_text())
     assert options["conditional"] is True and options["num_classes"] == 4
@@ -38,9 +47,13 @@ def test_killed_run_resumes_exactly(tmp_path):
     reference = train_tiny_gan(tmp_path / "a", extra=["--epochs", "3"])
     runs = tmp_path / "b"
     args = [*TINY_GAN_ARGS, "--epochs", "3", "--runs-root", str(runs), "--name", "killed"]
-    proc = subprocess.Popen([sys.executable, "-m", "training.gan.train", *args], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.gan.train", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = runs / "gan" / "killed" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -67,15 +80,18 @@ def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "gan").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--image-size", "48"], "image-size"),
-    (["--epochs", "0"], "epochs"),
-    (["--dataset", "imagenet"], "unknown dataset"),
-    (["--dataset", "folder:/does/not/exist"], "not a folder"),
-    (["--diffaugment", "rotate"], "unknown DiffAugment"),
-    (["--lr-d", "3"], "lr-d"),
-    (["--dataset", "mnist", "--channels", "3"], "grayscale"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image-size", "48"], "image-size"),
+        (["--epochs", "0"], "epochs"),
+        (["--dataset", "imagenet"], "unknown dataset"),
+        (["--dataset", "folder:/does/not/exist"], "not a folder"),
+        (["--diffaugment", "rotate"], "unknown DiffAugment"),
+        (["--lr-d", "3"], "lr-d"),
+        (["--dataset", "mnist", "--channels", "3"], "grayscale"),
+    ],
+)
 def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
         main([*args, "--runs-root", str(tmp_path)])

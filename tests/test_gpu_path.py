@@ -46,11 +46,21 @@ def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root
     shutil.copytree(exports_dir, context / "exports")
     for name in ("bentofile.yaml", "requirements-bento.txt"):
         shutil.copy(REPO / name, context / name)
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-           "PYTHONPATH": str(context)}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": str(context),
+    }
     bentoml = Path(sys.executable).parent / "bentoml"
-    built = subprocess.run([str(bentoml), "build", str(context), "--output", "tag"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [str(bentoml), "build", str(context), "--output", "tag"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (bento,) = (tmp_path / "bentoml" / "bentos" / "atelier").glob("*/bento.yaml")
     bento = bento.parent
@@ -63,7 +73,10 @@ def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), users  # the server runs as an unprivileged user
     assert {f.name for f in (bento / "src" / "service" / "playground").iterdir()} == {
-        "index.html", "playground.css", "playground.js"}  # the page ships in the bento
+        "index.html",
+        "playground.css",
+        "playground.js",
+    }  # the page ships in the bento
     manifest = load_manifest(bento / "src" / "exports")  # every model's sha256 verified in the bento
     assert {"generator", "style_encoder", "stylizer"} <= set(manifest["models"])
 
@@ -76,8 +89,9 @@ CONTAINER = {"BENTOML_CONTAINERIZED": "true"}
 @pytest.mark.skipif(NO_CUDA is None, reason="CUDA can start here: the refusal cannot be shown")
 def test_strict_cuda_refuses_to_start_without_cuda_and_names_what_is_missing(exports_dir, tmp_path):
     with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
-        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60,
-               env={"ATELIER_PROVIDERS": "cuda", **CONTAINER}).__enter__()
+        Server(
+            exports_dir, tmp_path / "serve.log", startup_timeout=60, env={"ATELIER_PROVIDERS": "cuda", **CONTAINER}
+        ).__enter__()
     log = (tmp_path / "serve.log").read_text()
     assert "ATELIER_PROVIDERS=cuda: CUDA cannot start" in log
     assert re.search(r"lib[\w.+-]+\.so(\.\d+)*", log), log  # the library the loader could not find
@@ -91,20 +105,23 @@ def test_the_cpu_fallback_is_reported_in_info_and_metrics(server):
     assert {m["provider"] for m in info["models"].values()} == {"CPUExecutionProvider"}
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
     assert re.search(r"^atelier_provider_fallback(\{[^}]*\})? 1\.0$", metrics, re.MULTILINE), metrics[-2000:]
-    running = re.findall(r'^atelier_execution_provider\{([^}]*)\} 1\.0$', metrics, re.MULTILINE)
+    running = re.findall(r"^atelier_execution_provider\{([^}]*)\} 1\.0$", metrics, re.MULTILINE)
     assert any('role="stylizer"' in labels and 'provider="CPUExecutionProvider"' in labels for labels in running)
 
 
 def test_a_wrong_provider_name_is_refused_at_start(exports_dir, tmp_path):
     with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
-        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60,
-               env={"ATELIER_PROVIDERS": "tpu", **CONTAINER}).__enter__()
+        Server(
+            exports_dir, tmp_path / "serve.log", startup_timeout=60, env={"ATELIER_PROVIDERS": "tpu", **CONTAINER}
+        ).__enter__()
     assert "ATELIER_PROVIDERS='tpu': use a comma-separated list of cuda, cpu" in (tmp_path / "serve.log").read_text()
 
 
 def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unbatched(exports_dir, server, tmp_path):
     """Shape buckets and sample batching, the CUDA defaults, forced on here: same answers, exact sizes."""
-    gpu_like = Server(exports_dir, tmp_path / "serve.log", env={"ATELIER_SHAPE_BUCKET": "64", "ATELIER_SAMPLE_BATCHING": "1"})
+    gpu_like = Server(
+        exports_dir, tmp_path / "serve.log", env={"ATELIER_SHAPE_BUCKET": "64", "ATELIER_SAMPLE_BATCHING": "1"}
+    )
     with gpu_like:
         info = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()
         stylizer = info["models"]["stylizer"]
@@ -122,11 +139,13 @@ def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unb
         batching = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["generator"]["batching"]
         assert batching["enabled"] and batching["calls"] >= 32 and batching["runs"] <= batching["calls"]
 
-        r = requests.post(f"{gpu_like.url}/stylize", files={"content": hi.png(53, 37)},
-                          data={"style_name": "brick"}, timeout=60)
+        r = requests.post(
+            f"{gpu_like.url}/stylize", files={"content": hi.png(53, 37)}, data={"style_name": "brick"}, timeout=60
+        )
         assert r.status_code == 200 and r.headers["X-Atelier-Size"] == "53x37"  # padded to 64x64, cropped back
 
         def all_warm():
             shapes = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()["models"]["stylizer"]
             return len(shapes["warm_shapes"]) == 22  # long side 512: 15 shapes, long side 256: 7
+
         wait_until(all_warm, 120, "the background warm-up of every shape")

@@ -19,7 +19,7 @@ FLICKER_LIMIT = 1.5  # output frame-to-frame change / input frame-to-frame chang
 def pan(frames: int = 8, width: int = 160, height: int = 120, step: int = 3) -> list[np.ndarray]:
     """A still photo (scikit-image's coffee cup) seen through a window moving ``step`` px a frame."""
     photo = np.asarray(Image.fromarray(skimage.data.coffee()).resize((300, 200), Image.Resampling.LANCZOS))
-    return [np.ascontiguousarray(photo[40:40 + height, 10 + step * i:10 + step * i + width]) for i in range(frames)]
+    return [np.ascontiguousarray(photo[40 : 40 + height, 10 + step * i : 10 + step * i + width]) for i in range(frames)]
 
 
 def animation(frames: list[np.ndarray], fmt: str, durations: list[int], **options) -> bytes:
@@ -43,8 +43,9 @@ def change(frames: list[np.ndarray]) -> float:
     return float(np.mean([np.abs(b.astype(int) - a.astype(int)).mean() for a, b in zip(frames, frames[1:])]))
 
 
-@pytest.mark.parametrize("fmt, options", [("GIF", {"loop": 2}), ("WEBP", {"loop": 0, "lossless": True})],
-                         ids=["gif", "webp"])
+@pytest.mark.parametrize(
+    "fmt, options", [("GIF", {"loop": 2}), ("WEBP", {"loop": 0, "lossless": True})], ids=["gif", "webp"]
+)
 def test_an_animation_comes_back_animated_with_its_timing_and_loop_without_flicker(server, fmt, options):
     source = pan()
     durations = [40, 60, 80, 100, 120, 140, 160, 180]

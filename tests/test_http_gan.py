@@ -115,8 +115,12 @@ def test_health_and_metrics(server):
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
     post(server, "sample", {"n": 1, "seed": 1})
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
-    counted = re.findall(r'^bentoml_service_request_total\{(?=[^}]*endpoint="/sample")'
-                         r'(?=[^}]*http_response_code="200")[^}]*\} ([0-9.e+]+)$', metrics, re.MULTILINE)
+    counted = re.findall(
+        r'^bentoml_service_request_total\{(?=[^}]*endpoint="/sample")'
+        r'(?=[^}]*http_response_code="200")[^}]*\} ([0-9.e+]+)$',
+        metrics,
+        re.MULTILINE,
+    )
     assert counted and float(counted[0]) >= 1, metrics[-1500:]
 
 
@@ -166,14 +170,17 @@ def test_bad_input_is_a_4xx_naming_the_field(server, endpoint, payload, field):
     assert server.ready()
 
 
-@pytest.mark.parametrize("data, status, needle", [
-    (b'{"n": 2', 400, "json"),
-    (b"", 400, "empty"),
-    (b"   ", 400, "empty"),
-    (b"[1, 2]", 400, "object"),
-    (b"\xff\xfe\x00garbage", 400, ""),
-    (b'{"n": "' + b"x" * 70_000 + b'"}', 413, "limit"),
-])
+@pytest.mark.parametrize(
+    "data, status, needle",
+    [
+        (b'{"n": 2', 400, "json"),
+        (b"", 400, "empty"),
+        (b"   ", 400, "empty"),
+        (b"[1, 2]", 400, "object"),
+        (b"\xff\xfe\x00garbage", 400, ""),
+        (b'{"n": "' + b"x" * 70_000 + b'"}', 413, "limit"),
+    ],
+)
 def test_malformed_bodies_are_4xx(server, data, status, needle):
     r = requests.post(f"{server.url}/sample", data=data, headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == status, r.text

@@ -45,19 +45,25 @@ def test_sample_with_an_uploaded_style_blend_equals_sample_then_stylize(server):
     """multipart/form-data: an uploaded style blended with a preset, as stylize blends them."""
     style = hi.jpeg(120, 90)
     fields = {"n": "2", "seed": "5", "style_name": "grass", "weights": "1,3", "strength": "0.8"}
-    r = requests.post(f"{server.url}/sample", files=[("style", ("mine.jpg", style, "image/jpeg"))], data=fields,
-                      timeout=120)
+    r = requests.post(
+        f"{server.url}/sample", files=[("style", ("mine.jpg", style, "image/jpeg"))], data=fields, timeout=120
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["style"].startswith("preset:grass x0.25, upload") and body["style"].endswith("x0.75")
     plain = post(server, "sample", {"n": 2, "seed": 5}).json()
     for sample_b64, painted_b64 in zip(plain["images"], body["images"]):
-        alone = stylize(server, enlarged(sample_b64), style, style_name="grass", weights="1,3", strength=0.8,
-                        max_side=256)
+        alone = stylize(
+            server, enlarged(sample_b64), style, style_name="grass", weights="1,3", strength=0.8, max_side=256
+        )
         assert alone.status_code == 200, alone.text
         assert np.array_equal(pixels(painted_b64), image_of(alone))
-    grid = requests.post(f"{server.url}/sample_grid", files=[("style", ("mine.jpg", style, "image/jpeg"))],
-                         data={"n": "2", "seed": "5"}, timeout=120)
+    grid = requests.post(
+        f"{server.url}/sample_grid",
+        files=[("style", ("mine.jpg", style, "image/jpeg"))],
+        data={"n": "2", "seed": "5"},
+        timeout=120,
+    )
     assert grid.status_code == 200 and grid.headers["X-Atelier-Style"] == "upload (cached statistics)"
 
 

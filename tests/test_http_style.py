@@ -20,8 +20,9 @@ from tests import hostile_images as hi
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
 
 
-def stylize(server, content: bytes | None, style: bytes | list[bytes] | None = None, extra_file: bool = False,
-            **fields):
+def stylize(
+    server, content: bytes | None, style: bytes | list[bytes] | None = None, extra_file: bool = False, **fields
+):
     files = [("styel", ("typo.png", hi.png(), "image/png"))] if extra_file else []
     if content is not None:
         files.append(("content", ("content.bin", content, "application/octet-stream")))
@@ -75,9 +76,14 @@ def test_preserve_color_takes_luminance_from_the_style_and_chroma_from_the_conte
 
 def ycbcr(rgb: np.ndarray) -> np.ndarray:
     r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    return np.stack([0.299 * r + 0.587 * g + 0.114 * b,
-                     128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
-                     128 + 0.5 * r - 0.418688 * g - 0.081312 * b], axis=-1)
+    return np.stack(
+        [
+            0.299 * r + 0.587 * g + 0.114 * b,
+            128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+            128 + 0.5 * r - 0.418688 * g - 0.081312 * b,
+        ],
+        axis=-1,
+    )
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
@@ -87,14 +93,17 @@ def test_output_formats(server, fmt):
     assert r.headers["content-type"] == f"image/{fmt}"
 
 
-@pytest.mark.parametrize("name, content, shape", [
-    ("cmyk jpeg", hi.cmyk_jpeg(32, 24), (24, 32, 3)),
-    ("16-bit png", hi.png16(64, 16), (16, 64, 3)),
-    ("rgba png", hi.rgba_png(64, 16), (16, 64, 3)),
-    ("palette png", hi.palette_png(32, 16), (16, 32, 3)),
-    ("grayscale webp", hi.save(Image.new("L", (40, 30), 90), "WEBP"), (30, 40, 3)),
-    ("exif-rotated jpeg", hi.exif_rotated_jpeg(40, 24), (40, 24, 3)),  # orientation 6: portrait
-])
+@pytest.mark.parametrize(
+    "name, content, shape",
+    [
+        ("cmyk jpeg", hi.cmyk_jpeg(32, 24), (24, 32, 3)),
+        ("16-bit png", hi.png16(64, 16), (16, 64, 3)),
+        ("rgba png", hi.rgba_png(64, 16), (16, 64, 3)),
+        ("palette png", hi.palette_png(32, 16), (16, 32, 3)),
+        ("grayscale webp", hi.save(Image.new("L", (40, 30), 90), "WEBP"), (30, 40, 3)),
+        ("exif-rotated jpeg", hi.exif_rotated_jpeg(40, 24), (40, 24, 3)),  # orientation 6: portrait
+    ],
+)
 def test_unusual_but_valid_images_work(server, name, content, shape):
     r = stylize(server, content, style_name="brick")
     assert r.status_code == 200, f"{name}: {r.text}"
@@ -148,8 +157,9 @@ def test_blending_mixes_presets_and_uploads_by_weight(server):
     grass = image_of(stylize(server, content, style_name="grass")).astype(int)
     mixed = image_of(half).astype(int)
     assert np.abs(mixed - brick).mean() > 0.5 and np.abs(mixed - grass).mean() > 0.5
-    with_upload = stylize(server, content, [hi.jpeg(80, 60), hi.png(50, 70)], style_name="gravel",
-                          weights="0.5,0.25,0.25")
+    with_upload = stylize(
+        server, content, [hi.jpeg(80, 60), hi.png(50, 70)], style_name="gravel", weights="0.5,0.25,0.25"
+    )
     assert with_upload.status_code == 200, with_upload.text
     assert with_upload.headers["x-atelier-style"].startswith("preset:gravel x0.5, upload")
 
@@ -157,10 +167,24 @@ def test_blending_mixes_presets_and_uploads_by_weight(server):
 _rng = np.random.default_rng(2026)
 # Thin, odd and random sizes (aspect 1:250 .. 250:1, sides 16 .. 4000) and max_side values; and
 # sides under the documented minimum of 16 px, which are refused with a 400.
-SHAPES = [(1100, 16, 512), (16, 1100, 512), (1900, 16, 512), (4000, 17, 512), (17, 4000, 2048), (33, 17, 512),
-          (16, 16, 512), (517, 301, 512), (1, 1000, 512), (1000, 1, 512), (15, 300, 512), (3, 3, 64)]
-SHAPES += [(int(w), int(h), int(m)) for w, h, m in zip(_rng.integers(16, 4000, 6), _rng.integers(16, 600, 6),
-                                                       _rng.choice([64, 100, 333, 512], 6))]
+SHAPES = [
+    (1100, 16, 512),
+    (16, 1100, 512),
+    (1900, 16, 512),
+    (4000, 17, 512),
+    (17, 4000, 2048),
+    (33, 17, 512),
+    (16, 16, 512),
+    (517, 301, 512),
+    (1, 1000, 512),
+    (1000, 1, 512),
+    (15, 300, 512),
+    (3, 3, 64),
+]
+SHAPES += [
+    (int(w), int(h), int(m))
+    for w, h, m in zip(_rng.integers(16, 4000, 6), _rng.integers(16, 600, 6), _rng.choice([64, 100, 333, 512], 6))
+]
 SHAPES += [(h, w, m) for w, h, m in SHAPES[-3:]]
 
 
@@ -192,7 +216,12 @@ HOSTILE = [
     ("hostile style", dict(content=hi.png(), style=hi.huge_header_png()), "style", "megapixels"),
     ("neither style", dict(content=hi.png()), "style", "give a style"),
     ("nine styles", dict(content=hi.png(), style_name=",".join(["brick"] * 9)), "style", "at most 8"),
-    ("weights count", dict(content=hi.png(), style_name="brick,grass", weights="1"), "weights", "1 weights for 2 style(s)"),
+    (
+        "weights count",
+        dict(content=hi.png(), style_name="brick,grass", weights="1"),
+        "weights",
+        "1 weights for 2 style(s)",
+    ),
     ("negative weight", dict(content=hi.png(), style_name="brick,grass", weights="1,-1"), "weights", ">= 0"),
     ("zero weights", dict(content=hi.png(), style_name="brick,grass", weights="0,0"), "weights", "not all 0"),
     ("weights text", dict(content=hi.png(), style_name="brick,grass", weights="a,b"), "weights", "numbers"),
@@ -228,8 +257,12 @@ def test_oversized_upload_is_refused_before_decoding(server):
     r = stylize(server, big, style_name="brick")
     assert r.status_code in (400, 413), r.text
     assert "limit" in r.json()["error"]
-    too_big = requests.post(f"{server.url}/stylize", data=b"\0" * (42 * 1024 * 1024),
-                            headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+    too_big = requests.post(
+        f"{server.url}/stylize",
+        data=b"\0" * (42 * 1024 * 1024),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+        timeout=60,
+    )
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
     assert server.ready()
 
@@ -242,8 +275,9 @@ def test_a_url_or_text_in_a_file_field_is_a_400_and_nothing_is_fetched(server, h
     if how == "url-encoded form":
         r = requests.post(f"{server.url}/stylize", data={"content": url, "style_name": "brick"}, timeout=30)
     else:
-        r = requests.post(f"{server.url}/stylize", files=[("content", (None, url))], data={"style_name": "brick"},
-                          timeout=30)
+        r = requests.post(
+            f"{server.url}/stylize", files=[("content", (None, url))], data={"style_name": "brick"}, timeout=30
+        )
     assert r.status_code == 400, r.text
     assert r.json()["detail"][0]["loc"] == ["content"] and "must be an uploaded file" in r.json()["error"]
     assert "method=GET,path=/info" not in server.log_tail(2000)  # the service never fetched the URL

@@ -133,8 +133,17 @@ def test_truncated_data():
 def test_mutated_files_only_ever_raise_image_input_error():
     """Deterministic mini-fuzz: flipped bytes and cut-offs never escape as other exceptions."""
     rng = np.random.default_rng(0)
-    seeds = [hostile.png(), hostile.jpeg(), hostile.webp(), hostile.gif(), hostile.tiff(),
-             hostile.bmp(), hostile.png16(), hostile.exif_rotated_jpeg(), hostile.mpo_jpeg()]
+    seeds = [
+        hostile.png(),
+        hostile.jpeg(),
+        hostile.webp(),
+        hostile.gif(),
+        hostile.tiff(),
+        hostile.bmp(),
+        hostile.png16(),
+        hostile.exif_rotated_jpeg(),
+        hostile.mpo_jpeg(),
+    ]
     for trial in range(300):
         data = bytearray(seeds[trial % len(seeds)])
         for position in rng.integers(0, len(data), size=3):
@@ -382,8 +391,12 @@ def test_reduced_decoding_keeps_exif_orientation():
 
 def test_check_header_refuses_what_decoding_would_before_decoding():
     assert check_header(hostile.png(64, 48), "content") == (64, 48)
-    for data, needle in [(hostile.empty(), "empty"), (hostile.huge_header_png(), "megapixels"),
-                         (hostile.animated_gif(), "animated"), (hostile.one_by_one_png(), "at least 16")]:
+    for data, needle in [
+        (hostile.empty(), "empty"),
+        (hostile.huge_header_png(), "megapixels"),
+        (hostile.animated_gif(), "animated"),
+        (hostile.one_by_one_png(), "at least 16"),
+    ]:
         with pytest.raises(ImageInputError, match=needle):
             check_header(data, "content")
 
@@ -392,8 +405,8 @@ def _png_chunks(data: bytes) -> list[bytes]:
     """A PNG's chunks, each as its full bytes (length, type, payload, CRC)."""
     chunks, offset = [], len(PNG_MAGIC)
     while offset < len(data):
-        length = int.from_bytes(data[offset:offset + 4], "big")
-        chunks.append(data[offset:offset + 12 + length])
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        chunks.append(data[offset : offset + 12 + length])
         offset += 12 + length
     return chunks
 
@@ -405,9 +418,11 @@ def test_check_header_refuses_a_damaged_png_without_decoding_it():
     idat = data.index(b"IDAT")
     damaged = bytearray(data)
     damaged[idat + 10] ^= 0xFF
-    for bad, needle in [(hostile.truncated_png(), "ends inside its 'IDAT' chunk"),
-                        (bytes(damaged), "bad checksum in the PNG's 'IDAT' chunk"),
-                        (data[:-12], "ends before its IEND chunk")]:
+    for bad, needle in [
+        (hostile.truncated_png(), "ends inside its 'IDAT' chunk"),
+        (bytes(damaged), "bad checksum in the PNG's 'IDAT' chunk"),
+        (data[:-12], "ends before its IEND chunk"),
+    ]:
         with pytest.raises(ImageInputError, match=needle):
             check_header(bad, "content")
         assert "truncated or corrupt" in rejected(bad)

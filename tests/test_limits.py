@@ -17,12 +17,23 @@ def _parts(req: requests.Request) -> list[tuple[str, bool]]:
 def test_form_parts_of_json_multipart_and_urlencoded_bodies():
     """The body guard's field finder, on bodies built by a real HTTP client library: every field,
     and which came as files (a part with a filename; text in a file field is told apart)."""
-    req = requests.Request("POST", "http://x/stylize", files=[("content", ("name=x.png", b"--\r\nname=\"fake\"")),
-                                                             ("style", ("s.png", b"\x89PNG")),
-                                                             ("style", (None, "http://example.com/a.png"))],
-                           data={"style_name": "brick", "strength": "0.5"})
-    assert _parts(req) == [("content", True), ("strength", False), ("style", False), ("style", True),
-                           ("style_name", False)]
+    req = requests.Request(
+        "POST",
+        "http://x/stylize",
+        files=[
+            ("content", ("name=x.png", b'--\r\nname="fake"')),
+            ("style", ("s.png", b"\x89PNG")),
+            ("style", (None, "http://example.com/a.png")),
+        ],
+        data={"style_name": "brick", "strength": "0.5"},
+    )
+    assert _parts(req) == [
+        ("content", True),
+        ("strength", False),
+        ("style", False),
+        ("style", True),
+        ("style_name", False),
+    ]
     urlencoded = requests.Request("POST", "http://x/stylize", data={"content": "http://example.com/a.png", "n": "2"})
     assert _parts(urlencoded) == [("content", False), ("n", False)]
     assert form_parts(b'{"n": 1, "sed": 5}', b"application/json") == [("n", False), ("sed", False)]

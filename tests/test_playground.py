@@ -28,8 +28,13 @@ def open_browser(width: int = 1200, height: int = 1000):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -78,9 +83,12 @@ def test_the_style_flow_paints_the_photo_at_its_size(browser, server, tmp_path):
     load(browser, server)
     browser.find_element("id", "content").send_keys(str(photo))
     browser.find_element("id", "stylize").click()
-    size = wait(browser, "const im = document.getElementById('result-image');"
-                         "return !document.getElementById('style-result').hidden && im.complete && im.naturalWidth"
-                         " ? [im.naturalWidth, im.naturalHeight] : null")
+    size = wait(
+        browser,
+        "const im = document.getElementById('result-image');"
+        "return !document.getElementById('style-result').hidden && im.complete && im.naturalWidth"
+        " ? [im.naturalWidth, im.naturalHeight] : null",
+    )
     assert size == [96, 64]
     caption = browser.find_element("id", "result-caption").text
     assert caption.startswith("96x64 px, preset:")
@@ -96,16 +104,20 @@ def test_a_broken_upload_shows_the_apis_message_next_to_the_field(browser, serve
     browser.find_element("id", "content").send_keys(str(broken))
     browser.find_element("id", "stylize").click()
     message = wait(browser, "return document.querySelector('.error[data-field=content]').textContent")
-    api = requests.post(f"{server.url}/stylize", files={"content": hi.truncated_png()},
-                        data={"style_name": "brick"}, timeout=30).json()["detail"][0]["msg"]
+    api = requests.post(
+        f"{server.url}/stylize", files={"content": hi.truncated_png()}, data={"style_name": "brick"}, timeout=30
+    ).json()["detail"][0]["msg"]
     assert message == api
     assert browser.find_element("id", "stylize").is_enabled()  # usable again
 
 
 def test_the_gan_flow_shows_the_seeds_digits_and_the_url_reproduces_them(browser, server):
     load(browser, server, "?tab=gan&seed=5&n=3&label=2")
-    shown = wait(browser, "const ims = [...document.querySelectorAll('#samples img')];"
-                          "return ims.length === 3 ? ims.map(im => im.src) : null")
+    shown = wait(
+        browser,
+        "const ims = [...document.querySelectorAll('#samples img')];"
+        "return ims.length === 3 ? ims.map(im => im.src) : null",
+    )
     api = requests.post(f"{server.url}/sample", json={"n": 3, "seed": 5, "label": 2}, timeout=30).json()
     assert [src.split(",", 1)[1] for src in shown] == api["images"]  # the same PNGs, byte for byte
     assert base64.b64decode(api["images"][0])[:4] == b"\x89PNG"
@@ -127,10 +139,14 @@ def test_samples_painted_in_a_preset_are_the_apis(browser, server):
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
     Select(browser.find_element("id", "sample-style")).select_by_value("brick")
     browser.find_element("id", "sample").click()
-    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in preset:brick')"
-                          " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null")
-    api = requests.post(f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1},
-                        timeout=60).json()
+    shown = wait(
+        browser,
+        "return document.getElementById('gan-caption').textContent.includes('painted in preset:brick')"
+        " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null",
+    )
+    api = requests.post(
+        f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1}, timeout=60
+    ).json()
     assert [src.split(",", 1)[1] for src in shown] == api["images"]
 
 
@@ -141,10 +157,17 @@ def test_samples_painted_in_an_uploaded_style_are_the_apis(browser, server, tmp_
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
     browser.find_element("id", "sample-style-image").send_keys(str(style))
     browser.find_element("id", "sample").click()
-    shown = wait(browser, "return document.getElementById('gan-caption').textContent.includes('painted in upload')"
-                          " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null")
-    api = requests.post(f"{server.url}/sample", files=[("style", ("mine.png", style.read_bytes(), "image/png"))],
-                        data={"n": "2", "seed": "6", "truncation": "1", "strength": "1"}, timeout=60).json()
+    shown = wait(
+        browser,
+        "return document.getElementById('gan-caption').textContent.includes('painted in upload')"
+        " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null",
+    )
+    api = requests.post(
+        f"{server.url}/sample",
+        files=[("style", ("mine.png", style.read_bytes(), "image/png"))],
+        data={"n": "2", "seed": "6", "truncation": "1", "strength": "1"},
+        timeout=60,
+    ).json()
     assert [src.split(",", 1)[1] for src in shown] == api["images"]
 
 
@@ -154,8 +177,11 @@ def test_an_animated_upload_comes_back_animated(browser, server, tmp_path):
     load(browser, server)
     browser.find_element("id", "content").send_keys(str(clip))
     browser.find_element("id", "stylize").click()
-    caption = wait(browser, "return !document.getElementById('style-result').hidden"
-                            " && document.getElementById('result-caption').textContent")
+    caption = wait(
+        browser,
+        "return !document.getElementById('style-result').hidden"
+        " && document.getElementById('result-caption').textContent",
+    )
     assert caption.startswith("48x32 px, 3 frames")
     assert browser.find_element("id", "download").get_attribute("download") == "atelier.gif"
 

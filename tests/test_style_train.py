@@ -17,9 +17,30 @@ from training.style import train
 from training.style.data import TrainingImages, content_source, is_grey, recolour, rotate_hue
 from training.style.export import preset_name
 
-TINY = ["--vgg", "random", "--device", "cpu", "--encoder-layer", "relu3_1", "--crop", "32",
-        "--batch-size", "2", "--workers", "0", "--sample-side", "32", "--log-every", "1",
-        "--sample-every", "0", "--checkpoint-every", "0", "--seed", "3"]
+TINY = [
+    "--vgg",
+    "random",
+    "--device",
+    "cpu",
+    "--encoder-layer",
+    "relu3_1",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--sample-side",
+    "32",
+    "--log-every",
+    "1",
+    "--sample-every",
+    "0",
+    "--checkpoint-every",
+    "0",
+    "--seed",
+    "3",
+]
 
 
 def _run(root: Path, name: str, *extra: str) -> Path:
@@ -33,8 +54,15 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def test_a_few_steps_write_the_run_folder(tiny_run):
-    for name in ("options.json", "metrics.jsonl", "checkpoint.pt", "samples.png", "losses.png",
-                 "samples/step_000002.png", "samples/step_000004.png"):
+    for name in (
+        "options.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "samples.png",
+        "losses.png",
+        "samples/step_000002.png",
+        "samples/step_000004.png",
+    ):
         assert (tiny_run / name).is_file(), name
     options = json.loads((tiny_run / "options.json").read_text())
     assert options["steps"] == 4 and options["vgg_info"]["random_weights"] is True
@@ -68,8 +96,7 @@ def test_resume_refuses_changed_training_options(tmp_path, tiny_run, capsys):
 
 
 def test_vgg_mismatch_is_refused():
-    info = {"source": "hed-vgg16", "arch": "vgg16", "weights_sha256": "a", "last_layer": "relu3_1",
-            "normalization": {}}
+    info = {"source": "hed-vgg16", "arch": "vgg16", "weights_sha256": "a", "last_layer": "relu3_1", "normalization": {}}
     train.check_same_vgg(info, dict(info))
     with pytest.raises(train.VGGMismatchError, match="weights_sha256"):
         train.check_same_vgg(info, {**info, "weights_sha256": "b"})
@@ -83,16 +110,19 @@ def test_dry_run_prints_options_and_writes_nothing(tmp_path, capsys):
     assert not root.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--crop", "10"], "--crop"),
-    (["--steps", "0"], "--steps"),
-    (["--encoder-layer", "relu9_1"], "--encoder-layer"),
-    (["--lr", "-1"], "--lr"),
-    (["--decoder-width", "0"], "--decoder-width"),
-    (["--content-dir", "/no/such/folder"], "--content-dir"),
-    (["--vgg", "/no/such/file.pth"], "--vgg"),
-    (["--profile", "tiny"], "--profile"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--crop", "10"], "--crop"),
+        (["--steps", "0"], "--steps"),
+        (["--encoder-layer", "relu9_1"], "--encoder-layer"),
+        (["--lr", "-1"], "--lr"),
+        (["--decoder-width", "0"], "--decoder-width"),
+        (["--content-dir", "/no/such/folder"], "--content-dir"),
+        (["--vgg", "/no/such/file.pth"], "--vgg"),
+        (["--profile", "tiny"], "--profile"),
+    ],
+)
 def test_invalid_options_exit_before_work(tmp_path, capsys, args, message):
     root = tmp_path / "runs"
     with pytest.raises(SystemExit) as e:
@@ -155,8 +185,7 @@ def test_folder_sources_and_preset_names(tmp_path):
     assert source.names == ("A Style!.png", "sub/a-style.jpg", "sub/b.webp")
     assert source.get(1).shape == (20, 30, 3)
     taken: set[str] = set()
-    for stem, expected in [("A Style!", "a_style"), ("a-style", "a-style"), ("a_style", "a_style-2"),
-                           ("...", "style")]:
+    for stem, expected in [("A Style!", "a_style"), ("a-style", "a-style"), ("a_style", "a_style-2"), ("...", "style")]:
         assert preset_name(stem, taken) == expected
         taken.add(expected)
 
@@ -187,8 +216,9 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     styles.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(styles / "Brick.png")
     out = tmp_path / "exports"
-    result = export_style(tiny_run, out, styles, log=lambda s: None, style_side=96,
-                          transform="wct", levels=["relu1_1", "relu3_1"])
+    result = export_style(
+        tiny_run, out, styles, log=lambda s: None, style_side=96, transform="wct", levels=["relu1_1", "relu3_1"]
+    )
 
     style = result["style"]
     assert style["levels"] == ["relu3_1", "relu1_1"] and style["size_multiple"] == 4  # coarse to fine
@@ -225,7 +255,9 @@ def test_export_style_round_trip(tmp_path, tiny_run):
         expected = Cascade(vgg, decoders, "wct")(image, torch.tensor([0.7]), *stats)
     got_stats = enc.run(None, {"image": style_img.numpy()})
     feed = {"content": image.numpy(), "strength": np.array([0.7], np.float32)}
-    feed.update({f"{k}_{lv}": got_stats[2 * i + j] for i, lv in enumerate(levels) for j, k in enumerate(("mean", "cov"))})
+    feed.update(
+        {f"{k}_{lv}": got_stats[2 * i + j] for i, lv in enumerate(levels) for j, k in enumerate(("mean", "cov"))}
+    )
     got = sty.run(["image"], feed)[0]
     assert got.shape == (1, 3, 44, 68)
     for g, e in zip(got_stats, stats):

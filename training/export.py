@@ -64,8 +64,10 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
     with torch.no_grad():
         reference = module(*check).numpy()
     fp16 = fp16_parity(variant, [reference], [dict(zip(names, (t.numpy() for t in check)))], "image", 2.0, ops)
-    log(f"{variant.name}: PSNR vs PyTorch fp32 {fp16['parity']['min_psnr_db']} dB on 64 seeds "
-        f"(bound {fp16['parity']['bound_psnr_db']:g} dB)")
+    log(
+        f"{variant.name}: PSNR vs PyTorch fp32 {fp16['parity']['min_psnr_db']} dB on 64 seeds "
+        f"(bound {fp16['parity']['bound_psnr_db']:g} dB)"
+    )
     metrics_path = run / "metrics.json"
     entry = {
         "path": "generator.onnx",
@@ -111,8 +113,14 @@ class _Unconditional(torch.nn.Module):
         return self.generator(z)
 
 
-def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styles_dir: Path | None, log=print,
-               style_options: dict[str, Any] | None = None) -> dict:
+def export_all(
+    gan_run: Path | None,
+    style_run: Path | None,
+    out_dir: Path,
+    styles_dir: Path | None,
+    log=print,
+    style_options: dict[str, Any] | None = None,
+) -> dict:
     """Export the runs into ``out_dir``; ``style_options``: ``transform`` and ``levels`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
@@ -139,7 +147,7 @@ def export_all(gan_run: Path | None, style_run: Path | None, out_dir: Path, styl
         manifest = {
             "version": MANIFEST_VERSION,
             "atelier_version": ATELIER_VERSION,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "models": models,
             "assets": asset_entries,
             **manifest,
@@ -165,18 +173,32 @@ def _latest(runs_root: Path, kind: str) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--gan-run", type=Path, default=None, help="GAN run folder (default: runs/gan/latest if it exists)")
-    p.add_argument("--style-run", type=Path, default=None, help="style run folder (default: runs/style/latest if it exists)")
+    p.add_argument(
+        "--style-run", type=Path, default=None, help="style run folder (default: runs/style/latest if it exists)"
+    )
     p.add_argument("--no-gan", action="store_true", help="export no generator")
     p.add_argument("--no-style", action="store_true", help="export no style model")
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
-    p.add_argument("--styles-dir", type=Path, default=None, help="extra style presets: every jpg/png/webp in this folder")
-    p.add_argument("--style-transform", choices=("ot", "wct"), default="wct",
-                   help="feature transform: whitening-colouring or the Gaussian optimal-transport map")
-    p.add_argument("--style-levels", default=None,
-                   help="comma-separated cascade levels, e.g. relu3_1,relu1_1 (default: every level the run trained)")
+    p.add_argument(
+        "--styles-dir", type=Path, default=None, help="extra style presets: every jpg/png/webp in this folder"
+    )
+    p.add_argument(
+        "--style-transform",
+        choices=("ot", "wct"),
+        default="wct",
+        help="feature transform: whitening-colouring or the Gaussian optimal-transport map",
+    )
+    p.add_argument(
+        "--style-levels",
+        default=None,
+        help="comma-separated cascade levels, e.g. relu3_1,relu1_1 (default: every level the run trained)",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
@@ -186,13 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     try:
-        manifest = export_all(gan_run, style_run, args.out, args.styles_dir, style_options={
-            "transform": args.style_transform,
-            "levels": args.style_levels.split(",") if args.style_levels else None})
+        manifest = export_all(
+            gan_run,
+            style_run,
+            args.out,
+            args.styles_dir,
+            style_options={
+                "transform": args.style_transform,
+                "levels": args.style_levels.split(",") if args.style_levels else None,
+            },
+        )
     except (ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out / 'manifest.json'}: " + ", ".join(f"{k} ({v['path']})" for k, v in manifest["models"].items()))
+    print(
+        f"wrote {args.out / 'manifest.json'}: " + ", ".join(f"{k} ({v['path']})" for k, v in manifest["models"].items())
+    )
     return 0
 
 

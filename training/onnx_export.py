@@ -7,9 +7,10 @@ session (max |PyTorch - ONNX Runtime| must not exceed ``atol``), and only then m
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -154,8 +155,14 @@ def psnr_db(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
 
 
-def fp16_parity(path: Path, reference: Sequence[np.ndarray], feeds: Sequence[Mapping[str, np.ndarray]],
-                output: str, peak: float, converted_ops: list[str]) -> dict[str, Any]:
+def fp16_parity(
+    path: Path,
+    reference: Sequence[np.ndarray],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    output: str,
+    peak: float,
+    converted_ops: list[str],
+) -> dict[str, Any]:
     """The fp16 variant at ``path`` run on an ONNX Runtime CPU session over ``feeds``, scored against the
     fp32 PyTorch outputs ``reference``: the manifest's ``variants.fp16`` entry (less its sha256)."""
     import onnxruntime as ort
@@ -163,7 +170,16 @@ def fp16_parity(path: Path, reference: Sequence[np.ndarray], feeds: Sequence[Map
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     scores = [psnr_db(ref, session.run([output], dict(feed))[0]) for ref, feed in zip(reference, feeds, strict=True)]
     worst = min(scores)
-    return {"path": path.name, "precision": "fp16", "ops_in_fp16": converted_ops,
-            "parity": {"vs": "PyTorch fp32", "min_psnr_db": round(worst, 2) if np.isfinite(worst) else None,
-                       "bound_psnr_db": FP16_MIN_PSNR_DB, "within_bound": bool(worst >= FP16_MIN_PSNR_DB),
-                       "checked_on": "CPUExecutionProvider", "cases": len(scores)}}
+    return {
+        "path": path.name,
+        "precision": "fp16",
+        "ops_in_fp16": converted_ops,
+        "parity": {
+            "vs": "PyTorch fp32",
+            "min_psnr_db": round(worst, 2) if np.isfinite(worst) else None,
+            "bound_psnr_db": FP16_MIN_PSNR_DB,
+            "within_bound": bool(worst >= FP16_MIN_PSNR_DB),
+            "checked_on": "CPUExecutionProvider",
+            "cases": len(scores),
+        },
+    }

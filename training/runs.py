@@ -74,8 +74,10 @@ def resumed_options(stored: dict[str, Any], given: dict[str, Any], may_change: t
     for key, value in given.items():
         if key not in may_change and key in stored and stored[key] != value:
             allowed = ", ".join(f"--{k.replace('_', '-')}" for k in may_change)
-            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the run's {stored[key]!r}: "
-                             f"a resumed run keeps its training options (it may change {allowed})")
+            raise ValueError(
+                f"--{key.replace('_', '-')} {value} differs from the run's {stored[key]!r}: "
+                f"a resumed run keeps its training options (it may change {allowed})"
+            )
     return {**stored, **{k: v for k, v in given.items() if k in may_change}}
 
 

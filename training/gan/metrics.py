@@ -23,8 +23,12 @@ class LeNet(nn.Module):
     def __init__(self, channels: int = 1, image_size: int = 32, num_classes: int = 10):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, S/2, S/2)
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, S/4, S/4)
+            nn.Conv2d(channels, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 32, S/2, S/2)
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 64, S/4, S/4)
             nn.AdaptiveAvgPool2d(4),  # (N, 64, 4, 4) for any supported size
         )
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU())  # (N, 128)
@@ -66,7 +70,9 @@ def train_classifier(
 
 
 @torch.no_grad()
-def classify(model: LeNet, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def classify(
+    model: LeNet, images: torch.Tensor, device: torch.device, batch_size: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, 128) float64, predicted classes (N,))."""
     feats, preds = [], []
     for i in range(0, len(images), batch_size):
@@ -100,7 +106,9 @@ def ball_coverage(ref: np.ndarray, ref_radii: np.ndarray, query: np.ndarray) -> 
     return float((_pairwise(query, ref) <= ref_radii[None, :]).any(axis=1).mean())
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None) -> tuple[float, float]:
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None
+) -> tuple[float, float]:
     """Improved precision/recall (Kynkäänniemi et al. 2019): each set's share inside the other's k-NN balls."""
     real_radii = knn_radii(real, k) if real_radii is None else real_radii
     return ball_coverage(real, real_radii, fake), ball_coverage(fake, knn_radii(fake, k), real)
@@ -150,8 +158,14 @@ class Reference:
     comparison carry the same small-sample bias.
     """
 
-    def __init__(self, featurize: Featurizer, feature_space: str, train_images: torch.Tensor,
-                 held_out_images: torch.Tensor, num_classes: int):
+    def __init__(
+        self,
+        featurize: Featurizer,
+        feature_space: str,
+        train_images: torch.Tensor,
+        held_out_images: torch.Tensor,
+        num_classes: int,
+    ):
         self.featurize, self.feature_space, self.num_classes = featurize, feature_space, num_classes
         self.train_features, _ = featurize(train_images)
         self.train_radii = knn_radii(self.train_features)
@@ -159,8 +173,11 @@ class Reference:
 
     def _measures(self, features: np.ndarray, predictions: np.ndarray | None) -> dict[str, object]:
         precision, recall = precision_recall(self.train_features, features, real_radii=self.train_radii)
-        result: dict[str, object] = {"fid": frechet_distance(features, self.train_features),
-                                     "precision": precision, "recall": recall}
+        result: dict[str, object] = {
+            "fid": frechet_distance(features, self.train_features),
+            "precision": precision,
+            "recall": recall,
+        }
         if predictions is not None:
             result["coverage"] = class_coverage(predictions, self.num_classes)
         return result
@@ -170,5 +187,9 @@ class Reference:
 
     def evaluate(self, fake_images: torch.Tensor) -> dict[str, object]:
         """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real baseline."""
-        return {**self._measures(*self.featurize(fake_images)), "baseline_real_vs_real": self.baseline,
-                "samples": int(len(fake_images)), "feature_space": self.feature_space}
+        return {
+            **self._measures(*self.featurize(fake_images)),
+            "baseline_real_vs_real": self.baseline,
+            "samples": int(len(fake_images)),
+            "feature_space": self.feature_space,
+        }

@@ -30,10 +30,10 @@ from training.imaging import grid, save_png, to_uint8
 from training.runs import (
     MetricsLog,
     atomic_write_json,
+    explicit_options,
     load_checkpoint,
     new_run_dir,
     pick_device,
-    explicit_options,
     plot_losses,
     resumed_options,
     save_checkpoint,
@@ -49,35 +49,66 @@ RESUMABLE_OVERRIDES = ("epochs", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.gan.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="schedule: quick (2-core CPU) or full (GPU)")
+    p = argparse.ArgumentParser(
+        prog="python -m training.gan.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default="quick", help="schedule: quick (2-core CPU) or full (GPU)"
+    )
     p.add_argument("--dataset", default="mnist", help="mnist | fake | folder:PATH")
-    p.add_argument("--image-size", type=int, default=None, help=f"one of {SUPPORTED_SIZES}; default 32 for mnist, 64 otherwise")
+    p.add_argument(
+        "--image-size", type=int, default=None, help=f"one of {SUPPORTED_SIZES}; default 32 for mnist, 64 otherwise"
+    )
     p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="default 1 for mnist, 3 otherwise")
-    p.add_argument("--conditional", choices=("auto", "yes", "no"), default="auto", help="class-conditional when the data has labels")
+    p.add_argument(
+        "--conditional",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="class-conditional when the data has labels",
+    )
     p.add_argument("--latent-dim", type=int, default=100)
     p.add_argument("--g-channels", type=int, default=None, help="generator base width (profile default)")
     p.add_argument("--d-channels", type=int, default=None, help="discriminator base width (profile default)")
-    p.add_argument("--upsample", choices=("transposed", "nearest"), default=None,
-                   help="generator upsampling; default transposed up to 32 px, nearest above")
+    p.add_argument(
+        "--upsample",
+        choices=("transposed", "nearest"),
+        default=None,
+        help="generator upsampling; default transposed up to 32 px, nearest above",
+    )
     p.add_argument("--loss", choices=LOSSES, default="ns", help="non-saturating (ns) or hinge")
     p.add_argument("--lr-g", type=float, default=2e-4)
     p.add_argument("--lr-d", type=float, default=2e-4)
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1, help="one-sided: real target is 1 - this (ns loss)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=False, help="spectral norm on D")
-    p.add_argument("--mode-seeking", type=float, default=1.0,
-                   help="weight of the mode-seeking term (pairs of latents per label must differ); 0 = off")
-    p.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=True,
-                   help="minibatch standard-deviation feature in D, against mode collapse")
-    p.add_argument("--diffaugment", default="auto",
-                   help=f"comma-separated subset of {','.join(AUGMENTS)}, 'none', or auto (color,translation under 2,000 images)")
-    p.add_argument("--d-skip-below", type=float, default=0.1, help="skip the D update while its loss is below this (0 = never)")
+    p.add_argument(
+        "--mode-seeking",
+        type=float,
+        default=1.0,
+        help="weight of the mode-seeking term (pairs of latents per label must differ); 0 = off",
+    )
+    p.add_argument(
+        "--minibatch-std",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="minibatch standard-deviation feature in D, against mode collapse",
+    )
+    p.add_argument(
+        "--diffaugment",
+        default="auto",
+        help=f"comma-separated subset of {','.join(AUGMENTS)}, 'none', or auto (color,translation under 2,000 images)",
+    )
+    p.add_argument(
+        "--d-skip-below", type=float, default=0.1, help="skip the D update while its loss is below this (0 = never)"
+    )
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the generator (the exported one)")
     p.add_argument("--batch-size", type=int, default=None, help="profile default")
     p.add_argument("--epochs", type=int, default=None, help="profile default")
-    p.add_argument("--classifier-epochs", type=int, default=None, help="epochs of the evaluation classifier (profile default)")
+    p.add_argument(
+        "--classifier-epochs", type=int, default=None, help="epochs of the evaluation classifier (profile default)"
+    )
     p.add_argument("--quality-vgg", default="auto", help="VGG weights for the generic feature space of unlabelled data")
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
     p.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
@@ -138,9 +169,17 @@ def resolve_data_dependent(o: dict[str, Any], data: DatasetSplit) -> None:
 
 
 def build_models(o: dict[str, Any]) -> tuple[Generator, Discriminator]:
-    g = Generator(o["latent_dim"], o["image_size"], o["channels"], o["g_channels"], o["num_classes"], upsample=o["upsample"])
-    d = Discriminator(o["image_size"], o["channels"], o["d_channels"], o["num_classes"], spectral=o["spectral_norm"],
-                      minibatch_std=o["minibatch_std"])
+    g = Generator(
+        o["latent_dim"], o["image_size"], o["channels"], o["g_channels"], o["num_classes"], upsample=o["upsample"]
+    )
+    d = Discriminator(
+        o["image_size"],
+        o["channels"],
+        o["d_channels"],
+        o["num_classes"],
+        spectral=o["spectral_norm"],
+        minibatch_std=o["minibatch_std"],
+    )
     return g, d
 
 
@@ -156,7 +195,9 @@ def grid_inputs(o: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, int]:
 
 
 @torch.no_grad()
-def generate(g: Generator, z: np.ndarray, labels: np.ndarray | None, device: torch.device, batch: int = 500) -> torch.Tensor:
+def generate(
+    g: Generator, z: np.ndarray, labels: np.ndarray | None, device: torch.device, batch: int = 500
+) -> torch.Tensor:
     out = []
     for i in range(0, len(z), batch):
         zt = torch.from_numpy(z[i : i + batch]).to(device)
@@ -169,7 +210,9 @@ def calibration_batches(o: dict[str, Any], device: torch.device, batches: int = 
     """Fixed latents (seeds 2,000,000 on) and cycling labels for the EMA generator's BatchNorm statistics."""
     bs = o["batch_size"]
     for b in range(batches):
-        z = torch.from_numpy(latents_for_seeds(list(range(2_000_000 + b * bs, 2_000_000 + (b + 1) * bs)), o["latent_dim"]))
+        z = torch.from_numpy(
+            latents_for_seeds(list(range(2_000_000 + b * bs, 2_000_000 + (b + 1) * bs)), o["latent_dim"])
+        )
         labels = (torch.arange(bs) % o["num_classes"]).to(device) if o["num_classes"] else None
         yield (z.to(device), labels) if labels is not None else (z.to(device),)
 
@@ -203,8 +246,13 @@ def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device
     steps_per_epoch = n // bs
     grid_z, grid_labels, grid_cols = grid_inputs(o)
     (run / "samples").mkdir(exist_ok=True)
-    bar = tqdm(total=o["epochs"] * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="gan", unit="step",
-               disable=None)
+    bar = tqdm(
+        total=o["epochs"] * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc="gan",
+        unit="step",
+        disable=None,
+    )
     t0 = time.time()
     for epoch in range(start_epoch, o["epochs"]):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + epoch))
@@ -248,21 +296,37 @@ def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device
             sums["d_fake"] += torch.sigmoid(fake_logits).mean().item()
             bar.update(1)
             bar.set_postfix(loss_d=f"{last_d_loss:.3f}", loss_g=f"{loss_g.item():.3f}")
-        record = {"step": step, "epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
-                  "d_skipped": sums["d_skipped"], "seconds": round(time.time() - t0, 2)}
+        record = {
+            "step": step,
+            "epoch": epoch + 1,
+            **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
+            "d_skipped": sums["d_skipped"],
+            "seconds": round(time.time() - t0, 2),
+        }
         ema.recalibrate(calibration_batches(o, device))
         samples = generate(ema.model, grid_z, grid_labels, device)
         save_png(grid(to_uint8(samples), grid_cols), run / "samples" / f"epoch_{epoch + 1:03d}.png")
         record["fid"] = reference.fid(evaluation_samples(o, ema.model, n_eval, device)[0])
         log.append(record)
-        tqdm.write(f"epoch {epoch + 1:3d}/{o['epochs']} step {step:6d}  loss_d {record['loss_d']:.3f}  "
-                   f"loss_g {record['loss_g']:.3f}  D(x) {record['d_real']:.2f}  D(G(z)) {record['d_fake']:.2f}  "
-                   f"skipped {sums['d_skipped']:3d}  fid {record['fid']:.2f}  {record['seconds']:.0f}s")
-        save_checkpoint(run / "checkpoint.pt", {
-            "generator": g.state_dict(), "discriminator": d.state_dict(), "generator_ema": ema.model.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": epoch + 1, "step": step,
-            "last_d_loss": last_d_loss, "options": json.dumps(o),
-        })
+        tqdm.write(
+            f"epoch {epoch + 1:3d}/{o['epochs']} step {step:6d}  loss_d {record['loss_d']:.3f}  "
+            f"loss_g {record['loss_g']:.3f}  D(x) {record['d_real']:.2f}  D(G(z)) {record['d_fake']:.2f}  "
+            f"skipped {sums['d_skipped']:3d}  fid {record['fid']:.2f}  {record['seconds']:.0f}s"
+        )
+        save_checkpoint(
+            run / "checkpoint.pt",
+            {
+                "generator": g.state_dict(),
+                "discriminator": d.state_dict(),
+                "generator_ema": ema.model.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "last_d_loss": last_d_loss,
+                "options": json.dumps(o),
+            },
+        )
         plot_losses(log.read(), ["loss_d", "loss_g"], run / "loss.png", f"GAN losses ({o['dataset']})")
     bar.close()
     save_png(grid(to_uint8(generate(ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
@@ -299,19 +363,26 @@ def quality_reference(o: dict[str, Any], run: Path, data: DatasetSplit, device: 
         model.load_state_dict(load_checkpoint(path)["model"])
         model = model.to(device).eval()
     else:
-        model = train_classifier(data.train.images, data.train.labels, o["num_classes"], o["classifier_epochs"], device,
-                                 o["seed"])
+        model = train_classifier(
+            data.train.images, data.train.labels, o["num_classes"], o["classifier_epochs"], device, o["seed"]
+        )
         save_checkpoint(path, {"model": model.state_dict()})
     with torch.no_grad():
         pred = model(data.held_out.images.to(device)).argmax(1).cpu()
     o["classifier_held_out_accuracy"] = float((pred == data.held_out.labels).float().mean())
-    space = (f"FID-LeNet: classifier trained on the {o['dataset']} training split "
-             f"(held-out accuracy {o['classifier_held_out_accuracy']:.4f}), 128-d penultimate layer")
+    space = (
+        f"FID-LeNet: classifier trained on the {o['dataset']} training split "
+        f"(held-out accuracy {o['classifier_held_out_accuracy']:.4f}), 128-d penultimate layer"
+    )
     tqdm.write(space)
-    return Reference(classifier_featurizer(model, device), space, data.train.images, data.held_out.images, o["num_classes"])
+    return Reference(
+        classifier_featurizer(model, device), space, data.train.images, data.held_out.images, o["num_classes"]
+    )
 
 
-def evaluation_samples(o: dict[str, Any], g: Generator, n: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray | None]:
+def evaluation_samples(
+    o: dict[str, Any], g: Generator, n: int, device: torch.device
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """``n`` EMA samples from fixed evaluation seeds (1,000,000 on), classes cycling when conditional."""
     z = latents_for_seeds(list(range(1_000_000, 1_000_000 + n)), o["latent_dim"])
     labels = np.arange(n) % o["num_classes"] if o["num_classes"] else None
@@ -356,13 +427,17 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(run / "options.json", o)
     except ValueError as e:
         parser.error(str(e))  # usage and the message on stderr, exit code 2: as the style trainer
-    print(f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
-          f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}")
+    print(
+        f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
+        f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}"
+    )
     try:
         final = train(o, Path(run), data, device, checkpoint)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue from the last checkpoint (the end of the last whole epoch) with "
-              f"--resume {run}", file=sys.stderr)
+        print(
+            f"\ninterrupted; continue from the last checkpoint (the end of the last whole epoch) with --resume {run}",
+            file=sys.stderr,
+        )
         return 130
     print(json.dumps(final, indent=2))
     return 0

@@ -1,1 +1,2 @@
-"""Universal style transfer (reconstruction decoders + feature transforms): maths, models, data, trainer, ONNX export, report."""
+"""Universal style transfer (reconstruction decoders + feature transforms): maths, models, data,
+trainer, ONNX export, report."""

@@ -29,15 +29,28 @@ from torch.utils.data import Dataset
 from training.folders import find_images  # noqa: F401 - also imported from here by the style modules
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
-CONTENT_LOADERS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera",
-                   "coins", "moon", "clock", "brick", "grass", "gravel")
-STYLE_LOADERS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel",
-                 "brick", "grass", "gravel")
+CONTENT_LOADERS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "camera",
+    "coins",
+    "moon",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+)
+STYLE_LOADERS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "brick", "grass", "gravel")
 HELD_OUT_STYLES = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel")
 # Colour photos shipped by other PyPI packages, never used in training: (package, file in it).
-HELD_OUT_PHOTOS = {"china": ("sklearn", "datasets/images/china.jpg"),
-                   "flower": ("sklearn", "datasets/images/flower.jpg"),
-                   "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")}
+HELD_OUT_PHOTOS = {
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
 
 
 def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
@@ -151,8 +164,7 @@ def resize_long_side(img: Tensor, side: int, multiple: int = 1) -> Tensor:
     return F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
 
 
-def random_crop(img: np.ndarray, crop: int, zoom: tuple[float, float],
-                rng: np.random.Generator) -> Tensor:
+def random_crop(img: np.ndarray, crop: int, zoom: tuple[float, float], rng: np.random.Generator) -> Tensor:
     """A random square of (H, W, 3) uint8 -> (3, crop, crop) float in [0, 1]: its side is ``crop``
     times a log-uniform factor in ``zoom`` (capped by the short side), resized to ``crop``."""
     h, w = img.shape[:2]
@@ -160,9 +172,8 @@ def random_crop(img: np.ndarray, crop: int, zoom: tuple[float, float],
     side = int(min(min(h, w), max(1, round(crop * factor))))
     top = int(rng.integers(0, h - side + 1))
     left = int(rng.integers(0, w - side + 1))
-    patch = to_tensor(img[top:top + side, left:left + side])[None]  # (1, 3, side, side)
-    return F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False,
-                         antialias=side > crop)[0]
+    patch = to_tensor(img[top : top + side, left : left + side])[None]  # (1, 3, side, side)
+    return F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False, antialias=side > crop)[0]
 
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -192,7 +203,7 @@ def recolour(img: Tensor, rng: np.random.Generator) -> Tensor:
     """
     luma = torch.einsum("c,chw->hw", _LUMA, img)[None]  # (1, H, W)
     if is_grey(img) and rng.random() < 0.8:
-        dark, light = (torch.from_numpy(rng.uniform(0, 1, size=(2, 3, 1, 1))).float())
+        dark, light = torch.from_numpy(rng.uniform(0, 1, size=(2, 3, 1, 1))).float()
         img = dark + (light - dark) * luma
     img = img[torch.from_numpy(rng.permutation(3))]
     img = rotate_hue(img, float(rng.uniform(0, 2 * np.pi)))
@@ -202,8 +213,9 @@ def recolour(img: Tensor, rng: np.random.Generator) -> Tensor:
     return img.clamp(0.0, 1.0) ** float(np.exp(rng.uniform(-0.4, 0.4)))
 
 
-def augment(img: np.ndarray, crop: int, zoom: tuple[float, float], rng: np.random.Generator,
-            colour: bool = True) -> Tensor:
+def augment(
+    img: np.ndarray, crop: int, zoom: tuple[float, float], rng: np.random.Generator, colour: bool = True
+) -> Tensor:
     """Random rescaled crop, flips and (``colour``) recolouring: (H, W, 3) uint8 -> (3, crop, crop)."""
     x = random_crop(img, crop, zoom, rng)
     if rng.random() < 0.5:
@@ -220,8 +232,15 @@ class TrainingImages(Dataset):
     a pure function of (seed, step). Use with ``DataLoader(batch_size=None, sampler=range(a, b))``.
     """
 
-    def __init__(self, source: ImageSource, crop: int, batch_size: int, seed: int,
-                 zoom: tuple[float, float] = (0.5, 4.0), colour: bool = True):
+    def __init__(
+        self,
+        source: ImageSource,
+        crop: int,
+        batch_size: int,
+        seed: int,
+        zoom: tuple[float, float] = (0.5, 4.0),
+        colour: bool = True,
+    ):
         self.source, self.crop, self.batch_size, self.seed = source, crop, batch_size, seed
         self.zoom, self.colour = zoom, colour
 
@@ -231,8 +250,7 @@ class TrainingImages(Dataset):
     def __getitem__(self, step: int) -> Tensor:
         rng = np.random.default_rng([self.seed, step])
         picks = rng.integers(0, len(self.source), size=self.batch_size)
-        return torch.stack([augment(self.source.get(int(i)), self.crop, self.zoom, rng, self.colour)
-                            for i in picks])
+        return torch.stack([augment(self.source.get(int(i)), self.crop, self.zoom, rng, self.colour) for i in picks])
 
 
 def pick_evenly(source: ImageSource, k: int, prefer: Sequence[str] = ()) -> list[int]:

@@ -29,14 +29,11 @@ import numpy as np
 import torch
 
 from service.style import encode_style, preset_keys, resize_long_side, stats_names
-from training.onnx_export import (FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity,
-                                  fp16_variant)
+from training.onnx_export import FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity, fp16_variant
 from training.runs import MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
-from training.style.functions import (COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION,
-                                      transform_matrix, transform_matrix_eigh)
-from training.style.model import (Cascade, Decoder, StyleEncoder, feature_channels, layer_block,
-                                  size_multiple)
+from training.style.functions import COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION, transform_matrix, transform_matrix_eigh
+from training.style.model import Cascade, Decoder, StyleEncoder, feature_channels, layer_block, size_multiple
 from training.style.train import CHECKPOINT, check_same_vgg, load_style_checkpoint, recorded_source
 from training.vgg import load_vgg
 
@@ -55,9 +52,15 @@ STYLE_SIDE = 512  # style images are resized to this long side before their stat
 THUMB_SIDE = 128
 
 
-def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
-                 log: Callable[[str], None] = print, style_side: int = STYLE_SIDE,
-                 transform: str = "wct", levels: Sequence[str] | None = None) -> dict[str, Any]:
+def export_style(
+    run_dir: Path,
+    out_dir: Path,
+    styles_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    style_side: int = STYLE_SIDE,
+    transform: str = "wct",
+    levels: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
     ``style_side``: long side (px) style images are resized to before their statistics;
@@ -78,60 +81,93 @@ def export_style(run_dir: Path, out_dir: Path, styles_dir: Path | None = None,
     presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log)
     quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
 
-    vgg_fields = {k: info[k] for k in ("source", "arch", "weights", "weights_sha256",
-                                       "normalization", "random_weights")}
+    vgg_fields = {
+        k: info[k] for k in ("source", "arch", "weights", "weights_sha256", "normalization", "random_weights")
+    }
     channels = {lv: feature_channels(lv) for lv in levels}
     common = {"levels": levels, "feature_channels": channels, "size_multiple": m}
     models = {
-        "style_encoder": {"path": "style_encoder.onnx", **enc.manifest_fields(), "role": "style_encoder",
-                          **common, "vgg": vgg_fields, "normalization": info["normalization"],
-                          "input_range": [0.0, 1.0], "color": "RGB"},
-        "stylizer": {"path": "stylizer.onnx", **dec.manifest_fields(), "role": "stylizer", **common,
-                     "transform_parity": {"vs": "float64 eigendecomposition", "max_rel_err": transform_error,
-                                          "rtol": TRANSFORM_RTOL},
-                     "input_range": [0.0, 1.0], "output_range": [0.0, 1.0],
-                     "transform": transform, "newton_schulz_iters": NS_ITERS, "cov_eps": COV_EPS,
-                     "decoder_width": config["width"],
-                     "strength": "at each level: features = s * T(features) + (1 - s) * features",
-                     "variants": {"fp16": fp16}},
+        "style_encoder": {
+            "path": "style_encoder.onnx",
+            **enc.manifest_fields(),
+            "role": "style_encoder",
+            **common,
+            "vgg": vgg_fields,
+            "normalization": info["normalization"],
+            "input_range": [0.0, 1.0],
+            "color": "RGB",
+        },
+        "stylizer": {
+            "path": "stylizer.onnx",
+            **dec.manifest_fields(),
+            "role": "stylizer",
+            **common,
+            "transform_parity": {
+                "vs": "float64 eigendecomposition",
+                "max_rel_err": transform_error,
+                "rtol": TRANSFORM_RTOL,
+            },
+            "input_range": [0.0, 1.0],
+            "output_range": [0.0, 1.0],
+            "transform": transform,
+            "newton_schulz_iters": NS_ITERS,
+            "cov_eps": COV_EPS,
+            "decoder_width": config["width"],
+            "strength": "at each level: features = s * T(features) + (1 - s) * features",
+            "variants": {"fp16": fp16},
+        },
     }
     return {
         "models": models,
         "assets": ["style_presets.npz"] + [p["thumbnail"] for p in presets],
         "style": {
-            "vgg": vgg_fields, **common, "transform": transform,
-            "style_stats": STYLE_STATS_DEFINITION, "style_image_side": style_side,
+            "vgg": vgg_fields,
+            **common,
+            "transform": transform,
+            "style_stats": STYLE_STATS_DEFINITION,
+            "style_image_side": style_side,
             "style_image_resize": f"Pillow LANCZOS to long side {style_side} px (up or down, aspect "
-                                  "kept), RGB float32 / 255, then the style encoder",
-            "presets_file": "style_presets.npz", "presets": presets,
-            "training": opt, "run": str(run_dir.resolve()),
-            "metrics": training_metrics(run_dir, ckpt), "quality": quality,
+            "kept), RGB float32 / 255, then the style encoder",
+            "presets_file": "style_presets.npz",
+            "presets": presets,
+            "training": opt,
+            "run": str(run_dir.resolve()),
+            "metrics": training_metrics(run_dir, ckpt),
+            "quality": quality,
         },
     }
 
 
-def held_out_psnr(vgg: torch.nn.Module, decoders: Sequence[Decoder], log: Callable[[str], None],
-                  side: int = 512) -> dict[str, dict[str, float]]:
+def held_out_psnr(
+    vgg: torch.nn.Module, decoders: Sequence[Decoder], log: Callable[[str], None], side: int = 512
+) -> dict[str, dict[str, float]]:
     """Each decoder's reconstruction PSNR (dB) of the held-out photos (never trained on) at long
     side ``side``: image -> VGG level -> decoder, per photo and the mean."""
     from training.style import data
     from training.style.functions import psnr
 
     m = size_multiple(decoders[0].layer)
-    photos = {name: data.resize_long_side(data.to_tensor(img)[None], side, m)
-              for name, img in data.held_out_photos().items()}
+    photos = {
+        name: data.resize_long_side(data.to_tensor(img)[None], side, m) for name, img in data.held_out_photos().items()
+    }
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for decoder in decoders:
-            scores = {name: round(float(psnr(decoder(vgg(x, [decoder.layer])[decoder.layer]).clamp(0, 1), x)), 2)
-                      for name, x in photos.items()}
+            scores = {
+                name: round(float(psnr(decoder(vgg(x, [decoder.layer])[decoder.layer]).clamp(0, 1), x)), 2)
+                for name, x in photos.items()
+            }
             out[decoder.layer] = {**scores, "mean": round(float(np.mean(list(scores.values()))), 2)}
     log("held-out reconstruction PSNR: " + ", ".join(f"{k} {v['mean']:.1f} dB" for k, v in out.items()))
     return out
 
 
-def load_style_modules(ckpt: dict[str, Any], levels: Sequence[str] | None = None, transform: str = "wct",
-                       log: Callable[[str], None] = print):
+def load_style_modules(
+    ckpt: dict[str, Any],
+    levels: Sequence[str] | None = None,
+    transform: str = "wct",
+    log: Callable[[str], None] = print,
+):
     """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
 
     ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
@@ -144,8 +180,9 @@ def load_style_modules(ckpt: dict[str, Any], levels: Sequence[str] | None = None
     if unknown or not levels:
         raise ValueError(f"levels {levels}: this run has decoders for {config['levels']} only")
     levels = sorted(levels, key=layer_block, reverse=True)  # coarse to fine
-    vgg, info = load_vgg(recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"],
-                         last_layer=config["levels"][0], log=log)
+    vgg, info = load_vgg(
+        recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"], last_layer=config["levels"][0], log=log
+    )
     check_same_vgg(ckpt["vgg"], info)
     decoders = load_decoders(ckpt, levels)
     return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), Cascade(vgg, decoders, transform).eval()
@@ -157,8 +194,7 @@ def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
     decoders = []
     for level in levels:
         decoder = Decoder(level, config["width"])
-        decoder.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()
-                                 if k.split(".", 1)[0] == level})
+        decoder.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == level})
         decoders.append(decoder.eval())
     return decoders
 
@@ -174,16 +210,26 @@ def export_style_encoder(encoder: StyleEncoder, path: Path, log: Callable[[str],
     with torch.no_grad():
         peak = max(float(t.abs().max()) for c in checks for t in encoder(*c))
     atol = max(ATOL, STATS_REL_ATOL * peak)
-    result = export_checked(encoder, example, path, ["image"], stats_names(encoder.levels),
-                            {"image": {0: dims["batch"], 2: dims["height"], 3: dims["width"]}},
-                            checks, atol=atol)
-    log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} "
-        f"(atol {atol:.3g}, peak |statistic| {peak:.3g})")
+    result = export_checked(
+        encoder,
+        example,
+        path,
+        ["image"],
+        stats_names(encoder.levels),
+        {"image": {0: dims["batch"], 2: dims["height"], 3: dims["width"]}},
+        checks,
+        atol=atol,
+    )
+    log(
+        f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} "
+        f"(atol {atol:.3g}, peak |statistic| {peak:.3g})"
+    )
     return result
 
 
-def export_stylizer(encoder: StyleEncoder, cascade: Cascade, multiple: int, path: Path,
-                    log: Callable[[str], None]) -> ExportResult:
+def export_stylizer(
+    encoder: StyleEncoder, cascade: Cascade, multiple: int, path: Path, log: Callable[[str], None]
+) -> ExportResult:
     """``content``, ``strength``, mean and cov per level -> ``image``; dynamic N, H, W."""
     dims = _dims(multiple)
     example = _stylizer_inputs(encoder, 2, 96, 128, seed=4)
@@ -196,8 +242,15 @@ def export_stylizer(encoder: StyleEncoder, cascade: Cascade, multiple: int, path
     return result
 
 
-def stylizer_fp16(encoder: StyleEncoder, cascade: Cascade, multiple: int, source: Path, path: Path,
-                  log: Callable[[str], None], side: int = 256) -> dict[str, Any]:
+def stylizer_fp16(
+    encoder: StyleEncoder,
+    cascade: Cascade,
+    multiple: int,
+    source: Path,
+    path: Path,
+    log: Callable[[str], None],
+    side: int = 256,
+) -> dict[str, Any]:
     """The stylizer's fp16 variant and its parity: PSNR against the fp32 PyTorch cascade on the
     held-out photos (long side ``side``) in two bundled styles, at full strength."""
     from training.style import data
@@ -212,11 +265,14 @@ def stylizer_fp16(encoder: StyleEncoder, cascade: Cascade, multiple: int, source
                 stats = encoder(data.resize_long_side(data.to_tensor(style)[None], side))
                 inputs = (x, torch.ones(1), *stats)
                 reference.append(cascade(*inputs).numpy())
-                feeds.append(dict(zip(["content", "strength", *stats_names(cascade.levels)],
-                                      (t.numpy() for t in inputs))))
+                feeds.append(
+                    dict(zip(["content", "strength", *stats_names(cascade.levels)], (t.numpy() for t in inputs)))
+                )
     entry = fp16_parity(path, reference, feeds, "image", 1.0, ops)
-    log(f"{path.name}: PSNR vs PyTorch fp32 >= {entry['parity']['min_psnr_db']} dB "
-        f"on {len(feeds)} held-out pairs (bound {FP16_MIN_PSNR_DB:g} dB)")
+    log(
+        f"{path.name}: PSNR vs PyTorch fp32 >= {entry['parity']['min_psnr_db']} dB "
+        f"on {len(feeds)} held-out pairs (bound {FP16_MIN_PSNR_DB:g} dB)"
+    )
     return entry
 
 
@@ -227,13 +283,14 @@ def check_transform(encoder: StyleEncoder, kind: str, log: Callable[[str], None]
         content = encoder(_images(1, 96, 72, seed=7))
         style = encoder(_images(1, 80, 112, seed=8))
     worst = 0.0
-    for i, level in enumerate(encoder.levels):
+    for i in range(len(encoder.levels)):
         fast = transform_matrix(content[2 * i + 1], style[2 * i + 1], kind).double()
         exact = transform_matrix_eigh(content[2 * i + 1], style[2 * i + 1], kind)
         worst = max(worst, float(torch.linalg.matrix_norm(fast - exact) / torch.linalg.matrix_norm(exact)))
     if not worst <= TRANSFORM_RTOL:
-        raise ParityError(f"{kind} transform: Newton-Schulz vs float64 eigh relative error {worst:.3g} "
-                          f"> {TRANSFORM_RTOL:g}")
+        raise ParityError(
+            f"{kind} transform: Newton-Schulz vs float64 eigh relative error {worst:.3g} > {TRANSFORM_RTOL:g}"
+        )
     log(f"{kind} transform: Newton-Schulz ({NS_ITERS} iterations) vs float64 eigh, max relative error {worst:.2g}")
     return worst
 
@@ -301,8 +358,14 @@ def thumbnail_jpeg(img: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     return buf.getvalue()
 
 
-def write_presets(out_dir: Path, encoder_onnx: Path, levels: Sequence[str], styles_dir: Path | None,
-                  side: int, log: Callable[[str], None]) -> list[dict[str, str]]:
+def write_presets(
+    out_dir: Path,
+    encoder_onnx: Path,
+    levels: Sequence[str],
+    styles_dir: Path | None,
+    side: int,
+    log: Callable[[str], None],
+) -> list[dict[str, str]]:
     """Statistics (through the exported style encoder on ONNX Runtime) and thumbnails of every preset."""
     import onnxruntime as ort
 
@@ -325,5 +388,8 @@ def training_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     """Last logged losses, the step count and the training time of the run."""
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     last = records[-1] if records else {}
-    return {"steps": ckpt["step"], "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
-            **{k: v for k, v in last.items() if k == "loss" or k.startswith(("psnr_", "steps_per_s"))}}
+    return {
+        "steps": ckpt["step"],
+        "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
+        **{k: v for k, v in last.items() if k == "loss" or k.startswith(("psnr_", "steps_per_s"))},
+    }

@@ -75,8 +75,9 @@ def sqrt_and_inv_sqrt(a: Tensor, iters: int = NS_ITERS) -> tuple[Tensor, Tensor]
     return y * root, z / root
 
 
-def transform_matrix(content_cov: Tensor, style_cov: Tensor, kind: str = "wct",
-                     iters: int = NS_ITERS, eps: float = COV_EPS) -> Tensor:
+def transform_matrix(
+    content_cov: Tensor, style_cov: Tensor, kind: str = "wct", iters: int = NS_ITERS, eps: float = COV_EPS
+) -> Tensor:
     """The linear map A (N, C, C) taking centred content features to the style's covariance.
 
     - ``wct``: whitening then colouring (Li et al. 2017): A = S^1/2 C^-1/2;
@@ -95,10 +96,10 @@ def transform_matrix(content_cov: Tensor, style_cov: Tensor, kind: str = "wct",
     raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
 
 
-def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "wct",
-                          eps: float = COV_EPS) -> Tensor:
+def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "wct", eps: float = COV_EPS) -> Tensor:
     """``transform_matrix`` through float64 eigendecompositions: the reference the exported
     Newton-Schulz graph is checked against."""
+
     def powers(a: Tensor) -> tuple[Tensor, Tensor]:
         vals, vecs = torch.linalg.eigh(a)
         vals = vals.clamp_min(0)
@@ -115,8 +116,15 @@ def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "w
     raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
 
 
-def match_statistics(feat: Tensor, style_mean: Tensor, style_cov: Tensor, strength: Tensor,
-                     kind: str = "wct", iters: int = NS_ITERS, eps: float = COV_EPS) -> Tensor:
+def match_statistics(
+    feat: Tensor,
+    style_mean: Tensor,
+    style_cov: Tensor,
+    strength: Tensor,
+    kind: str = "wct",
+    iters: int = NS_ITERS,
+    eps: float = COV_EPS,
+) -> Tensor:
     """Content features (N, C, H, W) moved to the style's mean (N, C) and covariance (N, C, C),
     blended with the untouched features by ``strength`` (N,) in [0, 1]."""
     n, c, h, w = feat.shape
@@ -151,9 +159,11 @@ def content_loss(output_feat: Tensor, target_feat: Tensor) -> Tensor:
     return F.mse_loss(output_feat, target_feat)
 
 
-def style_loss_mean_std(output_feats: Mapping[str, Tensor] | Sequence[Tensor],
-                        style_feats: Mapping[str, Tensor] | Sequence[Tensor],
-                        eps: float = EPS) -> Tensor:
+def style_loss_mean_std(
+    output_feats: Mapping[str, Tensor] | Sequence[Tensor],
+    style_feats: Mapping[str, Tensor] | Sequence[Tensor],
+    eps: float = EPS,
+) -> Tensor:
     """Sum over layers of MSE(channel means) + MSE(channel stds) (AdaIN's style loss).
 
     Takes two dicts with the same keys (layer name -> (N, C, H, W)) or two equal-length sequences;
@@ -168,8 +178,9 @@ def style_loss_mean_std(output_feats: Mapping[str, Tensor] | Sequence[Tensor],
     return _require(total)
 
 
-def style_loss_gram(output_feats: Mapping[str, Tensor] | Sequence[Tensor],
-                    style_feats: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
+def style_loss_gram(
+    output_feats: Mapping[str, Tensor] | Sequence[Tensor], style_feats: Mapping[str, Tensor] | Sequence[Tensor]
+) -> Tensor:
     """Sum over layers of MSE between Gram matrices (Gatys et al.); spatial sizes may differ."""
     total = None
     for out, sty in _pairs(output_feats, style_feats):

@@ -66,9 +66,14 @@ class Decoder(nn.Module):
     gives features ~100x larger than ImageNet's); the trainer sets it from the encoder.
     """
 
-    def __init__(self, layer: str = "relu4_1", width: float = 1.0,
-                 convs_per_block: Sequence[int] = DECODER_CONVS, out_channels: int = 3,
-                 input_scale: float = 1.0):
+    def __init__(
+        self,
+        layer: str = "relu4_1",
+        width: float = 1.0,
+        convs_per_block: Sequence[int] = DECODER_CONVS,
+        out_channels: int = 3,
+        input_scale: float = 1.0,
+    ):
         super().__init__()
         top = layer_block(layer)
         self.layer, self.width = layer, width
@@ -114,8 +119,7 @@ class Cascade(nn.Module):
     decodes it. Strength 0 is the decoders' reconstruction of the content.
     """
 
-    def __init__(self, vgg: nn.Module, decoders: Sequence[Decoder], transform: str = "wct",
-                 iters: int = NS_ITERS):
+    def __init__(self, vgg: nn.Module, decoders: Sequence[Decoder], transform: str = "wct", iters: int = NS_ITERS):
         super().__init__()
         if not 1 <= len(decoders) <= len(ENCODER_LAYERS):
             raise ValueError(f"1 to {len(ENCODER_LAYERS)} decoders, not {len(decoders)}")
@@ -124,10 +128,19 @@ class Cascade(nn.Module):
         self.transform, self.iters = transform, iters
 
     # A fixed signature (no *args), so that torch.export sees one tensor per ONNX input.
-    def forward(self, image: Tensor, strength: Tensor, mean_0: Tensor, cov_0: Tensor,
-                mean_1: Tensor | None = None, cov_1: Tensor | None = None,
-                mean_2: Tensor | None = None, cov_2: Tensor | None = None,
-                mean_3: Tensor | None = None, cov_3: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        image: Tensor,
+        strength: Tensor,
+        mean_0: Tensor,
+        cov_0: Tensor,
+        mean_1: Tensor | None = None,
+        cov_1: Tensor | None = None,
+        mean_2: Tensor | None = None,
+        cov_2: Tensor | None = None,
+        mean_3: Tensor | None = None,
+        cov_3: Tensor | None = None,
+    ) -> Tensor:
         stats = [(mean_0, cov_0), (mean_1, cov_1), (mean_2, cov_2), (mean_3, cov_3)]
         x = image
         for (level, decoder), (mean, cov) in zip(zip(self.levels, self.decoders), stats):

@@ -159,16 +159,14 @@ def gatys_objective(vgg, content: Tensor, style: Tensor, s: ReferenceSettings) -
     with torch.no_grad():
         content_target = vgg(content, [s.content_layer])[s.content_layer]
         style_targets = vgg(style, list(s.style_layers))
-        style_scales = {k: gram_matrix(f).square().mean().clamp_min(_TINY)
-                        for k, f in style_targets.items()}
+        style_scales = {k: gram_matrix(f).square().mean().clamp_min(_TINY) for k, f in style_targets.items()}
         content_scale = content_target.square().mean().clamp_min(_TINY)
     taps = s.taps
 
     def objective(image: Tensor) -> dict[str, Tensor]:
         feats = vgg(image, taps)
         c = content_loss(feats[s.content_layer], content_target) / content_scale
-        per_layer = [style_loss_gram({k: feats[k]}, {k: style_targets[k]}) / style_scales[k]
-                     for k in s.style_layers]
+        per_layer = [style_loss_gram({k: feats[k]}, {k: style_targets[k]}) / style_scales[k] for k in s.style_layers]
         st = torch.stack(per_layer).mean()
         tv = total_variation(image)
         total = s.content_weight * c + s.style_weight * st + s.tv_weight * tv
@@ -217,8 +215,9 @@ def _record(step: int, losses: dict[str, float]) -> dict[str, float]:
     return {"step": step, **{k: losses[k] for k in LOSS_KEYS}}
 
 
-def stylize_by_optimisation(vgg, content: Tensor, style: Tensor, settings: ReferenceSettings,
-                            progress: bool = True) -> tuple[Tensor, list[dict[str, float]]]:
+def stylize_by_optimisation(
+    vgg, content: Tensor, style: Tensor, settings: ReferenceSettings, progress: bool = True
+) -> tuple[Tensor, list[dict[str, float]]]:
     """Repaint ``content`` (1, 3, H, W) in the style of ``style`` (1, 3, h, w), both in [0, 1].
 
     ``vgg`` is a frozen ``VGGFeatures`` that reaches every layer in ``settings``; the work runs on
@@ -232,8 +231,7 @@ def stylize_by_optimisation(vgg, content: Tensor, style: Tensor, settings: Refer
     z = to_logits(initial_image(content, settings)).requires_grad_(True)
     opt = make_optimizer(z, settings)
     history = []
-    bar = tqdm(range(settings.steps), desc="gatys", unit="step", disable=not progress,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(range(settings.steps), desc="gatys", unit="step", disable=not progress, dynamic_ncols=True, leave=False)
     for i in bar:
         losses = _step(opt, z, objective)
         if i % settings.log_every == 0:
@@ -254,58 +252,100 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.style.reference",
         description="Style transfer by optimisation (Gatys et al.), the quality reference. "
-                    "Writes the image and a JSON of settings, losses and timing beside it.")
+        "Writes the image and a JSON of settings, losses and timing beside it.",
+    )
     p.add_argument("--content", type=Path, required=True, help="content photo")
     p.add_argument("--style", type=Path, required=True, help="style image")
-    p.add_argument("--output", type=Path, required=True,
-                   help="result image (.png, .jpg, .webp); a .json of the same name goes beside it")
-    p.add_argument("--vgg", default="auto",
-                   help=f"VGG weights: one of {', '.join(SOURCES)} ('random' is for tests only) "
-                        "or a torchvision state-dict path (default: auto)")
-    p.add_argument("--content-layer", default=d.content_layer,
-                   help=f"deep layer of the content loss (default: {d.content_layer})")
-    p.add_argument("--style-layers", default=",".join(d.style_layers),
-                   help="comma-separated layers of the Gram-matrix style loss "
-                        f"(default: {','.join(d.style_layers)})")
-    p.add_argument("--content-weight", type=float, default=d.content_weight,
-                   help=f"weight of the content loss, a relative MSE (default: {d.content_weight})")
-    p.add_argument("--style-weight", type=float, default=d.style_weight,
-                   help="weight of the style loss, the mean relative Gram MSE over the layers "
-                        f"(default: {d.style_weight})")
-    p.add_argument("--tv-weight", type=float, default=d.tv_weight,
-                   help=f"weight of the total-variation smoothness loss (default: {d.tv_weight})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
-                   help=f"optimiser (default: {d.optimizer})")
-    p.add_argument("--steps", type=int, default=d.steps,
-                   help=f"optimiser steps, one VGG forward+backward each (default: {d.steps})")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: "
-                        + ", ".join(f"{v} for {k}" for k, v in DEFAULT_LR.items()) + ")")
-    p.add_argument("--init", choices=INITS, default=d.init,
-                   help=f"starting image (default: {d.init})")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"long side of the output in pixels, aspect ratio kept "
-                        f"(default: {DEFAULT_SIZE}; 256 takes roughly 1 s a step on 2 CPU cores)")
-    p.add_argument("--style-size", type=int, default=None,
-                   help="long side the style image is resized to (default: --size)")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"seed of the --init noise image (default: {d.seed})")
-    p.add_argument("--log-every", type=int, default=d.log_every,
-                   help=f"record the losses every N steps (default: {d.log_every})")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate the flags and read the images, then stop before any VGG work")
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="result image (.png, .jpg, .webp); a .json of the same name goes beside it",
+    )
+    p.add_argument(
+        "--vgg",
+        default="auto",
+        help=f"VGG weights: one of {', '.join(SOURCES)} ('random' is for tests only) "
+        "or a torchvision state-dict path (default: auto)",
+    )
+    p.add_argument(
+        "--content-layer", default=d.content_layer, help=f"deep layer of the content loss (default: {d.content_layer})"
+    )
+    p.add_argument(
+        "--style-layers",
+        default=",".join(d.style_layers),
+        help=f"comma-separated layers of the Gram-matrix style loss (default: {','.join(d.style_layers)})",
+    )
+    p.add_argument(
+        "--content-weight",
+        type=float,
+        default=d.content_weight,
+        help=f"weight of the content loss, a relative MSE (default: {d.content_weight})",
+    )
+    p.add_argument(
+        "--style-weight",
+        type=float,
+        default=d.style_weight,
+        help=f"weight of the style loss, the mean relative Gram MSE over the layers (default: {d.style_weight})",
+    )
+    p.add_argument(
+        "--tv-weight",
+        type=float,
+        default=d.tv_weight,
+        help=f"weight of the total-variation smoothness loss (default: {d.tv_weight})",
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"optimiser (default: {d.optimizer})")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=d.steps,
+        help=f"optimiser steps, one VGG forward+backward each (default: {d.steps})",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_LR.items()) + ")",
+    )
+    p.add_argument("--init", choices=INITS, default=d.init, help=f"starting image (default: {d.init})")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"long side of the output in pixels, aspect ratio kept "
+        f"(default: {DEFAULT_SIZE}; 256 takes roughly 1 s a step on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--style-size", type=int, default=None, help="long side the style image is resized to (default: --size)"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the --init noise image (default: {d.seed})")
+    p.add_argument(
+        "--log-every", type=int, default=d.log_every, help=f"record the losses every N steps (default: {d.log_every})"
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the flags and read the images, then stop before any VGG work"
+    )
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> ReferenceSettings:
     layers = tuple(x.strip() for x in args.style_layers.split(",") if x.strip())
     return ReferenceSettings(
-        content_layer=args.content_layer.strip(), style_layers=layers,
-        content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, optimizer=args.optimizer, steps=args.steps, lr=args.lr,
-        init=args.init, seed=args.seed, log_every=args.log_every)
+        content_layer=args.content_layer.strip(),
+        style_layers=layers,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        optimizer=args.optimizer,
+        steps=args.steps,
+        lr=args.lr,
+        init=args.init,
+        seed=args.seed,
+        log_every=args.log_every,
+    )
 
 
 def validate_args(args: argparse.Namespace) -> str | None:
@@ -354,14 +394,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Referenc
     return args, settings
 
 
-def result_record(args, settings: ReferenceSettings, info: dict, device: torch.device,
-                  shapes: dict[str, list[int]], seconds: float, history: list[dict]) -> dict:
+def result_record(
+    args,
+    settings: ReferenceSettings,
+    info: dict,
+    device: torch.device,
+    shapes: dict[str, list[int]],
+    seconds: float,
+    history: list[dict],
+) -> dict:
     """The JSON written beside the output image."""
     return {
-        "content": str(args.content), "style": str(args.style), "output": str(args.output),
-        **shapes, "settings": settings.to_json(), "vgg": info, "device": str(device),
-        "time_s": round(seconds, 3), "seconds_per_step": round(seconds / settings.steps, 4),
-        "final": {k: history[-1][k] for k in LOSS_KEYS}, "history": history,
+        "content": str(args.content),
+        "style": str(args.style),
+        "output": str(args.output),
+        **shapes,
+        "settings": settings.to_json(),
+        "vgg": info,
+        "device": str(device),
+        "time_s": round(seconds, 3),
+        "seconds_per_step": round(seconds / settings.steps, 4),
+        "final": {k: history[-1][k] for k in LOSS_KEYS},
+        "history": history,
     }
 
 
@@ -369,8 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, settings = parse_args(argv)
     device = pick_device(args.device)
     content, style = _read_images(args)
-    print(f"content {tuple(content.shape[2:])} style {tuple(style.shape[2:])} "
-          f"settings {json.dumps(settings.to_json())}")
+    print(
+        f"content {tuple(content.shape[2:])} style {tuple(style.shape[2:])} settings {json.dumps(settings.to_json())}"
+    )
     if args.dry_run:
         print("dry run: flags and images are valid; no VGG work done")
         return 0
@@ -382,16 +437,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if info["random_weights"]:
         print("WARNING: random VGG weights: the result shows no real style transfer")
     start = time.perf_counter()
-    image, history = stylize_by_optimisation(vgg.to(device), content.to(device),
-                                             style.to(device), settings)
+    image, history = stylize_by_optimisation(vgg.to(device), content.to(device), style.to(device), settings)
     seconds = time.perf_counter() - start
 
     save_image(image, args.output)
     shapes = {"output_size_hw": list(image.shape[2:]), "style_size_hw": list(style.shape[2:])}
     record = result_record(args, settings, info, device, shapes, seconds, history)
     atomic_write_json(args.output.with_suffix(".json"), record)
-    print(f"wrote {args.output} ({seconds:.1f} s, {seconds / settings.steps:.3f} s/step); "
-          f"final losses " + ", ".join(f"{k} {history[-1][k]:.4g}" for k in LOSS_KEYS))
+    print(
+        f"wrote {args.output} ({seconds:.1f} s, {seconds / settings.steps:.3f} s/step); "
+        f"final losses " + ", ".join(f"{k} {history[-1][k]:.4g}" for k in LOSS_KEYS)
+    )
     return 0
 
 

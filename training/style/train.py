@@ -33,13 +33,27 @@ import torch
 from torch import Tensor, nn
 
 from training.imaging import save_png, to_uint8
-from training.runs import (MetricsLog, atomic_write_json, load_checkpoint, new_run_dir, pick_device, plot_losses,
-                           resumed_options, save_checkpoint)
-from training.style.data import (ImageSource, TrainingImages, bundled_style_images, content_source,
-                                 find_images, load_fixed, pick_evenly)
+from training.runs import (
+    MetricsLog,
+    atomic_write_json,
+    load_checkpoint,
+    new_run_dir,
+    pick_device,
+    plot_losses,
+    resumed_options,
+    save_checkpoint,
+)
+from training.style.data import (
+    ImageSource,
+    TrainingImages,
+    bundled_style_images,
+    content_source,
+    find_images,
+    load_fixed,
+    pick_evenly,
+)
 from training.style.functions import content_loss, psnr
-from training.style.model import (ENCODER_LAYERS, Cascade, Decoder, StyleEncoder, levels_up_to,
-                                  size_multiple)
+from training.style.model import ENCODER_LAYERS, Cascade, Decoder, StyleEncoder, levels_up_to, size_multiple
 from training.vgg import SOURCES, VGGWeightsError, load_vgg
 
 KIND = "style"
@@ -52,13 +66,31 @@ PROFILES: dict[str, dict[str, Any]] = {
     # a photo's colour for a CPU-sized decoder (held-out PSNR 11.6 dB after 750 steps, every photo
     # turned green, against 20.4 dB at relu2_1), and the cascade through it was blotchier and
     # slower than relu2_1 -> relu1_1 (docs/style-transfer.md).
-    "quick": {"encoder_layer": "relu2_1", "decoder_width": 0.5, "crop": 64, "batch_size": 8,
-              "steps": 2500, "lr": 1e-3, "sample_every": 500, "checkpoint_every": 500,
-              "log_every": 50, "workers": 1},
+    "quick": {
+        "encoder_layer": "relu2_1",
+        "decoder_width": 0.5,
+        "crop": 64,
+        "batch_size": 8,
+        "steps": 2500,
+        "lr": 1e-3,
+        "sample_every": 500,
+        "checkpoint_every": 500,
+        "log_every": 50,
+        "workers": 1,
+    },
     # a GPU (bf16 autocast on CUDA), relu4_1 down to relu1_1 at full width; not yet timed on one
-    "full": {"encoder_layer": "relu4_1", "decoder_width": 1.0, "crop": 256, "batch_size": 8,
-             "steps": 30000, "lr": 1e-4, "sample_every": 1000, "checkpoint_every": 1000,
-             "log_every": 100, "workers": 4},
+    "full": {
+        "encoder_layer": "relu4_1",
+        "decoder_width": 1.0,
+        "crop": 256,
+        "batch_size": 8,
+        "steps": 30000,
+        "lr": 1e-4,
+        "sample_every": 1000,
+        "checkpoint_every": 1000,
+        "log_every": 100,
+        "workers": 4,
+    },
 }
 # Options a resumed run may change; every other option must match the run's own.
 RESUME_OVERRIDABLE = ("steps", "device", "sample_every", "checkpoint_every", "log_every", "workers")
@@ -68,57 +100,108 @@ SHEET_SIZE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.style.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.style.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
     def prof(key: str) -> str:
         return f"(default: {PROFILES['quick'][key]} for --profile quick, {PROFILES['full'][key]} for full)"
 
-    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                   help="preset of the options below (default: quick)")
-    p.add_argument("--vgg", default=None,
-                   help="VGG weights: auto, imagenet-vgg19, hed-vgg16, random (tests only) or a "
-                        "torchvision state-dict path (default: auto)")
-    p.add_argument("--encoder-layer", default=None,
-                   help=f"coarsest level, one of {', '.join(ENCODER_LAYERS)}; a decoder is trained for it "
-                        f"and every finer level {prof('encoder_layer')}")
-    p.add_argument("--decoder-width", type=float, default=None,
-                   help=f"decoder channels relative to the VGG's {prof('decoder_width')}")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default=None, help="preset of the options below (default: quick)"
+    )
+    p.add_argument(
+        "--vgg",
+        default=None,
+        help="VGG weights: auto, imagenet-vgg19, hed-vgg16, random (tests only) or a "
+        "torchvision state-dict path (default: auto)",
+    )
+    p.add_argument(
+        "--encoder-layer",
+        default=None,
+        help=f"coarsest level, one of {', '.join(ENCODER_LAYERS)}; a decoder is trained for it "
+        f"and every finer level {prof('encoder_layer')}",
+    )
+    p.add_argument(
+        "--decoder-width",
+        type=float,
+        default=None,
+        help=f"decoder channels relative to the VGG's {prof('decoder_width')}",
+    )
     p.add_argument("--steps", type=int, default=None, help=f"total optimiser steps {prof('steps')}")
     p.add_argument("--batch-size", type=int, default=None, help=f"crops per step {prof('batch_size')}")
     p.add_argument("--crop", type=int, default=None, help=f"training crop side in pixels {prof('crop')}")
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate {prof('lr')}")
-    p.add_argument("--lr-decay", type=float, default=None,
-                   help="lr at step i = lr / (1 + lr_decay * i) (default: 5e-05)")
-    p.add_argument("--feature-weight", type=float, default=None,
-                   help="weight of the feature loss beside the pixel loss (default: 1.0)")
-    p.add_argument("--content-dir", type=Path, default=None,
-                   help="folder of training photos, recursive jpg/png/webp, e.g. a COCO download "
-                        "(default: the photos and textures bundled in scikit-image)")
+    p.add_argument(
+        "--lr-decay", type=float, default=None, help="lr at step i = lr / (1 + lr_decay * i) (default: 5e-05)"
+    )
+    p.add_argument(
+        "--feature-weight",
+        type=float,
+        default=None,
+        help="weight of the feature loss beside the pixel loss (default: 1.0)",
+    )
+    p.add_argument(
+        "--content-dir",
+        type=Path,
+        default=None,
+        help="folder of training photos, recursive jpg/png/webp, e.g. a COCO download "
+        "(default: the photos and textures bundled in scikit-image)",
+    )
     p.add_argument("--runs-root", type=Path, default=None, help="runs folder (default: runs)")
     p.add_argument("--name", default=None, help="run name under <runs-root>/style (default: a timestamp)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue this run from its checkpoint (default: start a new run)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue this run from its checkpoint (default: start a new run)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the decoder init and data (default: 0)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument("--sample-every", type=int, default=None,
-                   help=f"steps between sample sheets, 0 = only at the end {prof('sample_every')}")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help=f"steps between checkpoints, 0 = only at the end {prof('checkpoint_every')}")
-    p.add_argument("--log-every", type=int, default=None,
-                   help=f"steps between status lines and metrics records {prof('log_every')}")
-    p.add_argument("--workers", type=int, default=None,
-                   help=f"data loader processes, 0 = in the training process {prof('workers')}")
-    p.add_argument("--sample-side", type=int, default=None,
-                   help="long side of sample-sheet images in pixels (default: 256)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate the options, print them resolved and exit without work")
+    p.add_argument(
+        "--sample-every",
+        type=int,
+        default=None,
+        help=f"steps between sample sheets, 0 = only at the end {prof('sample_every')}",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help=f"steps between checkpoints, 0 = only at the end {prof('checkpoint_every')}",
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=None,
+        help=f"steps between status lines and metrics records {prof('log_every')}",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"data loader processes, 0 = in the training process {prof('workers')}",
+    )
+    p.add_argument(
+        "--sample-side", type=int, default=None, help="long side of sample-sheet images in pixels (default: 256)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the options, print them resolved and exit without work"
+    )
     return p
 
 
 COMMON_DEFAULTS: dict[str, Any] = {
-    "vgg": "auto", "lr_decay": 5e-5, "feature_weight": 1.0, "content_dir": None,
-    "runs_root": "runs", "name": None, "seed": 0, "device": "auto", "sample_side": 256,
+    "vgg": "auto",
+    "lr_decay": 5e-5,
+    "feature_weight": 1.0,
+    "content_dir": None,
+    "runs_root": "runs",
+    "name": None,
+    "seed": 0,
+    "device": "auto",
+    "sample_side": 256,
 }
 OPTION_KEYS = ("profile", *PROFILES["quick"], *COMMON_DEFAULTS)
 
@@ -138,13 +221,11 @@ def resolve_new(given: dict[str, Any]) -> dict[str, Any]:
 def validate(opt: dict[str, Any]) -> None:
     """Raise ValueError with a clear message for any invalid option (before any work)."""
     if opt["encoder_layer"] not in ENCODER_LAYERS:
-        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, "
-                         f"not {opt['encoder_layer']!r}")
+        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, not {opt['encoder_layer']!r}")
     m = size_multiple(opt["encoder_layer"])
     low = max(16, 4 * m)
     if opt["crop"] < low or opt["crop"] % m:
-        raise ValueError(f"--crop {opt['crop']}: must be >= {low} and a multiple of {m} "
-                         f"for {opt['encoder_layer']}")
+        raise ValueError(f"--crop {opt['crop']}: must be >= {low} and a multiple of {m} for {opt['encoder_layer']}")
     positive = ("steps", "batch_size", "log_every", "sample_side")
     for key in positive:
         if opt[key] < 1:
@@ -188,8 +269,10 @@ def load_style_checkpoint(path: Path) -> dict[str, Any]:
     ``decoders``) is refused with a ValueError that says what to do."""
     ckpt = load_checkpoint(path)
     if "decoders" not in ckpt:
-        raise ValueError(f"{path} was written by the earlier AdaIN trainer, whose decoder this version "
-                         "cannot use: train a new run (make train-style)")
+        raise ValueError(
+            f"{path} was written by the earlier AdaIN trainer, whose decoder this version "
+            "cannot use: train a new run (make train-style)"
+        )
     return ckpt
 
 
@@ -201,11 +284,12 @@ def load_encoder(opt: dict[str, Any], expected: dict[str, Any] | None, log: Call
     if expected is None:
         vgg, info = load_vgg(opt["vgg"], last_layer=opt["encoder_layer"], log=log)
     else:
-        vgg, info = load_vgg(recorded_source(expected), arch=expected["arch"],
-                             last_layer=opt["encoder_layer"], log=log)
+        vgg, info = load_vgg(recorded_source(expected), arch=expected["arch"], last_layer=opt["encoder_layer"], log=log)
         check_same_vgg(expected, info)
-    log(f"vgg source: {info['source']} ({info['arch']}, weights {info['weights'] or 'random'}, "
-        f"sha256 {info['weights_sha256']})")
+    log(
+        f"vgg source: {info['source']} ({info['arch']}, weights {info['weights'] or 'random'}, "
+        f"sha256 {info['weights_sha256']})"
+    )
     return vgg, info
 
 
@@ -218,21 +302,23 @@ class VGGMismatchError(RuntimeError):
     """The VGG at hand is not the one the decoder was trained against."""
 
 
-def check_same_vgg(expected: dict[str, Any], got: dict[str, Any],
-                   keys: tuple[str, ...] = (*VGG_IDENTITY, "last_layer")) -> None:
+def check_same_vgg(
+    expected: dict[str, Any], got: dict[str, Any], keys: tuple[str, ...] = (*VGG_IDENTITY, "last_layer")
+) -> None:
     """A decoder is only valid with the encoder it was trained against: refuse any other.
     ``keys``: what must match; by default the weights and the depth the decoder reads."""
     for key in keys:
         if expected.get(key) != got.get(key):
-            raise VGGMismatchError(f"VGG mismatch: {key} is {got.get(key)!r} but the decoder was "
-                                   f"trained with {expected.get(key)!r}; refusing to use it")
+            raise VGGMismatchError(
+                f"VGG mismatch: {key} is {got.get(key)!r} but the decoder was "
+                f"trained with {expected.get(key)!r}; refusing to use it"
+            )
 
 
 # ----------------------------------------------------------------------------- training step
 
 
-def compute_losses(vgg: nn.Module, decoders: nn.ModuleDict, images: Tensor,
-                   feature_weight: float) -> dict[str, Tensor]:
+def compute_losses(vgg: nn.Module, decoders: nn.ModuleDict, images: Tensor, feature_weight: float) -> dict[str, Tensor]:
     """Reconstruction losses of every level's decoder on ``images`` (N, 3, H, W) in [0, 1].
 
     Per level: MSE of the pixels + ``feature_weight`` x MSE of the level's features (scaled by the
@@ -249,7 +335,7 @@ def compute_losses(vgg: nn.Module, decoders: nn.ModuleDict, images: Tensor,
         recon = decoder(targets[level])
         pixel = content_loss(recon.float(), images.float())
         feat = vgg(recon, [level])[level]
-        feature = content_loss(feat.float(), targets[level].float()) * decoder.input_scale ** 2
+        feature = content_loss(feat.float(), targets[level].float()) * decoder.input_scale**2
         loss = pixel + feature_weight * feature
         total = loss if total is None else total + loss
         out[f"pixel_{level}"], out[f"feature_{level}"] = pixel, feature
@@ -312,11 +398,12 @@ def _fit(img: Tensor, cell: int) -> Tensor:
     h, w = img.shape[-2:]
     s = cell / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    img = torch.nn.functional.interpolate(img[None].cpu(), size=(nh, nw), mode="bilinear",
-                                          align_corners=False, antialias=True)[0]
+    img = torch.nn.functional.interpolate(
+        img[None].cpu(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+    )[0]
     out = torch.ones(3, cell, cell)
     top, left = (cell - nh) // 2, (cell - nw) // 2
-    out[:, top:top + nh, left:left + nw] = img.clamp(0, 1)
+    out[:, top : top + nh, left : left + nw] = img.clamp(0, 1)
     return out
 
 
@@ -353,25 +440,30 @@ class Run:
     train_seconds: float = 0.0
 
 
-def new_decoders(levels: list[str], width: float, seed: int,
-                 input_scales: dict[str, float] | None = None) -> nn.ModuleDict:
+def new_decoders(
+    levels: list[str], width: float, seed: int, input_scales: dict[str, float] | None = None
+) -> nn.ModuleDict:
     """The decoders of ``levels``, initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return nn.ModuleDict({level: Decoder(level, width, input_scale=(input_scales or {}).get(level, 1.0))
-                              for level in levels})
+        return nn.ModuleDict(
+            {level: Decoder(level, width, input_scale=(input_scales or {}).get(level, 1.0)) for level in levels}
+        )
 
 
 def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor]) -> dict[str, float]:
     """1 / RMS of each level's features over ``batches``: the decoders' unit-scale input factors."""
     with torch.no_grad():
         feats = [vgg(b, levels) for b in batches]
-    return {level: float(1.0 / torch.stack([f[level].float().pow(2).mean() for f in feats])
-                   .mean().sqrt().clamp_min(1e-12)) for level in levels}
+    return {
+        level: float(1.0 / torch.stack([f[level].float().pow(2).mean() for f in feats]).mean().sqrt().clamp_min(1e-12))
+        for level in levels
+    }
 
 
-def start_run(opt: dict[str, Any], run_dir: Path, device: torch.device, resume: dict | None,
-              log: Callable[[str], None]) -> Run:
+def start_run(
+    opt: dict[str, Any], run_dir: Path, device: torch.device, resume: dict | None, log: Callable[[str], None]
+) -> Run:
     """Load the VGG, build (or restore) the decoder and optimiser, write options.json."""
     vgg, vgg_info = load_encoder(opt, resume and resume["vgg"], log)
     vgg = vgg.to(device)
@@ -380,11 +472,18 @@ def start_run(opt: dict[str, Any], run_dir: Path, device: torch.device, resume: 
     if resume is None:
         images = make_images(opt)
         scales = feature_input_scales(vgg, levels, [images[i].to(device) for i in range(4)])
-        log("decoder input scales (1 / RMS of the features): "
-            + ", ".join(f"{k} {v:.4g}" for k, v in scales.items()))
+        log("decoder input scales (1 / RMS of the features): " + ", ".join(f"{k} {v:.4g}" for k, v in scales.items()))
     decoders = new_decoders(levels, opt["decoder_width"], opt["seed"], scales).to(device)
-    run = Run(opt, run_dir, device, vgg, vgg_info, decoders,
-              torch.optim.Adam(decoders.parameters(), lr=opt["lr"]), MetricsLog(run_dir / "metrics.jsonl"))
+    run = Run(
+        opt,
+        run_dir,
+        device,
+        vgg,
+        vgg_info,
+        decoders,
+        torch.optim.Adam(decoders.parameters(), lr=opt["lr"]),
+        MetricsLog(run_dir / "metrics.jsonl"),
+    )
     if resume is not None:
         decoders.load_state_dict(resume["decoders"])
         run.optimizer.load_state_dict(resume["optimizer"])
@@ -394,8 +493,9 @@ def start_run(opt: dict[str, Any], run_dir: Path, device: torch.device, resume: 
             torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
         log(f"resuming {run_dir} from step {run.step}")
     run.metrics.truncate_after(run.step)
-    atomic_write_json(run_dir / "options.json", {**opt, "vgg_info": vgg_info, "device_used": str(device),
-                                                 "torch": torch.__version__})
+    atomic_write_json(
+        run_dir / "options.json", {**opt, "vgg_info": vgg_info, "device_used": str(device), "torch": torch.__version__}
+    )
     return run
 
 
@@ -404,16 +504,28 @@ def save_run(run: Run) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    save_checkpoint(run.run_dir / CHECKPOINT, {
-        "decoders": run.decoders.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "step": run.step, "rng": rng, "options": run.opt, "vgg": run.vgg_info,
-        "train_seconds": run.train_seconds,
-        "decoder_config": {"levels": list(run.decoders), "width": run.opt["decoder_width"]}})
+    save_checkpoint(
+        run.run_dir / CHECKPOINT,
+        {
+            "decoders": run.decoders.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "step": run.step,
+            "rng": rng,
+            "options": run.opt,
+            "vgg": run.vgg_info,
+            "train_seconds": run.train_seconds,
+            "decoder_config": {"levels": list(run.decoders), "width": run.opt["decoder_width"]},
+        },
+    )
 
 
 def make_images(opt: dict[str, Any]) -> TrainingImages:
-    return TrainingImages(content_source(opt["content_dir"] and Path(opt["content_dir"])),
-                          crop=opt["crop"], batch_size=opt["batch_size"], seed=opt["seed"])
+    return TrainingImages(
+        content_source(opt["content_dir"] and Path(opt["content_dir"])),
+        crop=opt["crop"],
+        batch_size=opt["batch_size"],
+        seed=opt["seed"],
+    )
 
 
 def make_loader(opt: dict[str, Any], start: int, pin_memory: bool = False):
@@ -421,15 +533,22 @@ def make_loader(opt: dict[str, Any], start: int, pin_memory: bool = False):
     from torch.utils.data import DataLoader
 
     workers = opt["workers"]
-    return DataLoader(make_images(opt), batch_size=None, sampler=range(start, opt["steps"]),
-                      num_workers=workers,
-                      prefetch_factor=4 if workers else None, pin_memory=pin_memory)
+    return DataLoader(
+        make_images(opt),
+        batch_size=None,
+        sampler=range(start, opt["steps"]),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        pin_memory=pin_memory,
+    )
 
 
 def status_line(step: int, total: int, rec: dict[str, Any]) -> str:
     psnrs = "  ".join(f"{k[5:]} {v:5.2f} dB" for k, v in rec.items() if k.startswith("psnr_"))
-    return (f"step {step:>7d}/{total}  loss {rec['loss']:9.5f}  {psnrs}  lr {rec['lr']:.2e}  "
-            f"{rec['steps_per_s']:6.2f} steps/s")
+    return (
+        f"step {step:>7d}/{total}  loss {rec['loss']:9.5f}  {psnrs}  lr {rec['lr']:.2e}  "
+        f"{rec['steps_per_s']:6.2f} steps/s"
+    )
 
 
 def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
@@ -448,35 +567,42 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     window: list[dict[str, float]] = []
     last: dict[str, Any] = {"step": run.step}
     t_window = time.perf_counter()
-    bar = tqdm(total=opt["steps"], initial=run.step, desc="style", unit="step", dynamic_ncols=True,
-               mininterval=1.0, file=sys.stderr)
+    bar = tqdm(
+        total=opt["steps"],
+        initial=run.step,
+        desc="style",
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        file=sys.stderr,
+    )
     try:
         for images in make_loader(opt, run.step, pin_memory=device.type == "cuda"):
             t0 = time.perf_counter()
             images = images.to(device, non_blocking=True)
-            window.append(train_step(run.vgg, run.decoders, run.optimizer, images, opt, run.step,
-                                     autocast))
+            window.append(train_step(run.vgg, run.decoders, run.optimizer, images, opt, run.step, autocast))
             run.train_seconds += time.perf_counter() - t0
             run.step += 1
             bar.update(1)
             if _due(run.step, opt["log_every"], opt["steps"]):
                 now = time.perf_counter()
-                last = log_record(run.step, window, now - t_window, lr_at(opt, run.step - 1),
-                                  run.train_seconds)
+                last = log_record(run.step, window, now - t_window, lr_at(opt, run.step - 1), run.train_seconds)
                 run.metrics.append(last)
                 bar.write(status_line(run.step, opt["steps"], last))
                 window, t_window = [], now
             if _due(run.step, opt["sample_every"], opt["steps"]):
                 write_samples(run.run_dir, run.step, cascade, fixed, opt["sample_side"])
-                plot_losses(run.metrics.read(), ["loss", *(f"pixel_{k}" for k in run.decoders)],
-                            run.run_dir / "losses.png",
-                            f"reconstruction decoders ({', '.join(run.decoders)}, {run.vgg_info['source']})")
+                plot_losses(
+                    run.metrics.read(),
+                    ["loss", *(f"pixel_{k}" for k in run.decoders)],
+                    run.run_dir / "losses.png",
+                    f"reconstruction decoders ({', '.join(run.decoders)}, {run.vgg_info['source']})",
+                )
             if _due(run.step, opt["checkpoint_every"], opt["steps"]):
                 save_run(run)
     except KeyboardInterrupt:
         bar.close()
-        log(f"interrupted at step {run.step}; continue from the last checkpoint with "
-            f"--resume {run.run_dir}")
+        log(f"interrupted at step {run.step}; continue from the last checkpoint with --resume {run.run_dir}")
         raise SystemExit(130) from None
     bar.close()
     return {**last, "train_seconds": run.train_seconds}
@@ -486,11 +612,18 @@ def _due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
-def log_record(step: int, window: list[dict[str, float]], seconds: float, lr: float,
-               train_seconds: float) -> dict[str, Any]:
+def log_record(
+    step: int, window: list[dict[str, float]], seconds: float, lr: float, train_seconds: float
+) -> dict[str, Any]:
     mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-    return {"step": step, **mean, "lr": lr, "steps_per_s": len(window) / max(seconds, 1e-9),
-            "train_seconds": round(train_seconds, 3), "time": time.time()}
+    return {
+        "step": step,
+        **mean,
+        "lr": lr,
+        "steps_per_s": len(window) / max(seconds, 1e-9),
+        "train_seconds": round(train_seconds, 3),
+        "time": time.time(),
+    }
 
 
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
@@ -513,8 +646,10 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     except (VGGMismatchError, VGGWeightsError) as e:
         log(f"error: {e}")
         return 1
-    log(f"done: {run_dir} step {last['step']} in {time.perf_counter() - t0:.1f} s "
-        f"(training {last['train_seconds']:.1f} s); sample sheet {run_dir / 'samples.png'}")
+    log(
+        f"done: {run_dir} step {last['step']} in {time.perf_counter() - t0:.1f} s "
+        f"(training {last['train_seconds']:.1f} s); sample sheet {run_dir / 'samples.png'}"
+    )
     return 0
 
 
