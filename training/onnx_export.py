@@ -6,8 +6,11 @@ session (max |PyTorch - ONNX Runtime| must not exceed ``atol``), and only then m
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,30 @@ import onnx
 import torch
 
 OPSET = 18
+
+
+# Messages the exporter prints on every export that say nothing about the model: torchvision's
+# ops are not registered (no torchvision here, none used), a pytree deprecation inside torch, and
+# dynamic axes that share a name by design (batch). Anything else the exporter says is kept.
+_KNOWN_NOISE = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (UserWarning, r"# The axis name: \w+ will not be used, since it shares the same shape constraints"),
+)
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"  # "torchvision is not installed. Skipping ..."
+
+
+@contextlib.contextmanager
+def _without_known_exporter_noise() -> Iterator[None]:
+    registration = logging.getLogger(_REGISTRATION_LOGGER)
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for category, message in _KNOWN_NOISE:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 class ParityError(RuntimeError):
@@ -63,7 +90,7 @@ def export_checked(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _without_known_exporter_noise():
             torch.onnx.export(
                 module,
                 example_inputs,
