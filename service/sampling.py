@@ -1,8 +1,10 @@
 """Latent maths for GAN sampling, in numpy (the service never imports torch).
 
-Seeds follow the contract in the manifest (``models.generator.latent``), which training's
-``training/gan/latents.py`` implements in the same way: image ``i`` of a request with seed ``s``
-uses seed ``(s + i) mod 2**32``, and a seed's latent is drawn from its own PCG64 generator.
+The seed -> latent rule is the contract between training and serving, and this is its one
+definition: training imports it from here (the arrow points from training to this numpy-only
+module, never back) and records it in the manifest (``models.generator.latent``). Image ``i`` of
+a request with seed ``s`` uses seed ``(s + i) mod 2**32``, and a seed's latent is drawn from its
+own PCG64 generator, so it never depends on its batch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 UINT32 = 2**32
+LATENT_RULE = {
+    "distribution": "standard_normal",
+    "rng": "numpy.random.Generator(numpy.random.PCG64(seed)).standard_normal(latent_dim, dtype=float32)",
+    "seeds": "image i of a request with seed s uses seed (s + i) mod 2**32",
+    "truncation": "z * truncation, truncation in (0, 1]",
+}
 
 
 def seed_range(seed: int, n: int) -> list[int]:

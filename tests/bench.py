@@ -113,8 +113,9 @@ class Torch:
         if style:
             run = style_run(style)
             if run is not None:
+                from training.runs import CHECKPOINT
                 from training.style.export import load_style_modules
-                from training.style.train import CHECKPOINT, load_style_checkpoint
+                from training.style.options import load_style_checkpoint
 
                 modules = load_style_modules(
                     load_style_checkpoint(run / CHECKPOINT), style["levels"], style["transform"], log=lambda _: None

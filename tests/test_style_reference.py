@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.style import reference, report
+from training.style import quality, reference, report
 from training.style.reference import ReferenceSettings, stylize_by_optimisation
 from training.vgg import load_vgg
 
@@ -147,7 +147,7 @@ def test_bad_flags_exit_before_work(tmp_path, capsys, flags, message):
 
 @pytest.fixture(scope="module")
 def spaces(vgg):
-    return report.feature_spaces(vgg, torch.device("cpu"))
+    return quality.feature_spaces(vgg, torch.device("cpu"))
 
 
 def _metrics(spaces, out, content, style) -> dict[str, float]:

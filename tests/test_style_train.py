@@ -16,6 +16,7 @@ from training.runs import load_checkpoint
 from training.style import train
 from training.style.data import TrainingImages, content_source, is_grey, recolour, rotate_hue
 from training.style.export import preset_name
+from training.vgg import VGGMismatchError, check_same_vgg
 
 TINY = [
     "--vgg",
@@ -97,9 +98,9 @@ def test_resume_refuses_changed_training_options(tmp_path, tiny_run, capsys):
 
 def test_vgg_mismatch_is_refused():
     info = {"source": "hed-vgg16", "arch": "vgg16", "weights_sha256": "a", "last_layer": "relu3_1", "normalization": {}}
-    train.check_same_vgg(info, dict(info))
-    with pytest.raises(train.VGGMismatchError, match="weights_sha256"):
-        train.check_same_vgg(info, {**info, "weights_sha256": "b"})
+    check_same_vgg(info, dict(info))
+    with pytest.raises(VGGMismatchError, match="weights_sha256"):
+        check_same_vgg(info, {**info, "weights_sha256": "b"})
 
 
 def test_dry_run_prints_options_and_writes_nothing(tmp_path, capsys):
@@ -199,7 +200,7 @@ def test_export_refuses_a_different_vgg(tmp_path, tiny_run):
     ckpt = load_checkpoint(tiny_run / "checkpoint.pt")
     ckpt["vgg"] = {**ckpt["vgg"], "weights_sha256": "0" * 64}
     save_checkpoint(run / "checkpoint.pt", ckpt)
-    with pytest.raises(train.VGGMismatchError, match="weights_sha256"):
+    with pytest.raises(VGGMismatchError, match="weights_sha256"):
         export_style(run, tmp_path / "out", None, log=lambda s: None)
     assert not (tmp_path / "out").exists()
 

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from service.manifest import sha256_file
-from training.gan.latents import LATENT_RULE, latents_for_seeds
+from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
-from training.runs import atomic_write_json, load_checkpoint
+from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -91,7 +91,7 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
 def load_generator(run: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A GAN run's EMA generator in eval mode, taking ``(z, label)`` when conditional and ``(z,)``
     otherwise (the exported graph's inputs), and the run's options."""
-    checkpoint_path = run / "checkpoint.pt"
+    checkpoint_path = run / CHECKPOINT
     if not checkpoint_path.exists():
         raise ExportError(f"{run}: no checkpoint.pt (train first: make train)")
     checkpoint = load_checkpoint(checkpoint_path)
@@ -169,7 +169,7 @@ def _replace_contents(staging: Path, out_dir: Path) -> None:
 
 def _latest(runs_root: Path, kind: str) -> Path | None:
     latest = runs_root / kind / "latest"
-    return latest.resolve() if (latest / "checkpoint.pt").exists() else None
+    return latest.resolve() if (latest / CHECKPOINT).exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+CHECKPOINT = "checkpoint.pt"  # every run folder's checkpoint, whichever the trainer
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""

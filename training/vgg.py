@@ -31,6 +31,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -382,3 +383,31 @@ def hed_conv_arrays(f) -> list[tuple]:
     if sorted(found) != order:
         raise VGGWeightsError(f"HED weights: expected block1_conv1..block5_conv3, found {sorted(found)}")
     return [found[k] for k in order]
+
+
+# ----------------------------------------------------------------------------- which VGG a decoder needs
+
+# What identifies a VGG's weights: a decoder is valid only with the VGG it was trained against.
+VGG_IDENTITY = ("source", "arch", "weights_sha256", "normalization")
+
+
+def recorded_source(info: dict[str, Any]) -> str:
+    """The ``load_vgg`` source that reproduces a recorded VGG info dict."""
+    return info["weights"] if info["source"] == "file" else info["source"]
+
+
+class VGGMismatchError(RuntimeError):
+    """The VGG at hand is not the one the decoder was trained against."""
+
+
+def check_same_vgg(
+    expected: dict[str, Any], got: dict[str, Any], keys: tuple[str, ...] = (*VGG_IDENTITY, "last_layer")
+) -> None:
+    """A decoder is only valid with the encoder it was trained against: refuse any other.
+    ``keys``: what must match; by default the weights and the depth the decoder reads."""
+    for key in keys:
+        if expected.get(key) != got.get(key):
+            raise VGGMismatchError(
+                f"VGG mismatch: {key} is {got.get(key)!r} but the decoder was "
+                f"trained with {expected.get(key)!r}; refusing to use it"
+            )

@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.sampling import latents_for_seeds
 from training.gan.data import DatasetSplit, load_dataset, parse_dataset_spec
 from training.gan.functions import AUGMENTS, EMA, LOSSES, d_loss, diff_augment, g_loss, mode_seeking_loss
-from training.gan.latents import latents_for_seeds
 from training.gan.metrics import LeNet, Reference, classifier_featurizer, train_classifier, vgg_featurizer
 from training.gan.model import SUPPORTED_SIZES, Discriminator, Generator
 from training.imaging import grid, save_png, to_uint8
 from training.runs import (
+    CHECKPOINT,
     MetricsLog,
     atomic_write_json,
     explicit_options,
@@ -221,116 +223,148 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
 
 
-def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device, checkpoint: dict | None) -> dict:
+@dataclass
+class Gan:
+    """The models, their optimisers, the EMA generator and where the run stands."""
+
+    g: Generator
+    d: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: EMA
+    epoch: int = 0
+    step: int = 0
+    last_d_loss: float = math.inf
+
+    def state(self, o: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint: everything a resumed run needs to continue exactly."""
+        return {
+            "generator": self.g.state_dict(),
+            "discriminator": self.d.state_dict(),
+            "generator_ema": self.ema.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "last_d_loss": self.last_d_loss,
+            "options": json.dumps(o),
+        }
+
+
+def build_gan(o: dict[str, Any], device: torch.device, checkpoint: dict | None) -> Gan:
+    """Fresh models from the run's seed, or the checkpoint's."""
     torch.manual_seed(o["seed"])
     g, d = build_models(o)
     g, d = g.to(device), d.to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=o["lr_g"], betas=(o["beta1"], 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=o["lr_d"], betas=(o["beta1"], 0.999))
-    ema = EMA(g, o["ema_decay"])
-    start_epoch, step, last_d_loss = 0, 0, math.inf
-    log = MetricsLog(run / "metrics.jsonl")
+    gan = Gan(g, d, opt_g, opt_d, EMA(g, o["ema_decay"]))
     if checkpoint:
         g.load_state_dict(checkpoint["generator"])
         d.load_state_dict(checkpoint["discriminator"])
-        ema.model.load_state_dict(checkpoint["generator_ema"])
+        gan.ema.model.load_state_dict(checkpoint["generator_ema"])
         opt_g.load_state_dict(checkpoint["opt_g"])
         opt_d.load_state_dict(checkpoint["opt_d"])
-        start_epoch, step, last_d_loss = checkpoint["epoch"], checkpoint["step"], checkpoint["last_d_loss"]
-        log.truncate_after(step)
-    reference = quality_reference(o, run, data, device)
-    n_eval = len(data.held_out)
-    policy = "" if o["diffaugment"] == "none" else o["diffaugment"]
+        gan.epoch, gan.step, gan.last_d_loss = checkpoint["epoch"], checkpoint["step"], checkpoint["last_d_loss"]
+    return gan
+
+
+def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | None, rng: torch.Generator) -> dict:
+    """One step: the discriminator (skipped while it is already winning), then the generator
+    through it; the step's losses and D's mean outputs."""
+    bs, policy = real.shape[0], "" if o["diffaugment"] == "none" else o["diffaugment"]
+    z = torch.randn(bs, o["latent_dim"], generator=rng, device=real.device)
+    fake_y = None
+    if o["num_classes"]:  # the two halves of the batch share labels (pairs for the mode-seeking term)
+        half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=real.device)
+        fake_y = torch.cat([half, half[: bs // 2]])
+    fake = gan.g(z, fake_y)
+    # Discriminator: real -> 1, generated -> 0.
+    real_logits = gan.d(diff_augment(real, policy, rng), y)
+    fake_logits = gan.d(diff_augment(fake.detach(), policy, rng), fake_y)
+    loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
+    skipped = not gan.last_d_loss >= o["d_skip_below"]  # (a NaN loss skips, as before)
+    if not skipped:
+        gan.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        gan.opt_d.step()
+    gan.last_d_loss = loss_d.item()
+    # Generator, through the discriminator: make generated images score as real.
+    loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
+    if o["mode_seeking"] > 0:
+        h = bs // 2
+        loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
+    gan.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    gan.opt_g.step()
+    gan.ema.update(gan.g, gan.step)
+    return {
+        "loss_d": gan.last_d_loss,
+        "loss_g": loss_g.item(),
+        "d_real": torch.sigmoid(real_logits).mean().item(),
+        "d_fake": torch.sigmoid(fake_logits).mean().item(),
+        "d_skipped": int(skipped),
+    }
+
+
+def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.device, bar: tqdm) -> dict:
+    """One pass over the training split in the epoch's own order; the sums of the steps' scalars."""
     images, labels = data.train.images, data.train.labels
     n, bs = len(images), o["batch_size"]
-    steps_per_epoch = n // bs
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + gan.epoch))
+    sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_skipped": 0}
+    gan.g.train(), gan.d.train()
+    for i in range(n // bs):
+        gan.step += 1
+        rng = step_generator(o["seed"], gan.step, device)
+        idx = order[i * bs : (i + 1) * bs]
+        y = labels[idx].to(device) if o["num_classes"] else None
+        scalars = gan_step(gan, o, images[idx].to(device), y, rng)
+        for key, value in scalars.items():
+            sums[key] += value
+        bar.update(1)
+        bar.set_postfix(loss_d=f"{scalars['loss_d']:.3f}", loss_g=f"{scalars['loss_g']:.3f}")
+    gan.epoch += 1
+    return sums
+
+
+def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device, checkpoint: dict | None) -> dict:
+    gan = build_gan(o, device, checkpoint)
+    log = MetricsLog(run / "metrics.jsonl")
+    if checkpoint:
+        log.truncate_after(gan.step)
+    reference = quality_reference(o, run, data, device)
+    n_eval = len(data.held_out)
+    steps_per_epoch = len(data.train.images) // o["batch_size"]
     grid_z, grid_labels, grid_cols = grid_inputs(o)
     (run / "samples").mkdir(exist_ok=True)
-    bar = tqdm(
-        total=o["epochs"] * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
-        desc="gan",
-        unit="step",
-        disable=None,
-    )
+    total, done = o["epochs"] * steps_per_epoch, gan.epoch * steps_per_epoch
+    bar = tqdm(total=total, initial=done, desc="gan", unit="step", disable=None)
     t0 = time.time()
-    for epoch in range(start_epoch, o["epochs"]):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + epoch))
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_skipped": 0}
-        g.train(), d.train()
-        for i in range(steps_per_epoch):
-            step += 1
-            rng = step_generator(o["seed"], step, device)
-            idx = order[i * bs : (i + 1) * bs]
-            real = images[idx].to(device)
-            y = labels[idx].to(device) if o["num_classes"] else None
-            z = torch.randn(bs, o["latent_dim"], generator=rng, device=device)
-            fake_y = None
-            if o["num_classes"]:  # the two halves of the batch share labels (pairs for the mode-seeking term)
-                half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=device)
-                fake_y = torch.cat([half, half[: bs // 2]])
-            fake = g(z, fake_y)
-            # Discriminator: real -> 1, generated -> 0; skipped while it is already winning.
-            real_logits = d(diff_augment(real, policy, rng), y)
-            fake_logits = d(diff_augment(fake.detach(), policy, rng), fake_y)
-            loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
-            if last_d_loss >= o["d_skip_below"]:
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-            else:
-                sums["d_skipped"] += 1
-            last_d_loss = loss_d.item()
-            # Generator, through the discriminator: make generated images score as real.
-            loss_g = g_loss(o["loss"], d(diff_augment(fake, policy, rng), fake_y))
-            if o["mode_seeking"] > 0:
-                h = bs // 2
-                loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            ema.update(g, step)
-            sums["loss_d"] += last_d_loss
-            sums["loss_g"] += loss_g.item()
-            sums["d_real"] += torch.sigmoid(real_logits).mean().item()
-            sums["d_fake"] += torch.sigmoid(fake_logits).mean().item()
-            bar.update(1)
-            bar.set_postfix(loss_d=f"{last_d_loss:.3f}", loss_g=f"{loss_g.item():.3f}")
+    while gan.epoch < o["epochs"]:
+        sums = run_epoch(gan, o, data, device, bar)
         record = {
-            "step": step,
-            "epoch": epoch + 1,
+            "step": gan.step,
+            "epoch": gan.epoch,
             **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
             "d_skipped": sums["d_skipped"],
             "seconds": round(time.time() - t0, 2),
         }
-        ema.recalibrate(calibration_batches(o, device))
-        samples = generate(ema.model, grid_z, grid_labels, device)
-        save_png(grid(to_uint8(samples), grid_cols), run / "samples" / f"epoch_{epoch + 1:03d}.png")
-        record["fid"] = reference.fid(evaluation_samples(o, ema.model, n_eval, device)[0])
+        gan.ema.recalibrate(calibration_batches(o, device))
+        samples = generate(gan.ema.model, grid_z, grid_labels, device)
+        save_png(grid(to_uint8(samples), grid_cols), run / "samples" / f"epoch_{gan.epoch:03d}.png")
+        record["fid"] = reference.fid(evaluation_samples(o, gan.ema.model, n_eval, device)[0])
         log.append(record)
         tqdm.write(
-            f"epoch {epoch + 1:3d}/{o['epochs']} step {step:6d}  loss_d {record['loss_d']:.3f}  "
+            f"epoch {gan.epoch:3d}/{o['epochs']} step {gan.step:6d}  loss_d {record['loss_d']:.3f}  "
             f"loss_g {record['loss_g']:.3f}  D(x) {record['d_real']:.2f}  D(G(z)) {record['d_fake']:.2f}  "
             f"skipped {sums['d_skipped']:3d}  fid {record['fid']:.2f}  {record['seconds']:.0f}s"
         )
-        save_checkpoint(
-            run / "checkpoint.pt",
-            {
-                "generator": g.state_dict(),
-                "discriminator": d.state_dict(),
-                "generator_ema": ema.model.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "last_d_loss": last_d_loss,
-                "options": json.dumps(o),
-            },
-        )
+        save_checkpoint(run / CHECKPOINT, gan.state(o))
         plot_losses(log.read(), ["loss_d", "loss_g"], run / "loss.png", f"GAN losses ({o['dataset']})")
     bar.close()
-    save_png(grid(to_uint8(generate(ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
-    final = final_quality(o, ema.model, reference, n_eval, device)
+    save_png(grid(to_uint8(generate(gan.ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
+    final = final_quality(o, gan.ema.model, reference, n_eval, device)
     final["training_seconds"] = sum_training_seconds(log.read())
     atomic_write_json(run / "metrics.json", final)
     return final
@@ -408,9 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run = args.resume
-            if not (run / "checkpoint.pt").exists():
-                raise ValueError(f"--resume {run}: no checkpoint.pt there")
-            checkpoint = load_checkpoint(run / "checkpoint.pt")
+            if not (run / CHECKPOINT).exists():
+                raise ValueError(f"--resume {run}: no {CHECKPOINT} there")
+            checkpoint = load_checkpoint(run / CHECKPOINT)
             given = {k: v for k, v in explicit_options(parser, argv).items() if k not in ("resume", "dry_run")}
             o = resumed_options(json.loads(checkpoint["options"]), given, RESUMABLE_OVERRIDES)
         else:

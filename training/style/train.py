@@ -10,7 +10,8 @@ features back into the image: pixel MSE plus a feature loss at its own level (Li
 No style image is used: at serving time a closed-form transform gives the features any style's
 mean and covariance, and the decoders invert them (see ``model.Cascade``).
 
-The run folder ``runs/style/<name>`` holds options.json, metrics.jsonl, checkpoint.pt, a
+Options and profiles: ``options.py``; sample sheets: ``samples.py``; this file: the encoder, the
+training step and the loop. The run folder ``runs/style/<name>`` holds options.json, metrics.jsonl, checkpoint.pt, a
 content x style sample sheet (samples.png, and samples/step_NNNNNN.png; its second column is the
 decoders' reconstruction) and losses.png. The data of step ``i`` is drawn from ``(seed, i)``
 alone and the checkpoint holds the decoders, the optimiser and the step, so a resumed run
@@ -19,9 +20,7 @@ reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -32,248 +31,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training.imaging import save_png, to_uint8
 from training.runs import (
+    CHECKPOINT,
     MetricsLog,
     atomic_write_json,
-    load_checkpoint,
     new_run_dir,
     pick_device,
     plot_losses,
-    resumed_options,
     save_checkpoint,
 )
-from training.style.data import (
-    ImageSource,
-    TrainingImages,
-    bundled_style_images,
-    content_source,
-    find_images,
-    load_fixed,
-    pick_evenly,
-)
+from training.style.data import TrainingImages, content_source
 from training.style.functions import content_loss, psnr
-from training.style.model import ENCODER_LAYERS, Cascade, Decoder, StyleEncoder, levels_up_to, size_multiple
-from training.vgg import SOURCES, VGGWeightsError, load_vgg
+from training.style.model import Cascade, Decoder, levels_up_to
+from training.style.options import load_style_checkpoint, resolve_options
+from training.style.samples import fixed_samples, write_samples
+from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
 
 KIND = "style"
-# What identifies a VGG: its weights and their input convention (not how deep it is cut).
-VGG_IDENTITY = ("source", "arch", "weights_sha256", "normalization")
-CHECKPOINT = "checkpoint.pt"
-PROFILES: dict[str, dict[str, Any]] = {
-    # 2 idle CPU cores, hed-vgg16: decoders for relu2_1 and relu1_1 at half width, ~0.26 s a step.
-    # relu3_1 was measured and left out here: with the HED weights its features keep too little of
-    # a photo's colour for a CPU-sized decoder (held-out PSNR 11.6 dB after 750 steps, every photo
-    # turned green, against 20.4 dB at relu2_1), and the cascade through it was blotchier and
-    # slower than relu2_1 -> relu1_1 (docs/style-transfer.md).
-    "quick": {
-        "encoder_layer": "relu2_1",
-        "decoder_width": 0.5,
-        "crop": 64,
-        "batch_size": 8,
-        "steps": 2500,
-        "lr": 1e-3,
-        "sample_every": 500,
-        "checkpoint_every": 500,
-        "log_every": 50,
-        "workers": 1,
-    },
-    # a GPU (bf16 autocast on CUDA), relu4_1 down to relu1_1 at full width; not yet timed on one
-    "full": {
-        "encoder_layer": "relu4_1",
-        "decoder_width": 1.0,
-        "crop": 256,
-        "batch_size": 8,
-        "steps": 30000,
-        "lr": 1e-4,
-        "sample_every": 1000,
-        "checkpoint_every": 1000,
-        "log_every": 100,
-        "workers": 4,
-    },
-}
-# Options a resumed run may change; every other option must match the run's own.
-RESUME_OVERRIDABLE = ("steps", "device", "sample_every", "checkpoint_every", "log_every", "workers")
-FIXED_CONTENT = ("chelsea", "astronaut", "coffee")
-FIXED_STYLE = ("immunohistochemistry", "hubble_deep_field", "brick")
-SHEET_SIZE = 3
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.style.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-
-    def prof(key: str) -> str:
-        return f"(default: {PROFILES['quick'][key]} for --profile quick, {PROFILES['full'][key]} for full)"
-
-    p.add_argument(
-        "--profile", choices=sorted(PROFILES), default=None, help="preset of the options below (default: quick)"
-    )
-    p.add_argument(
-        "--vgg",
-        default=None,
-        help="VGG weights: auto, imagenet-vgg19, hed-vgg16, random (tests only) or a "
-        "torchvision state-dict path (default: auto)",
-    )
-    p.add_argument(
-        "--encoder-layer",
-        default=None,
-        help=f"coarsest level, one of {', '.join(ENCODER_LAYERS)}; a decoder is trained for it "
-        f"and every finer level {prof('encoder_layer')}",
-    )
-    p.add_argument(
-        "--decoder-width",
-        type=float,
-        default=None,
-        help=f"decoder channels relative to the VGG's {prof('decoder_width')}",
-    )
-    p.add_argument("--steps", type=int, default=None, help=f"total optimiser steps {prof('steps')}")
-    p.add_argument("--batch-size", type=int, default=None, help=f"crops per step {prof('batch_size')}")
-    p.add_argument("--crop", type=int, default=None, help=f"training crop side in pixels {prof('crop')}")
-    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate {prof('lr')}")
-    p.add_argument(
-        "--lr-decay", type=float, default=None, help="lr at step i = lr / (1 + lr_decay * i) (default: 5e-05)"
-    )
-    p.add_argument(
-        "--feature-weight",
-        type=float,
-        default=None,
-        help="weight of the feature loss beside the pixel loss (default: 1.0)",
-    )
-    p.add_argument(
-        "--content-dir",
-        type=Path,
-        default=None,
-        help="folder of training photos, recursive jpg/png/webp, e.g. a COCO download "
-        "(default: the photos and textures bundled in scikit-image)",
-    )
-    p.add_argument("--runs-root", type=Path, default=None, help="runs folder (default: runs)")
-    p.add_argument("--name", default=None, help="run name under <runs-root>/style (default: a timestamp)")
-    p.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        metavar="RUN_DIR",
-        help="continue this run from its checkpoint (default: start a new run)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="seed of the decoder init and data (default: 0)")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument(
-        "--sample-every",
-        type=int,
-        default=None,
-        help=f"steps between sample sheets, 0 = only at the end {prof('sample_every')}",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        help=f"steps between checkpoints, 0 = only at the end {prof('checkpoint_every')}",
-    )
-    p.add_argument(
-        "--log-every",
-        type=int,
-        default=None,
-        help=f"steps between status lines and metrics records {prof('log_every')}",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help=f"data loader processes, 0 = in the training process {prof('workers')}",
-    )
-    p.add_argument(
-        "--sample-side", type=int, default=None, help="long side of sample-sheet images in pixels (default: 256)"
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="validate the options, print them resolved and exit without work"
-    )
-    return p
-
-
-COMMON_DEFAULTS: dict[str, Any] = {
-    "vgg": "auto",
-    "lr_decay": 5e-5,
-    "feature_weight": 1.0,
-    "content_dir": None,
-    "runs_root": "runs",
-    "name": None,
-    "seed": 0,
-    "device": "auto",
-    "sample_side": 256,
-}
-OPTION_KEYS = ("profile", *PROFILES["quick"], *COMMON_DEFAULTS)
-
-
-def given_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Options set on the command line (not None), paths as strings."""
-    out = {k: getattr(args, k) for k in OPTION_KEYS if getattr(args, k) is not None}
-    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
-
-
-def resolve_new(given: dict[str, Any]) -> dict[str, Any]:
-    """Profile defaults, then common defaults, then what was given."""
-    profile = given.get("profile") or "quick"
-    return {**COMMON_DEFAULTS, **PROFILES[profile], **given, "profile": profile}
-
-
-def validate(opt: dict[str, Any]) -> None:
-    """Raise ValueError with a clear message for any invalid option (before any work)."""
-    if opt["encoder_layer"] not in ENCODER_LAYERS:
-        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, not {opt['encoder_layer']!r}")
-    m = size_multiple(opt["encoder_layer"])
-    low = max(16, 4 * m)
-    if opt["crop"] < low or opt["crop"] % m:
-        raise ValueError(f"--crop {opt['crop']}: must be >= {low} and a multiple of {m} for {opt['encoder_layer']}")
-    positive = ("steps", "batch_size", "log_every", "sample_side")
-    for key in positive:
-        if opt[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, not {opt[key]}")
-    if not (0 < opt["decoder_width"] <= 2):
-        raise ValueError(f"--decoder-width must be in (0, 2], not {opt['decoder_width']}")
-    for key in ("sample_every", "checkpoint_every", "workers", "lr_decay", "feature_weight"):
-        if not opt[key] >= 0 or not math.isfinite(opt[key]):
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, not {opt[key]}")
-    if not (opt["lr"] > 0 and math.isfinite(opt["lr"])):
-        raise ValueError(f"--lr must be > 0, not {opt['lr']}")
-    if opt["vgg"] not in SOURCES and not Path(opt["vgg"]).expanduser().is_file():
-        raise ValueError(f"--vgg {opt['vgg']!r}: neither one of {', '.join(SOURCES)} nor a file")
-    if opt["content_dir"] is not None and not find_images(Path(opt["content_dir"])):
-        raise ValueError(f"--content-dir {opt['content_dir']}: no jpg/png/webp images found")
-    if opt["device"] != "auto" and opt["device"].split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {opt['device']!r}")
-
-
-def resolve_options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None, bool]:
-    """Parse and validate; returns (options, resume run dir or None, dry_run). Exits 2 on bad input."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    given = given_options(args)
-    try:
-        if args.resume is not None:
-            ckpt = args.resume / CHECKPOINT
-            if not ckpt.is_file():
-                raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
-            opt = resumed_options(load_style_checkpoint(ckpt)["options"], given, RESUME_OVERRIDABLE)
-        else:
-            opt = resolve_new(given)
-        validate(opt)
-    except ValueError as e:
-        parser.error(str(e))
-    return opt, args.resume, args.dry_run
-
-
-def load_style_checkpoint(path: Path) -> dict[str, Any]:
-    """A run's checkpoint; a checkpoint of the earlier AdaIN trainer (one ``decoder``, no
-    ``decoders``) is refused with a ValueError that says what to do."""
-    ckpt = load_checkpoint(path)
-    if "decoders" not in ckpt:
-        raise ValueError(
-            f"{path} was written by the earlier AdaIN trainer, whose decoder this version "
-            "cannot use: train a new run (make train-style)"
-        )
-    return ckpt
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -291,28 +65,6 @@ def load_encoder(opt: dict[str, Any], expected: dict[str, Any] | None, log: Call
         f"sha256 {info['weights_sha256']})"
     )
     return vgg, info
-
-
-def recorded_source(info: dict[str, Any]) -> str:
-    """The ``load_vgg`` source that reproduces a recorded VGG info dict."""
-    return info["weights"] if info["source"] == "file" else info["source"]
-
-
-class VGGMismatchError(RuntimeError):
-    """The VGG at hand is not the one the decoder was trained against."""
-
-
-def check_same_vgg(
-    expected: dict[str, Any], got: dict[str, Any], keys: tuple[str, ...] = (*VGG_IDENTITY, "last_layer")
-) -> None:
-    """A decoder is only valid with the encoder it was trained against: refuse any other.
-    ``keys``: what must match; by default the weights and the depth the decoder reads."""
-    for key in keys:
-        if expected.get(key) != got.get(key):
-            raise VGGMismatchError(
-                f"VGG mismatch: {key} is {got.get(key)!r} but the decoder was "
-                f"trained with {expected.get(key)!r}; refusing to use it"
-            )
 
 
 # ----------------------------------------------------------------------------- training step
@@ -358,67 +110,6 @@ def train_step(vgg, decoders, optimizer, images, opt, step, autocast) -> dict[st
     losses["loss"].backward()
     optimizer.step()
     return {k: float(v.detach()) for k, v in losses.items()}
-
-
-# ----------------------------------------------------------------------------- samples
-
-
-def fixed_samples(opt: dict[str, Any], vgg: nn.Module, device: torch.device):
-    """Fixed content pictures and style statistics for the sample sheet (computed once)."""
-    layer, side = opt["encoder_layer"], opt["sample_side"]
-    contents = content_source(opt["content_dir"] and Path(opt["content_dir"]))
-    styles = ImageSource.from_arrays(bundled_style_images())
-    m = size_multiple(layer)
-    content_imgs = load_fixed(contents, pick_evenly(contents, SHEET_SIZE, FIXED_CONTENT), side, m)
-    style_imgs = load_fixed(styles, pick_evenly(styles, SHEET_SIZE, FIXED_STYLE), side, m)
-    levels = levels_up_to(layer)
-    with torch.no_grad():
-        encoder = StyleEncoder(vgg, levels)
-        style_stats = [list(encoder(s.to(device))) for s in style_imgs]
-    return {"content": content_imgs, "style": style_imgs, "style_stats": style_stats}
-
-
-def render_sheet(cascade: nn.Module, fixed: dict[str, Any], cell: int) -> Tensor:
-    """(3, (1+k)*cell, (2+k)*cell) in [0,1]: style images on the top row, content on the left
-    column, then the decoders' reconstruction (strength 0), then one column per style."""
-    rows = [[_blank(cell), _blank(cell)] + [_fit(s[0], cell) for s in fixed["style"]]]
-    with torch.no_grad():
-        for img in fixed["content"]:
-            x = img.to(fixed["style_stats"][0][0].device)
-            zero, one = torch.zeros(1, device=x.device), torch.ones(1, device=x.device)
-            row = [_fit(img[0], cell), _fit(cascade(x, zero, *fixed["style_stats"][0])[0], cell)]
-            for stats in fixed["style_stats"]:
-                row.append(_fit(cascade(x, one, *stats)[0].float().cpu(), cell))
-            rows.append(row)
-    return torch.cat([torch.cat(r, dim=2) for r in rows], dim=1)
-
-
-def _fit(img: Tensor, cell: int) -> Tensor:
-    """(3, h, w) -> (3, cell, cell): scaled to fit, centred on white."""
-    h, w = img.shape[-2:]
-    s = cell / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    img = torch.nn.functional.interpolate(
-        img[None].cpu(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
-    )[0]
-    out = torch.ones(3, cell, cell)
-    top, left = (cell - nh) // 2, (cell - nw) // 2
-    out[:, top : top + nh, left : left + nw] = img.clamp(0, 1)
-    return out
-
-
-def _blank(cell: int) -> Tensor:
-    return torch.ones(3, cell, cell)
-
-
-def write_samples(run_dir: Path, step: int, cascade: nn.Module, fixed: dict[str, Any], cell: int) -> None:
-    was_training = cascade.training
-    cascade.eval()
-    sheet = render_sheet(cascade, fixed, cell)
-    cascade.train(was_training)
-    pixels = to_uint8(sheet[None], value_range=(0.0, 1.0))[0]
-    save_png(pixels, run_dir / "samples" / f"step_{step:06d}.png")
-    save_png(pixels, run_dir / "samples.png")
 
 
 # ----------------------------------------------------------------------------- the run

@@ -1,0 +1,227 @@
+"""The style trainer's options: profiles, the command line, validation, and the rule for a
+resumed run (``training/runs.py``'s, shared with the GAN trainer); a run's checkpoint, read for
+``--resume`` and by the export."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from training.runs import CHECKPOINT, load_checkpoint, resumed_options
+from training.style.data import find_images
+from training.style.model import ENCODER_LAYERS, size_multiple
+from training.vgg import SOURCES
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # 2 idle CPU cores, hed-vgg16: decoders for relu2_1 and relu1_1 at half width, ~0.26 s a step.
+    # relu3_1 was measured and left out here: with the HED weights its features keep too little of
+    # a photo's colour for a CPU-sized decoder (held-out PSNR 11.6 dB after 750 steps, every photo
+    # turned green, against 20.4 dB at relu2_1), and the cascade through it was blotchier and
+    # slower than relu2_1 -> relu1_1 (docs/style-transfer.md).
+    "quick": {
+        "encoder_layer": "relu2_1",
+        "decoder_width": 0.5,
+        "crop": 64,
+        "batch_size": 8,
+        "steps": 2500,
+        "lr": 1e-3,
+        "sample_every": 500,
+        "checkpoint_every": 500,
+        "log_every": 50,
+        "workers": 1,
+    },
+    # a GPU (bf16 autocast on CUDA), relu4_1 down to relu1_1 at full width; not yet timed on one
+    "full": {
+        "encoder_layer": "relu4_1",
+        "decoder_width": 1.0,
+        "crop": 256,
+        "batch_size": 8,
+        "steps": 30000,
+        "lr": 1e-4,
+        "sample_every": 1000,
+        "checkpoint_every": 1000,
+        "log_every": 100,
+        "workers": 4,
+    },
+}
+# Options a resumed run may change; every other option must match the run's own.
+RESUME_OVERRIDABLE = ("steps", "device", "sample_every", "checkpoint_every", "log_every", "workers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.style.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+    def prof(key: str) -> str:
+        return f"(default: {PROFILES['quick'][key]} for --profile quick, {PROFILES['full'][key]} for full)"
+
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default=None, help="preset of the options below (default: quick)"
+    )
+    p.add_argument(
+        "--vgg",
+        default=None,
+        help="VGG weights: auto, imagenet-vgg19, hed-vgg16, random (tests only) or a "
+        "torchvision state-dict path (default: auto)",
+    )
+    p.add_argument(
+        "--encoder-layer",
+        default=None,
+        help=f"coarsest level, one of {', '.join(ENCODER_LAYERS)}; a decoder is trained for it "
+        f"and every finer level {prof('encoder_layer')}",
+    )
+    p.add_argument(
+        "--decoder-width",
+        type=float,
+        default=None,
+        help=f"decoder channels relative to the VGG's {prof('decoder_width')}",
+    )
+    p.add_argument("--steps", type=int, default=None, help=f"total optimiser steps {prof('steps')}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"crops per step {prof('batch_size')}")
+    p.add_argument("--crop", type=int, default=None, help=f"training crop side in pixels {prof('crop')}")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate {prof('lr')}")
+    p.add_argument(
+        "--lr-decay", type=float, default=None, help="lr at step i = lr / (1 + lr_decay * i) (default: 5e-05)"
+    )
+    p.add_argument(
+        "--feature-weight",
+        type=float,
+        default=None,
+        help="weight of the feature loss beside the pixel loss (default: 1.0)",
+    )
+    p.add_argument(
+        "--content-dir",
+        type=Path,
+        default=None,
+        help="folder of training photos, recursive jpg/png/webp, e.g. a COCO download "
+        "(default: the photos and textures bundled in scikit-image)",
+    )
+    p.add_argument("--runs-root", type=Path, default=None, help="runs folder (default: runs)")
+    p.add_argument("--name", default=None, help="run name under <runs-root>/style (default: a timestamp)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue this run from its checkpoint (default: start a new run)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the decoder init and data (default: 0)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument(
+        "--sample-every",
+        type=int,
+        default=None,
+        help=f"steps between sample sheets, 0 = only at the end {prof('sample_every')}",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help=f"steps between checkpoints, 0 = only at the end {prof('checkpoint_every')}",
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=None,
+        help=f"steps between status lines and metrics records {prof('log_every')}",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"data loader processes, 0 = in the training process {prof('workers')}",
+    )
+    p.add_argument(
+        "--sample-side", type=int, default=None, help="long side of sample-sheet images in pixels (default: 256)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the options, print them resolved and exit without work"
+    )
+    return p
+
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "vgg": "auto",
+    "lr_decay": 5e-5,
+    "feature_weight": 1.0,
+    "content_dir": None,
+    "runs_root": "runs",
+    "name": None,
+    "seed": 0,
+    "device": "auto",
+    "sample_side": 256,
+}
+OPTION_KEYS = ("profile", *PROFILES["quick"], *COMMON_DEFAULTS)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options set on the command line (not None), paths as strings."""
+    out = {k: getattr(args, k) for k in OPTION_KEYS if getattr(args, k) is not None}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+def resolve_new(given: dict[str, Any]) -> dict[str, Any]:
+    """Profile defaults, then common defaults, then what was given."""
+    profile = given.get("profile") or "quick"
+    return {**COMMON_DEFAULTS, **PROFILES[profile], **given, "profile": profile}
+
+
+def validate(opt: dict[str, Any]) -> None:
+    """Raise ValueError with a clear message for any invalid option (before any work)."""
+    if opt["encoder_layer"] not in ENCODER_LAYERS:
+        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, not {opt['encoder_layer']!r}")
+    m = size_multiple(opt["encoder_layer"])
+    low = max(16, 4 * m)
+    if opt["crop"] < low or opt["crop"] % m:
+        raise ValueError(f"--crop {opt['crop']}: must be >= {low} and a multiple of {m} for {opt['encoder_layer']}")
+    positive = ("steps", "batch_size", "log_every", "sample_side")
+    for key in positive:
+        if opt[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, not {opt[key]}")
+    if not (0 < opt["decoder_width"] <= 2):
+        raise ValueError(f"--decoder-width must be in (0, 2], not {opt['decoder_width']}")
+    for key in ("sample_every", "checkpoint_every", "workers", "lr_decay", "feature_weight"):
+        if not opt[key] >= 0 or not math.isfinite(opt[key]):
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, not {opt[key]}")
+    if not (opt["lr"] > 0 and math.isfinite(opt["lr"])):
+        raise ValueError(f"--lr must be > 0, not {opt['lr']}")
+    if opt["vgg"] not in SOURCES and not Path(opt["vgg"]).expanduser().is_file():
+        raise ValueError(f"--vgg {opt['vgg']!r}: neither one of {', '.join(SOURCES)} nor a file")
+    if opt["content_dir"] is not None and not find_images(Path(opt["content_dir"])):
+        raise ValueError(f"--content-dir {opt['content_dir']}: no jpg/png/webp images found")
+    if opt["device"] != "auto" and opt["device"].split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {opt['device']!r}")
+
+
+def resolve_options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None, bool]:
+    """Parse and validate; returns (options, resume run dir or None, dry_run). Exits 2 on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = given_options(args)
+    try:
+        if args.resume is not None:
+            ckpt = args.resume / CHECKPOINT
+            if not ckpt.is_file():
+                raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
+            opt = resumed_options(load_style_checkpoint(ckpt)["options"], given, RESUME_OVERRIDABLE)
+        else:
+            opt = resolve_new(given)
+        validate(opt)
+    except ValueError as e:
+        parser.error(str(e))
+    return opt, args.resume, args.dry_run
+
+
+def load_style_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's checkpoint; a checkpoint of the earlier AdaIN trainer (one ``decoder``, no
+    ``decoders``) is refused with a ValueError that says what to do."""
+    ckpt = load_checkpoint(path)
+    if "decoders" not in ckpt:
+        raise ValueError(
+            f"{path} was written by the earlier AdaIN trainer, whose decoder this version "
+            "cannot use: train a new run (make train-style)"
+        )
+    return ckpt
