@@ -62,47 +62,16 @@ class BodyGuard:
         if length is not None and length.isdigit() and int(length) > limit:
             await _reject(send, 413, "body", f"request body is {_size(int(length))}; the limit is {_size(limit)}")
             return
-        # Read the whole body (bounded), then replay it to the app.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _reject(send, 413, "body", f"request body exceeds the limit of {_size(limit)}")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if not body.strip():
-            if path not in self.may_be_empty:
-                await _reject(
-                    send, 400, "body", "request body is empty: send a JSON object (or a multipart form for stylize)"
-                )
-                return
-        elif path in self.fields:
-            parts = form_parts(body, content_type)
-            unknown = [name for name, _ in parts if name not in self.fields[path]]
-            if unknown:
-                await _reject(send, 400, unknown[0], unknown_field_message(unknown[0], self.fields[path]))
-                return
-            if content_type.lower().startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
-                text = [name for name, is_file in parts if name in self.files.get(path, ()) and not is_file]
-                if text:
-                    await _reject(
-                        send,
-                        400,
-                        text[0],
-                        f"{text[0]!r} must be an uploaded file (a multipart part "
-                        "with a filename); URLs and text are not fetched",
-                    )
-                    return
+        body = await _read_body(receive, send, limit)
+        if body is None:
+            return
+        problem = self._problem(path, body, content_type)
+        if problem is not None:
+            await _reject(send, 400, *problem)
+            return
         sent = False
 
-        async def replay() -> Message:
+        async def replay() -> Message:  # the body, read once, handed to the app
             nonlocal sent
             if not sent:
                 sent = True
@@ -110,6 +79,44 @@ class BodyGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _problem(self, path: str, body: bytes, content_type: bytes) -> tuple[str, str] | None:
+        """(field, message) for a body the endpoint must refuse: empty, an unknown field, text in a file field."""
+        if not body.strip():
+            if path in self.may_be_empty:
+                return None
+            return "body", "request body is empty: send a JSON object (or a multipart form for stylize)"
+        if path not in self.fields:
+            return None
+        parts = form_parts(body, content_type)
+        unknown = [name for name, _ in parts if name not in self.fields[path]]
+        if unknown:
+            return unknown[0], unknown_field_message(unknown[0], self.fields[path])
+        if content_type.lower().startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
+            text = [name for name, is_file in parts if name in self.files.get(path, ()) and not is_file]
+            if text:
+                return text[0], (
+                    f"{text[0]!r} must be an uploaded file (a multipart part with a filename); "
+                    "URLs and text are not fetched"
+                )
+        return None
+
+
+async def _read_body(receive, send, limit: int) -> bytes | None:
+    """The whole body, at most ``limit`` bytes; None when it was refused (413) or the client left."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _reject(send, 413, "body", f"request body exceeds the limit of {_size(limit)}")
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def form_parts(body: bytes, content_type: bytes) -> list[tuple[str, bool]]:

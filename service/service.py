@@ -159,9 +159,8 @@ class Atelier:
     def __init__(self) -> None:
         keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
-        self.providers = choose_providers(
-            os.environ.get("ATELIER_PROVIDERS", "cuda,cpu")
-        )  # strict `cuda`: GPU or refuse
+        # strict `cuda`: the GPU or refuse to start
+        self.providers = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
         providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)

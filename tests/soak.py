@@ -180,9 +180,8 @@ class Results:
     steady_from: float = 0.0  # monotonic time the ramp-up ends: latencies of calls sent before it are kept apart
     statuses: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     latencies: dict = field(default_factory=lambda: defaultdict(list))
-    ramp_latencies: list = field(
-        default_factory=list
-    )  # successful valid calls other than stylize, sent during the ramp
+    # successful valid calls other than stylize, sent during the ramp
+    ramp_latencies: list = field(default_factory=list)
     unexpected: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 

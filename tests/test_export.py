@@ -72,7 +72,7 @@ def test_service_refuses_a_tampered_model(exports_dir, tmp_path):
 def test_failed_parity_writes_nothing(tmp_path):
     module = torch.nn.Linear(3, 2)
     dim = torch.export.Dim("batch", min=1, max=64)
-    with pytest.raises(ParityError):
+    with pytest.raises(ParityError):  # an impossible tolerance
         export_checked(
             module,
             (torch.randn(2, 3),),
@@ -82,7 +82,7 @@ def test_failed_parity_writes_nothing(tmp_path):
             {"x": {0: dim}},
             [(torch.randn(4, 3),)],
             atol=-1.0,
-        )  # an impossible tolerance
+        )
     assert list(tmp_path.iterdir()) == []
     result = export_checked(
         module, (torch.randn(2, 3),), tmp_path / "m.onnx", ["x"], ["y"], {"x": {0: dim}}, [(torch.randn(4, 3),)]
