@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.hostile_images import gradient
-from tests.pipeline import Server, export, train_tiny_gan, train_tiny_style
+from tests.pipeline import Server, build_bento, export, train_tiny_gan, train_tiny_style
 
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
@@ -41,3 +41,9 @@ def exports_dir(tmp_path_factory, tiny_gan_run, tiny_style_run, user_styles):
 def server(exports_dir, tmp_path_factory):
     with Server(exports_dir, tmp_path_factory.mktemp("server") / "serve.log") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def bento(exports_dir, tmp_path_factory):
+    """The bento `bentoml build` makes of the service and the tiny export (offline), built once."""
+    return build_bento(exports_dir, tmp_path_factory.mktemp("bento"))

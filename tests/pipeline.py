@@ -4,6 +4,7 @@ tiny trainings, export, and a real `bentoml serve` process on a free loopback po
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,3 +147,32 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+
+def build_bento(exports: Path, work: Path) -> Path:
+    """`bentoml build` of the service with ``exports`` (offline: no lock step), in its own
+    BENTOML_HOME under ``work``; returns the bento's folder (bento.yaml, src/, env/docker/)."""
+    context = work / "context"
+    context.mkdir()
+    shutil.copytree(REPO / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(exports, context / "exports")
+    for name in ("bentofile.yaml", "requirements-bento.txt"):
+        shutil.copy(REPO / name, context / name)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": str(context),
+    }
+    bentoml = Path(sys.executable).parent / "bentoml"
+    built = subprocess.run(
+        [str(bentoml), "build", str(context), "--output", "tag"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (bento,) = (work / "bentoml" / "bentos" / "atelier").glob("*/bento.yaml")
+    return bento.parent

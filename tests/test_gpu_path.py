@@ -4,11 +4,7 @@ naming what is missing; `cuda,cpu` falls back and says so in info and /metrics."
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,32 +35,7 @@ def test_the_bentos_requirements_are_the_services_plus_the_cuda_wheels():
     assert "onnxruntime-gpu[cuda,cudnn]==" in (REPO / "requirements-bento.txt").read_text()
 
 
-def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root_user(exports_dir, tmp_path):
-    context = tmp_path / "context"
-    context.mkdir()
-    shutil.copytree(REPO / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(exports_dir, context / "exports")
-    for name in ("bentofile.yaml", "requirements-bento.txt"):
-        shutil.copy(REPO / name, context / name)
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PYTHONPATH": str(context),
-    }
-    bentoml = Path(sys.executable).parent / "bentoml"
-    built = subprocess.run(
-        [str(bentoml), "build", str(context), "--output", "tag"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    (bento,) = (tmp_path / "bentoml" / "bentos" / "atelier").glob("*/bento.yaml")
-    bento = bento.parent
-
+def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root_user(bento):
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime-gpu[cuda,cudnn]==1.31.1" in requirements
     assert "torch" not in requirements  # the container serves on ONNX Runtime alone
