@@ -23,6 +23,17 @@ import torch
 from tqdm import tqdm
 
 from service.sampling import latents_for_seeds
+from training.distributed import (
+    ONE,
+    World,
+    average_gradients,
+    check_replicas,
+    from_main,
+    join,
+    leave,
+    mean_across,
+    share_buffers,
+)
 from training.gan.data import DatasetSplit, load_dataset, parse_dataset_spec
 from training.gan.functions import AUGMENTS, EMA, LOSSES, d_loss, diff_augment, g_loss, mode_seeking_loss
 from training.gan.metrics import LeNet, Reference, classifier_featurizer, train_classifier, vgg_featurizer
@@ -219,8 +230,9 @@ def calibration_batches(o: dict[str, Any], device: torch.device, batches: int = 
         yield (z.to(device), labels) if labels is not None else (z.to(device),)
 
 
-def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
+    """The noise of a step (a distributed run's rank > 0 draws its own; rank 0 is the one-process stream)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + rank * 7_919_000_001)
 
 
 @dataclass
@@ -232,6 +244,7 @@ class Gan:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ema: EMA
+    world: World = ONE
     epoch: int = 0
     step: int = 0
     last_d_loss: float = math.inf
@@ -251,14 +264,18 @@ class Gan:
         }
 
 
-def build_gan(o: dict[str, Any], device: torch.device, checkpoint: dict | None) -> Gan:
-    """Fresh models from the run's seed, or the checkpoint's."""
+def build_gan(o: dict[str, Any], device: torch.device, checkpoint: dict | None, world: World = ONE) -> Gan:
+    """Fresh models from the run's seed (the same on every rank), or the checkpoint's. On GPUs in
+    a distributed run BatchNorm becomes SyncBatchNorm (statistics over the global batch); gloo on
+    the CPU has no SyncBatchNorm, and there each rank normalises its own batch."""
     torch.manual_seed(o["seed"])
     g, d = build_models(o)
+    if world.distributed and device.type == "cuda":
+        g, d = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (g, d))
     g, d = g.to(device), d.to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=o["lr_g"], betas=(o["beta1"], 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=o["lr_d"], betas=(o["beta1"], 0.999))
-    gan = Gan(g, d, opt_g, opt_d, EMA(g, o["ema_decay"]))
+    gan = Gan(g, d, opt_g, opt_d, EMA(g, o["ema_decay"]), world)
     if checkpoint:
         g.load_state_dict(checkpoint["generator"])
         d.load_state_dict(checkpoint["discriminator"])
@@ -287,8 +304,10 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     if not skipped:
         gan.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        average_gradients(gan.world, gan.d)
         gan.opt_d.step()
-    gan.last_d_loss = loss_d.item()
+    # the skip rule reads the loss: averaged over the ranks, so that they all decide alike
+    gan.last_d_loss = mean_across(gan.world, loss_d.item(), real.device)
     # Generator, through the discriminator: make generated images score as real.
     loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
     if o["mode_seeking"] > 0:
@@ -296,6 +315,7 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
         loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
     gan.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
+    average_gradients(gan.world, gan.g)
     gan.opt_g.step()
     gan.ema.update(gan.g, gan.step)
     return {
@@ -307,17 +327,23 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     }
 
 
+def steps_per_epoch(o: dict[str, Any], n: int, world: World) -> int:
+    return n // (o["batch_size"] * world.size)
+
+
 def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.device, bar: tqdm) -> dict:
-    """One pass over the training split in the epoch's own order; the sums of the steps' scalars."""
+    """One pass over the training split in the epoch's own order; the sums of the steps' scalars.
+    In a distributed run each step's batches are consecutive slices of the order, one per rank."""
     images, labels = data.train.images, data.train.labels
-    n, bs = len(images), o["batch_size"]
+    n, bs, world = len(images), o["batch_size"], gan.world
     order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + gan.epoch))
     sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_skipped": 0}
     gan.g.train(), gan.d.train()
-    for i in range(n // bs):
+    for i in range(steps_per_epoch(o, n, world)):
         gan.step += 1
-        rng = step_generator(o["seed"], gan.step, device)
-        idx = order[i * bs : (i + 1) * bs]
+        rng = step_generator(o["seed"], gan.step, device, world.rank)
+        first = (i * world.size + world.rank) * bs
+        idx = order[first : first + bs]
         y = labels[idx].to(device) if o["num_classes"] else None
         scalars = gan_step(gan, o, images[idx].to(device), y, rng)
         for key, value in scalars.items():
@@ -325,28 +351,44 @@ def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.dev
         bar.update(1)
         bar.set_postfix(loss_d=f"{scalars['loss_d']:.3f}", loss_g=f"{scalars['loss_g']:.3f}")
     gan.epoch += 1
+    share_buffers(world, gan.g)  # BatchNorm's running statistics: rank 0's, as a checkpoint keeps them
+    share_buffers(world, gan.d)
+    check_replicas(world, gan.g, device)
+    check_replicas(world, gan.d, device)
     return sums
 
 
-def train(o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device, checkpoint: dict | None) -> dict:
-    gan = build_gan(o, device, checkpoint)
+def train(
+    o: dict[str, Any], run: Path, data: DatasetSplit, device: torch.device, checkpoint: dict | None, world: World = ONE
+) -> dict | None:
+    """The epochs, then the final quality measures (rank 0's return; the other ranks' is None)."""
+    gan = build_gan(o, device, checkpoint, world)
+    per_epoch = steps_per_epoch(o, len(data.train.images), world)
+    bar = tqdm(
+        total=o["epochs"] * per_epoch,
+        initial=gan.epoch * per_epoch,
+        desc="gan",
+        unit="step",
+        disable=None if world.main else True,
+    )
+    if not world.main:  # the other ranks train; rank 0 alone measures and writes
+        while gan.epoch < o["epochs"]:
+            run_epoch(gan, o, data, device, bar)
+        return None
     log = MetricsLog(run / "metrics.jsonl")
     if checkpoint:
         log.truncate_after(gan.step)
     reference = quality_reference(o, run, data, device)
     n_eval = len(data.held_out)
-    steps_per_epoch = len(data.train.images) // o["batch_size"]
     grid_z, grid_labels, grid_cols = grid_inputs(o)
     (run / "samples").mkdir(exist_ok=True)
-    total, done = o["epochs"] * steps_per_epoch, gan.epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=done, desc="gan", unit="step", disable=None)
     t0 = time.time()
     while gan.epoch < o["epochs"]:
         sums = run_epoch(gan, o, data, device, bar)
         record = {
             "step": gan.step,
             "epoch": gan.epoch,
-            **{k: v / steps_per_epoch for k, v in sums.items() if k != "d_skipped"},
+            **{k: v / per_epoch for k, v in sums.items() if k != "d_skipped"},
             "d_skipped": sums["d_skipped"],
             "seconds": round(time.time() - t0, 2),
         }
@@ -449,31 +491,48 @@ def main(argv: list[str] | None = None) -> int:
             o = resumed_options(json.loads(checkpoint["options"]), given, RESUMABLE_OVERRIDES)
         else:
             o = resolve_options(args)
-        device = pick_device(o["device"])
+        pick_device(o["device"])  # an explicit device that is not here: refused before any work
         if args.dry_run:
             print(json.dumps(o, indent=2))
             return 0
         data = load_dataset(o["dataset"], o["image_size"], o["channels"])
         if not args.resume:
             resolve_data_dependent(o, data)
-            run = new_run_dir(Path(o["runs_root"]), "gan", o["name"])
-            o["run_dir"] = str(run)
-            atomic_write_json(run / "options.json", o)
     except ValueError as e:
         parser.error(str(e))  # usage and the message on stderr, exit code 2: as the style trainer
-    print(
-        f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
-        f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}"
-    )
+    world, device = join(o["device"])
     try:
-        final = train(o, Path(run), data, device, checkpoint)
-    except KeyboardInterrupt:
+        return _train(o, run if args.resume else None, data, device, checkpoint, world)
+    finally:
+        leave(world)
+
+
+def _train(o, resumed: Path | None, data: DatasetSplit, device, checkpoint, world: World) -> int:
+    """Under torchrun every process runs this; rank 0 alone makes the run folder, writes and prints."""
+    run = resumed
+    if run is None:
+        run = from_main(world, new_run_dir(Path(o["runs_root"]), "gan", o["name"]) if world.main else None)
+        o["run_dir"] = str(run)
+        if world.main:
+            atomic_write_json(run / "options.json", {**o, "processes": world.size})
+    if world.main:
         print(
-            f"\ninterrupted; continue from the last checkpoint (the end of the last whole epoch) with --resume {run}",
-            file=sys.stderr,
+            f"run folder: {run}  device: {device}  dataset: {o['dataset']} ({o['train_images']} train / "
+            f"{o['held_out_images']} held out)  conditional: {o['conditional']}  diffaugment: {o['diffaugment']}"
+            + (f"  processes: {world.size}" if world.distributed else "")
         )
+    try:
+        final = train(o, Path(run), data, device, checkpoint, world)
+    except KeyboardInterrupt:
+        if world.main:
+            print(
+                f"\ninterrupted; continue from the last checkpoint (the end of the last whole epoch) with "
+                f"--resume {run}",
+                file=sys.stderr,
+            )
         return 130
-    print(json.dumps(final, indent=2))
+    if world.main:
+        print(json.dumps(final, indent=2))
     return 0
 
 

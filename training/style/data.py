@@ -230,6 +230,7 @@ class TrainingImages(Dataset):
 
     Every random choice comes from ``np.random.default_rng([seed, step])``: the batch of a step is
     a pure function of (seed, step). Use with ``DataLoader(batch_size=None, sampler=range(a, b))``.
+    ``shard`` (a distributed run's rank) draws a stream of its own; shard 0 is the one-process stream.
     """
 
     def __init__(
@@ -240,15 +241,16 @@ class TrainingImages(Dataset):
         seed: int,
         zoom: tuple[float, float] = (0.5, 4.0),
         colour: bool = True,
+        shard: int = 0,
     ):
         self.source, self.crop, self.batch_size, self.seed = source, crop, batch_size, seed
-        self.zoom, self.colour = zoom, colour
+        self.zoom, self.colour, self.shard = zoom, colour, shard
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the sampler decides which steps are drawn
 
     def __getitem__(self, step: int) -> Tensor:
-        rng = np.random.default_rng([self.seed, step])
+        rng = np.random.default_rng([self.seed, step] if self.shard == 0 else [self.seed, step, self.shard])
         picks = rng.integers(0, len(self.source), size=self.batch_size)
         return torch.stack([augment(self.source.get(int(i)), self.crop, self.zoom, rng, self.colour) for i in picks])
 

@@ -30,13 +30,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from training.distributed import ONE, World, check_replicas, from_main, join, leave
 from training.runs import (
     CHECKPOINT,
     MetricsLog,
     atomic_write_json,
     new_run_dir,
-    pick_device,
     plot_losses,
     save_checkpoint,
 )
@@ -100,16 +101,29 @@ def lr_at(opt: dict[str, Any], step: int) -> float:
     return opt["lr"] / (1.0 + opt["lr_decay"] * step)
 
 
-def train_step(vgg, decoders, optimizer, images, opt, step, autocast) -> dict[str, float]:
-    """One Adam step on a batch of images; returns the losses as floats."""
+class Reconstruction(nn.Module):
+    """The frozen VGG and the decoders as one module whose forward is ``compute_losses``: what
+    DistributedDataParallel wraps in a distributed run (it averages the decoders' gradients)."""
+
+    def __init__(self, vgg: nn.Module, decoders: nn.ModuleDict, feature_weight: float):
+        super().__init__()
+        self.vgg, self.decoders, self.feature_weight = vgg, decoders, feature_weight
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return compute_losses(self.vgg, self.decoders, images, self.feature_weight)
+
+
+def train_step(model: nn.Module, optimizer, images, opt, step, autocast) -> dict[str, Tensor]:
+    """One Adam step on a batch of images; returns the losses, detached (on the device: reading
+    them is a host synchronisation, left to the logging interval)."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(opt, step)
     with autocast():
-        losses = compute_losses(vgg, decoders, images, opt["feature_weight"])
+        losses = model(images)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()}
+    return {k: v.detach() for k, v in losses.items()}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -127,6 +141,8 @@ class Run:
     decoders: nn.ModuleDict  # level -> Decoder, coarse to fine
     optimizer: torch.optim.Optimizer
     metrics: MetricsLog
+    world: World = ONE
+    model: nn.Module | None = None  # what a step calls: the Reconstruction, DDP-wrapped in a distributed run
     step: int = 0
     train_seconds: float = 0.0
 
@@ -153,9 +169,15 @@ def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor
 
 
 def start_run(
-    opt: dict[str, Any], run_dir: Path, device: torch.device, resume: dict | None, log: Callable[[str], None]
+    opt: dict[str, Any],
+    run_dir: Path,
+    device: torch.device,
+    resume: dict | None,
+    log: Callable[[str], None],
+    world: World = ONE,
 ) -> Run:
-    """Load the VGG, build (or restore) the decoder and optimiser, write options.json."""
+    """Load the VGG, build (or restore) the decoder and optimiser, write options.json (rank 0).
+    Every rank builds the same decoders (same seed, same scale-measuring images)."""
     vgg, vgg_info = load_encoder(opt, resume and resume["vgg"], log)
     vgg = vgg.to(device)
     levels = levels_up_to(opt["encoder_layer"])
@@ -174,7 +196,10 @@ def start_run(
         decoders,
         torch.optim.Adam(decoders.parameters(), lr=opt["lr"]),
         MetricsLog(run_dir / "metrics.jsonl"),
+        world,
     )
+    model = Reconstruction(vgg, decoders, opt["feature_weight"])
+    run.model = model if not world.distributed else DistributedDataParallel(model, device_ids=_ids(device))
     if resume is not None:
         decoders.load_state_dict(resume["decoders"])
         run.optimizer.load_state_dict(resume["optimizer"])
@@ -183,11 +208,23 @@ def start_run(
         if "cuda" in resume["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
         log(f"resuming {run_dir} from step {run.step}")
-    run.metrics.truncate_after(run.step)
-    atomic_write_json(
-        run_dir / "options.json", {**opt, "vgg_info": vgg_info, "device_used": str(device), "torch": torch.__version__}
-    )
+    if world.main:
+        run.metrics.truncate_after(run.step)
+        atomic_write_json(
+            run_dir / "options.json",
+            {
+                **opt,
+                "vgg_info": vgg_info,
+                "device_used": str(device),
+                "torch": torch.__version__,
+                "processes": world.size,
+            },
+        )
     return run
+
+
+def _ids(device: torch.device) -> list[int] | None:
+    return [device.index] if device.type == "cuda" else None
 
 
 def save_run(run: Run) -> None:
@@ -210,22 +247,24 @@ def save_run(run: Run) -> None:
     )
 
 
-def make_images(opt: dict[str, Any]) -> TrainingImages:
+def make_images(opt: dict[str, Any], shard: int = 0) -> TrainingImages:
     return TrainingImages(
         content_source(opt["content_dir"] and Path(opt["content_dir"])),
         crop=opt["crop"],
         batch_size=opt["batch_size"],
         seed=opt["seed"],
+        shard=shard,
     )
 
 
-def make_loader(opt: dict[str, Any], start: int, pin_memory: bool = False):
-    """Batches of steps ``start .. steps-1`` (see ``TrainingImages``), in worker processes if asked."""
+def make_loader(opt: dict[str, Any], start: int, pin_memory: bool = False, shard: int = 0):
+    """Batches of steps ``start .. steps-1`` (see ``TrainingImages``), in worker processes if asked;
+    ``shard``: a distributed run's rank, which draws its own batches."""
     from torch.utils.data import DataLoader
 
     workers = opt["workers"]
     return DataLoader(
-        make_images(opt),
+        make_images(opt, shard),
         batch_size=None,
         sampler=range(start, opt["steps"]),
         num_workers=workers,
@@ -246,8 +285,8 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     """Steps up to ``opt['steps']`` with metrics, samples and checkpoints; returns the last record."""
     from tqdm import tqdm
 
-    opt, device = run.opt, run.device
-    fixed = fixed_samples(opt, run.vgg, device)
+    opt, device, main = run.opt, run.device, run.world.main
+    fixed = fixed_samples(opt, run.vgg, device) if main else None
     cascade = Cascade(run.vgg, list(run.decoders.values()))
     use_bf16 = device.type == "cuda"
 
@@ -266,21 +305,29 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
         dynamic_ncols=True,
         mininterval=1.0,
         file=sys.stderr,
+        disable=None if main else True,
     )
     try:
-        for images in make_loader(opt, run.step, pin_memory=device.type == "cuda"):
+        for images in make_loader(opt, run.step, pin_memory=device.type == "cuda", shard=run.world.rank):
             t0 = time.perf_counter()
             images = images.to(device, non_blocking=True)
-            window.append(train_step(run.vgg, run.decoders, run.optimizer, images, opt, run.step, autocast))
+            window.append(train_step(run.model, run.optimizer, images, opt, run.step, autocast))
             run.train_seconds += time.perf_counter() - t0
             run.step += 1
             bar.update(1)
             if _due(run.step, opt["log_every"], opt["steps"]):
                 now = time.perf_counter()
                 last = log_record(run.step, window, now - t_window, lr_at(opt, run.step - 1), run.train_seconds)
-                run.metrics.append(last)
-                bar.write(status_line(run.step, opt["steps"], last))
+                if main:
+                    run.metrics.append(last)
+                    bar.write(status_line(run.step, opt["steps"], last))
                 window, t_window = [], now
+            if _due(run.step, opt["checkpoint_every"], opt["steps"]):
+                check_replicas(run.world, run.decoders, device)  # every rank, before rank 0 saves
+                if main:
+                    save_run(run)
+            if not main:
+                continue
             if _due(run.step, opt["sample_every"], opt["steps"]):
                 write_samples(run.run_dir, run.step, cascade, fixed, opt["sample_side"])
                 plot_losses(
@@ -289,8 +336,6 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
                     run.run_dir / "losses.png",
                     f"reconstruction decoders ({', '.join(run.decoders)}, {run.vgg_info['source']})",
                 )
-            if _due(run.step, opt["checkpoint_every"], opt["steps"]):
-                save_run(run)
     except KeyboardInterrupt:
         bar.close()
         log(f"interrupted at step {run.step}; continue from the last checkpoint with --resume {run.run_dir}")
@@ -306,7 +351,7 @@ def _due(step: int, every: int, total: int) -> bool:
 def log_record(
     step: int, window: list[dict[str, float]], seconds: float, lr: float, train_seconds: float
 ) -> dict[str, Any]:
-    mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    mean = {k: float(torch.stack([w[k] for w in window]).mean()) for k in window[0]}  # one host sync
     return {
         "step": step,
         **mean,
@@ -318,22 +363,32 @@ def log_record(
 
 
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
+    """Train; exit code 0 when done, 2 for bad options (before any work), 130 when interrupted.
+    Under torchrun, every process runs this; rank 0 alone writes and prints."""
     opt, resume_dir, dry_run = resolve_options(argv)
     if dry_run:
         log(json.dumps({**opt, "resume": str(resume_dir) if resume_dir else None}, indent=2))
         return 0
-    device = pick_device(opt["device"])
+    world, device = join(opt["device"])
+    try:
+        return _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
+    finally:
+        leave(world)
+
+
+def _train(opt: dict[str, Any], resume_dir: Path | None, world: World, device: torch.device, log) -> int:
     if resume_dir is not None:
         run_dir, resume = resume_dir, load_style_checkpoint(resume_dir / CHECKPOINT)
         if resume["step"] >= opt["steps"]:
             log(f"{run_dir} is already at step {resume['step']} >= --steps {opt['steps']}; nothing to do")
             return 0
     else:
-        run_dir, resume = new_run_dir(Path(opt["runs_root"]), KIND, opt["name"]), None
-    log(f"run folder: {run_dir}  device: {device}")
+        run_dir = from_main(world, new_run_dir(Path(opt["runs_root"]), KIND, opt["name"]) if world.main else None)
+        resume = None
+    log(f"run folder: {run_dir}  device: {device}" + (f"  processes: {world.size}" if world.distributed else ""))
     t0 = time.perf_counter()
     try:
-        last = train_loop(start_run(opt, run_dir, device, resume, log), log)
+        last = train_loop(start_run(opt, run_dir, device, resume, log, world), log)
     except (VGGMismatchError, VGGWeightsError) as e:
         log(f"error: {e}")
         return 1
