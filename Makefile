@@ -16,13 +16,14 @@ PY := $(VENV)/bin/python
 export BENTOML_DO_NOT_TRACK := true
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup browser train train-gan train-style export serve test lint format smoke bench soak report clean
+.PHONY: help setup browser train train-gan train-style export serve test lint format smoke bench bench-train soak report clean
 
 help:
 	@echo "make train export serve   train on the embedded data, export to ONNX, serve on :$(PORT)"
 	@echo "make test                 lint, then the test suite (installs Chromium for the playground's browser tests)"
 	@echo "make lint | format        ruff's checks and format check (pyproject.toml) | apply ruff's fixes and format"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
+	@echo "make bench-train          style training throughput in 1 and N processes (torchrun), scaling efficiency"
 	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
 	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= PORT=$(PORT)"
@@ -86,6 +87,9 @@ smoke: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m tests.bench --exports $(EXPORTS)
+
+bench-train: $(VENV)/.training
+	$(PY) -m tests.bench_train
 
 CLIENTS ?= 64
 DURATION ?= 180
