@@ -176,3 +176,12 @@ def build_bento(exports: Path, work: Path) -> Path:
     assert built.returncode == 0, built.stderr[-3000:]
     (bento,) = (work / "bentoml" / "bentos" / "atelier").glob("*/bento.yaml")
     return bento.parent
+
+
+def run_fresh(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with the repository importable: for what a process does
+    once (which modules an import loads, messages printed the first time)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )

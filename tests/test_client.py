@@ -15,7 +15,7 @@ from PIL import Image, ImageSequence
 
 from atelier_client import Atelier, AtelierError
 from tests import hostile_images as hi
-from tests.pipeline import REPO, Server
+from tests.pipeline import REPO, Server, run_fresh
 from tests.test_resilience import SLOW, in_background, post_stylize, queue_state, wait_until
 
 
@@ -169,5 +169,5 @@ def test_the_command_line(server, atelier, tmp_path):
 
 def test_the_client_imports_neither_torch_nor_bentoml():
     code = "import sys, atelier_client, atelier_client.__main__; print(sorted({'torch', 'bentoml'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    done = run_fresh(code, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

@@ -1,10 +1,7 @@
 """Export: ONNX parity with PyTorch, the manifest contract, checksums, atomic writes."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -13,7 +10,7 @@ import torch
 
 from service.manifest import ManifestError, load_manifest, sha256_file
 from service.sampling import latents_for_seeds
-from tests.pipeline import REPO
+from tests.pipeline import run_fresh
 from training.gan.train import build_models
 from training.onnx_export import ParityError, export_checked
 from training.runs import load_checkpoint
@@ -109,14 +106,7 @@ batch = torch.export.Dim("batch")
 export_checked(Two(), (torch.rand(2, 3), torch.rand(2, 1)), Path({str(tmp_path / "m.onnx")!r}), ["x", "y"], ["out"],
                {{"x": {{0: batch}}, "y": {{0: batch}}}}, [(torch.rand(3, 3), torch.rand(3, 1))])
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=300,
-    )
+    done = run_fresh(code)
     assert done.returncode == 0, done.stderr
     assert "a real warning from the model" in done.stderr
     for noise in ("torchvision is not installed", "LeafSpec", "will not be used, since it shares"):

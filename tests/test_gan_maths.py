@@ -1,16 +1,13 @@
 """The GAN maths: losses, DiffAugment, EMA, the seed -> latent contract, truncation and slerp."""
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from service import sampling
-from tests.pipeline import REPO
+from tests.pipeline import run_fresh
 from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss
 
 
@@ -105,14 +102,7 @@ def test_the_service_never_imports_torch_or_training():
         "for m in pkgutil.iter_modules(service.__path__): importlib.import_module('service.' + m.name)\n"
         "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'training'}))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
-    )
+    done = run_fresh(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
