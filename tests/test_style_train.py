@@ -12,36 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from tests.pipeline import TINY_STYLE_ARGS
 from training.runs import load_checkpoint
 from training.style import train
 from training.style.data import TrainingImages, content_source, is_grey, recolour, rotate_hue
 from training.style.export import preset_name
 from training.vgg import VGGMismatchError, check_same_vgg
 
-TINY = [
-    "--vgg",
-    "random",
-    "--device",
-    "cpu",
-    "--encoder-layer",
-    "relu3_1",
-    "--crop",
-    "32",
-    "--batch-size",
-    "2",
-    "--workers",
-    "0",
-    "--sample-side",
-    "32",
-    "--log-every",
-    "1",
-    "--sample-every",
-    "0",
-    "--checkpoint-every",
-    "0",
-    "--seed",
-    "3",
-]
+# The shared tiny settings; every run here gives its own --steps (the last one given wins).
+TINY = [*TINY_STYLE_ARGS, "--log-every", "1", "--seed", "3"]
 
 
 def _run(root: Path, name: str, *extra: str) -> Path:
