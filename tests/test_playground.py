@@ -132,6 +132,16 @@ def test_the_gan_flow_shows_the_seeds_digits_and_the_url_reproduces_them(browser
     assert browser.find_element("id", "walk-animation").get_attribute("src").startswith("data:image/png")
 
 
+def painted_samples_shown(browser, described: str) -> list[str]:
+    """The sample tiles' base64 PNGs, once the caption says they were painted in ``described``."""
+    sources = wait(
+        browser,
+        f"return document.getElementById('gan-caption').textContent.includes('painted in {described}')"
+        " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null",
+    )
+    return [src.split(",", 1)[1] for src in sources]
+
+
 def test_samples_painted_in_a_preset_are_the_apis(browser, server):
     from selenium.webdriver.support.ui import Select
 
@@ -139,15 +149,11 @@ def test_samples_painted_in_a_preset_are_the_apis(browser, server):
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
     Select(browser.find_element("id", "sample-style")).select_by_value("brick")
     browser.find_element("id", "sample").click()
-    shown = wait(
-        browser,
-        "return document.getElementById('gan-caption').textContent.includes('painted in preset:brick')"
-        " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null",
-    )
+    shown = painted_samples_shown(browser, "preset:brick")
     api = requests.post(
         f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1}, timeout=60
     ).json()
-    assert [src.split(",", 1)[1] for src in shown] == api["images"]
+    assert shown == api["images"]
 
 
 def test_samples_painted_in_an_uploaded_style_are_the_apis(browser, server, tmp_path):
@@ -157,18 +163,14 @@ def test_samples_painted_in_an_uploaded_style_are_the_apis(browser, server, tmp_
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
     browser.find_element("id", "sample-style-image").send_keys(str(style))
     browser.find_element("id", "sample").click()
-    shown = wait(
-        browser,
-        "return document.getElementById('gan-caption').textContent.includes('painted in upload')"
-        " ? [...document.querySelectorAll('#samples img')].map(im => im.src) : null",
-    )
+    shown = painted_samples_shown(browser, "upload")
     api = requests.post(
         f"{server.url}/sample",
         files=[("style", ("mine.png", style.read_bytes(), "image/png"))],
         data={"n": "2", "seed": "6", "truncation": "1", "strength": "1"},
         timeout=60,
     ).json()
-    assert [src.split(",", 1)[1] for src in shown] == api["images"]
+    assert shown == api["images"]
 
 
 def test_an_animated_upload_comes_back_animated(browser, server, tmp_path):
