@@ -77,7 +77,9 @@ def export(
 ) -> Path:
     from training.export import export_all
 
-    export_all(gan_run, style_run, out, styles_dir)
+    # the tiny style run's coarsest level (relu3_1) on a two-step Laplacian pyramid, as the quick
+    # profile's relu2_1 is by default: the served graph has the pyramid's larger size multiple (16)
+    export_all(gan_run, style_run, out, styles_dir, style_options={"coarse_scales": [4, 2]})
     return out
 
 

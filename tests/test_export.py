@@ -47,6 +47,22 @@ def test_manifest_records_the_contract(exports_dir):
     assert "PCG64" in g["latent"]["rng"] and g["opset"] >= 17
     assert g["metrics"]["fid"] >= 0 and "baseline_real_vs_real" in g["metrics"]
     assert g["training"]["dataset"] == "fake"
+    # the style graph: relu3_1 on a Laplacian pyramid (4, 2), then relu2_1, relu1_1; inputs multiples of 4 * 4
+    s = manifest["models"]["stylizer"]
+    assert (
+        s["coarse_scales"] == [4, 2] and s["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and s["size_multiple"] == 16
+    )
+    assert manifest["style"]["size_multiple"] == 16
+    assert s["parity"]["max_abs_diff"] <= s["parity"]["atol"]
+
+
+def test_export_refuses_bad_coarse_scales_clearly(tmp_path, capsys):
+    from training.export import main
+
+    code = main(["--runs-root", str(tmp_path), "--style-coarse-scales", "16,4,8", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--style-coarse-scales must be auto or decreasing powers of two" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_service_refuses_a_tampered_model(exports_dir, tmp_path):

@@ -23,7 +23,19 @@ from training.style.functions import (
     transform_matrix,
     transform_matrix_eigh,
 )
-from training.style.model import Cascade, Decoder, StyleEncoder, feature_channels, levels_up_to, size_multiple
+from training.style.model import (
+    Cascade,
+    Decoder,
+    StyleEncoder,
+    check_coarse_scales,
+    default_coarse_scales,
+    enlarge,
+    feature_channels,
+    half_size,
+    laplacian_pyramid,
+    levels_up_to,
+    size_multiple,
+)
 from training.vgg import VGGFeatures
 
 
@@ -72,7 +84,7 @@ def test_newton_schulz_roots_square_back_and_invert():
 def test_transform_gives_the_content_the_style_covariance(kind):
     content, style = _correlated(3), _correlated(4) * 0.5 - 2
     s_mean, s_cov = feature_stats(style)
-    out = match_statistics(content, s_mean, s_cov, torch.ones(1), kind, iters=30, eps=1e-5)
+    out = match_statistics(content, s_mean, s_cov, torch.ones(1), kind, iters=30, eps=1e-5, style_eps=1e-5)
     o_mean, o_cov = feature_stats(out)
     torch.testing.assert_close(o_mean, s_mean)
     # the regularisation (1e-5 of the norm on the diagonal) is the only difference left
@@ -180,6 +192,70 @@ def test_cascade_at_strength_zero_is_the_chain_of_reconstructions():
             x = decoder(vgg(x, [level])[level]).clamp(0, 1)
     torch.testing.assert_close(out, x)
     assert [s.shape for s in stats] == [(1, 128), (1, 128, 128), (1, 64), (1, 64, 64)]
+
+
+def test_half_size_blurs_before_it_drops_pixels():
+    flat = torch.full((1, 3, 16, 24), 0.3)
+    torch.testing.assert_close(half_size(flat), torch.full((1, 3, 8, 12), 0.3))
+    # the finest checkerboard would alias to a flat 0 or 1 if pixels were only dropped; blurred, it is grey
+    checker = ((torch.arange(16)[:, None] + torch.arange(24)[None, :]) % 2).float().expand(1, 3, 16, 24)
+    assert torch.allclose(half_size(checker)[..., 1:-1, 1:-1], torch.tensor(0.5))
+    # a horizontal ramp stays a ramp, half as long (the blur is symmetric: no shift)
+    ramp = torch.linspace(0, 1, 24).expand(1, 3, 16, 24)
+    pair_means = ramp[0, 0, 0].reshape(-1, 2).mean(1)
+    torch.testing.assert_close(half_size(ramp)[0, 0, 4, 1:-1], pair_means[1:-1])
+
+
+def test_enlarge_is_bicubic_interpolation_as_a_convolution():
+    image = torch.rand(2, 3, 13, 17, generator=torch.Generator().manual_seed(0))
+    twice = torch.nn.functional.interpolate(image, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(enlarge(image, 2), twice)  # edges included
+    torch.testing.assert_close(
+        enlarge(image, 4), torch.nn.functional.interpolate(twice, scale_factor=2, mode="bicubic", align_corners=False)
+    )
+    assert enlarge(image, 1) is image
+
+
+def test_laplacian_pyramid_runs_the_stage_smallest_first_and_gives_the_image_back_unchanged():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 32, 48)
+    seen = []
+
+    def identity(x):
+        seen.append(tuple(x.shape[2:]))
+        return x
+
+    out = laplacian_pyramid(image, [8, 4, 2], identity)
+    assert seen == [(4, 6), (8, 12), (16, 24)]
+    torch.testing.assert_close(out, image, rtol=0, atol=1e-5)  # the bands add back exactly
+    # a stage that changes the small copy changes the output's coarse part, not its finest detail
+    # (values kept clear of 0 and 1, so that no clamping hides the difference)
+    mid = 0.3 + 0.4 * image
+    darker = laplacian_pyramid(mid, [4], lambda x: 0.5 * x + 0.1)
+
+    def fine(t):  # what 8x8 block means leave out
+        return t - torch.nn.functional.avg_pool2d(t, 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
+
+    assert float(darker.mean()) < 0.75 * float(mid.mean())
+    assert float((fine(darker) - fine(mid)).abs().mean()) < 0.1 * float(fine(mid).abs().mean())
+
+
+def test_cascade_coarse_scales_set_the_size_multiple_and_keep_the_shape():
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
+    levels = levels_up_to("relu2_1")
+    decoders = [Decoder(level, width=0.25).eval() for level in levels]
+    cascade = Cascade(vgg, decoders, coarse_scales=[4, 2])
+    assert cascade.size_multiple == 8 and Cascade(vgg, decoders).size_multiple == 2
+    with torch.no_grad():
+        stats = StyleEncoder(vgg, levels)(torch.rand(1, 3, 20, 28))
+        out = cascade(torch.rand(1, 3, 32, 40), torch.ones(1), *stats)
+    assert out.shape == (1, 3, 32, 40) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert default_coarse_scales("relu2_1") == [16, 8, 4, 2] and default_coarse_scales("relu3_1") == [1]
+    assert check_coarse_scales((16, 8, 4, 2, 1)) == [16, 8, 4, 2, 1]
+    for bad in ([], [2, 4], [3], [4, 4], [0]):
+        with pytest.raises(ValueError, match="powers of two"):
+            check_coarse_scales(bad)
 
 
 def test_decoder_input_scale_is_applied_and_saved_with_the_weights():

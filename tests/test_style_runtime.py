@@ -66,7 +66,9 @@ def test_buckets_bound_the_shapes_a_max_side_can_produce(sessions):
     assert len(shapes) == 15 and shapes[0] == (512, 512)  # (512, 64k) and (64k, 512), k = 1..8
     assert all(512 in hw and hw[0] % 64 == 0 and hw[1] % 64 == 0 for hw in shapes)
     plain = style(sessions)  # CPU default: padded only to the cascade's stride and minimum size
-    assert plain.step == plain.multiple and len(plain.bucket_shapes(512)) > 100
+    assert plain.step == plain.multiple < 64
+    # short sides from the minimum (4 multiples) to 512, each way round, the square once
+    assert len(plain.bucket_shapes(512)) == 2 * (512 // plain.multiple - 4) + 1 > len(shapes)
     assert padded_size(1, 1, plain.multiple) == (4 * plain.multiple,) * 2
 
 

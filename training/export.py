@@ -25,6 +25,7 @@ from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
+from training.style.model import PYRAMID, check_coarse_scales
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -121,7 +122,8 @@ def export_all(
     log=print,
     style_options: dict[str, Any] | None = None,
 ) -> dict:
-    """Export the runs into ``out_dir``; ``style_options``: ``transform`` and ``levels`` for ``export_style``."""
+    """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels`` and
+    ``coarse_scales`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +169,18 @@ def _replace_contents(staging: Path, out_dir: Path) -> None:
         os.replace(src, dst)
 
 
+def _coarse_scales(text: str) -> list[int] | None:
+    """``--style-coarse-scales``: "auto" -> None (the export decides), else e.g. "16,8,4,2" -> [16, 8, 4, 2]."""
+    if text == "auto":
+        return None
+    try:
+        return check_coarse_scales([int(part) for part in text.split(",")])
+    except ValueError:
+        raise ValueError(
+            f"--style-coarse-scales must be auto or decreasing powers of two such as 16,8,4,2 or 1, not {text!r}"
+        ) from None
+
+
 def _latest(runs_root: Path, kind: str) -> Path | None:
     latest = runs_root / kind / "latest"
     return latest.resolve() if (latest / CHECKPOINT).exists() else None
@@ -199,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated cascade levels, e.g. relu3_1,relu1_1 (default: every level the run trained)",
     )
+    p.add_argument(
+        "--style-coarse-scales",
+        default="auto",
+        help="the coarsest level runs on the photo shrunk by each of these factors, smallest first "
+        "(a Laplacian pyramid: larger strokes), e.g. 16,8,4,2; 1 for none; auto: "
+        f"{','.join(map(str, PYRAMID))} when the coarsest level is relu2_1 or relu1_1, else 1",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
@@ -216,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             style_options={
                 "transform": args.style_transform,
                 "levels": args.style_levels.split(",") if args.style_levels else None,
+                "coarse_scales": _coarse_scales(args.style_coarse_scales),
             },
         )
     except (ExportError, ValueError) as e:

@@ -32,8 +32,23 @@ from service.style import encode_style, preset_keys, resize_long_side, stats_nam
 from training.onnx_export import FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
-from training.style.functions import COV_EPS, NS_ITERS, STYLE_STATS_DEFINITION, transform_matrix, transform_matrix_eigh
-from training.style.model import Cascade, Decoder, StyleEncoder, feature_channels, layer_block, size_multiple
+from training.style.functions import (
+    COV_EPS,
+    NS_ITERS,
+    STYLE_COV_EPS,
+    STYLE_STATS_DEFINITION,
+    transform_matrix,
+    transform_matrix_eigh,
+)
+from training.style.model import (
+    Cascade,
+    Decoder,
+    StyleEncoder,
+    default_coarse_scales,
+    feature_channels,
+    layer_block,
+    size_multiple,
+)
 from training.style.options import load_style_checkpoint
 from training.vgg import check_same_vgg, load_vgg, recorded_source
 
@@ -60,20 +75,22 @@ def export_style(
     style_side: int = STYLE_SIDE,
     transform: str = "wct",
     levels: Sequence[str] | None = None,
+    coarse_scales: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
     ``style_side``: long side (px) style images are resized to before their statistics;
     ``transform``: ``ot`` or ``wct``; ``levels``: the cascade's levels, coarse to fine (default:
-    every level the run trained a decoder for).
+    every level the run trained a decoder for); ``coarse_scales``: the Laplacian pyramid the
+    coarsest level runs on (``Cascade``; default ``default_coarse_scales`` of the coarsest level).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
-    vgg, info, decoders, encoder, cascade = load_style_modules(ckpt, levels, transform, log)
+    vgg, info, decoders, encoder, cascade = load_style_modules(ckpt, levels, transform, log, coarse_scales)
     levels = encoder.levels
 
-    m = size_multiple(levels[0])
+    m = cascade.size_multiple
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
     dec = export_stylizer(encoder, cascade, m, out_dir / "stylizer.onnx", log)
     fp16 = stylizer_fp16(encoder, cascade, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
@@ -110,10 +127,16 @@ def export_style(
             "input_range": [0.0, 1.0],
             "output_range": [0.0, 1.0],
             "transform": transform,
+            "coarse_scales": cascade.coarse_scales,
+            "coarse_scales_rule": "the first level runs on the content shrunk by each factor (4x4 binomial "
+            "Gaussian pyramid), smallest first; between factors its output is enlarged (bicubic) and the "
+            "Laplacian detail of the content added back; the other levels run at full size",
             "newton_schulz_iters": NS_ITERS,
             "cov_eps": COV_EPS,
+            "style_cov_eps": STYLE_COV_EPS,
             "decoder_width": config["width"],
-            "strength": "at each level: features = s * T(features) + (1 - s) * features",
+            "strength": "at each full-size level: features = s * T(features) + (1 - s) * features; at each "
+            "size of the coarse pyramid: image = s * decoded(T(features)) + (1 - s) * image",
             "variants": {"fp16": fp16},
         },
     }
@@ -167,11 +190,13 @@ def load_style_modules(
     levels: Sequence[str] | None = None,
     transform: str = "wct",
     log: Callable[[str], None] = print,
+    coarse_scales: Sequence[int] | None = None,
 ):
     """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
 
     ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
-    order coarse to fine; ``transform``: ``ot`` or ``wct``."""
+    order coarse to fine; ``transform``: ``ot`` or ``wct``; ``coarse_scales``: see ``Cascade``
+    (default: ``default_coarse_scales`` of the coarsest level)."""
     config = ckpt["decoder_config"]
     levels = list(levels or config["levels"])
     if transform not in TRANSFORMS:
@@ -185,7 +210,9 @@ def load_style_modules(
     )
     check_same_vgg(ckpt["vgg"], info)
     decoders = load_decoders(ckpt, levels)
-    return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), Cascade(vgg, decoders, transform).eval()
+    scales = default_coarse_scales(levels[0]) if coarse_scales is None else coarse_scales
+    cascade = Cascade(vgg, decoders, transform, coarse_scales=scales)
+    return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), cascade.eval()
 
 
 def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
@@ -232,8 +259,15 @@ def export_stylizer(
 ) -> ExportResult:
     """``content``, ``strength``, mean and cov per level -> ``image``; dynamic N, H, W."""
     dims = _dims(multiple)
-    example = _stylizer_inputs(encoder, 2, 96, 128, seed=4)
-    checks = [_stylizer_inputs(encoder, 1, 72, 56, seed=5), _stylizer_inputs(encoder, 3, 64, 88, seed=6)]
+
+    def fit(side: int) -> int:  # the next multiple, and at least 2 of them (the smallest pyramid copy)
+        return max(2, -(-side // multiple)) * multiple
+
+    example = _stylizer_inputs(encoder, 2, fit(96), fit(128), seed=4)
+    checks = [
+        _stylizer_inputs(encoder, 1, fit(72), fit(56), seed=5),
+        _stylizer_inputs(encoder, 3, fit(64), fit(88), seed=6),
+    ]
     names = ["content", "strength", *stats_names(cascade.levels)]
     shapes = {name: {0: dims["batch"]} for name in names}
     shapes["content"] = {0: dims["batch"], 2: dims["height"], 3: dims["width"]}

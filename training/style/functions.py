@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 EPS = 1e-5
-COV_EPS = 1e-2  # covariance regularisation, relative to its Frobenius norm (see ``regularised``)
+COV_EPS = 1e-2  # the content covariance's regularisation, relative to its Frobenius norm (see ``regularised``)
+# The style's, smaller: colouring adds this much variance to every one of the C directions, so a
+# larger value paints a smooth style's empty directions with noise (measured in docs/style-transfer.md)
+STYLE_COV_EPS = 1e-3
 NS_ITERS = 20  # Newton-Schulz iterations of the matrix square roots
 
 # The statistics the exported style encoder computes and the stylizer graph consumes.
@@ -76,16 +79,21 @@ def sqrt_and_inv_sqrt(a: Tensor, iters: int = NS_ITERS) -> tuple[Tensor, Tensor]
 
 
 def transform_matrix(
-    content_cov: Tensor, style_cov: Tensor, kind: str = "wct", iters: int = NS_ITERS, eps: float = COV_EPS
+    content_cov: Tensor,
+    style_cov: Tensor,
+    kind: str = "wct",
+    iters: int = NS_ITERS,
+    eps: float = COV_EPS,
+    style_eps: float = STYLE_COV_EPS,
 ) -> Tensor:
     """The linear map A (N, C, C) taking centred content features to the style's covariance.
 
     - ``wct``: whitening then colouring (Li et al. 2017): A = S^1/2 C^-1/2;
     - ``ot``: the optimal-transport (Monge) map between the two Gaussians, the one of all maps
       with A C A^T = S that moves the features least: A = C^-1/2 (C^1/2 S C^1/2)^1/2 C^-1/2.
-    Both covariances are ``regularised`` (by ``eps``) first.
+    Both covariances are ``regularised`` first: the content's by ``eps``, the style's by ``style_eps``.
     """
-    c_cov, s_cov = regularised(content_cov, eps), regularised(style_cov, eps)
+    c_cov, s_cov = regularised(content_cov, eps), regularised(style_cov, style_eps)
     c_root, c_inv_root = sqrt_and_inv_sqrt(c_cov, iters)
     if kind == "wct":
         s_root, _ = sqrt_and_inv_sqrt(s_cov, iters)
@@ -96,7 +104,9 @@ def transform_matrix(
     raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
 
 
-def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "wct", eps: float = COV_EPS) -> Tensor:
+def transform_matrix_eigh(
+    content_cov: Tensor, style_cov: Tensor, kind: str = "wct", eps: float = COV_EPS, style_eps: float = STYLE_COV_EPS
+) -> Tensor:
     """``transform_matrix`` through float64 eigendecompositions: the reference the exported
     Newton-Schulz graph is checked against."""
 
@@ -107,7 +117,7 @@ def transform_matrix_eigh(content_cov: Tensor, style_cov: Tensor, kind: str = "w
         inv = (vecs * vals.clamp_min(1e-300).rsqrt()[..., None, :]) @ vecs.transpose(-1, -2)
         return root, inv
 
-    c_cov, s_cov = regularised(content_cov.double(), eps), regularised(style_cov.double(), eps)
+    c_cov, s_cov = regularised(content_cov.double(), eps), regularised(style_cov.double(), style_eps)
     c_root, c_inv_root = powers(c_cov)
     if kind == "wct":
         return powers(s_cov)[0] @ c_inv_root
@@ -124,12 +134,13 @@ def match_statistics(
     kind: str = "wct",
     iters: int = NS_ITERS,
     eps: float = COV_EPS,
+    style_eps: float = STYLE_COV_EPS,
 ) -> Tensor:
     """Content features (N, C, H, W) moved to the style's mean (N, C) and covariance (N, C, C),
     blended with the untouched features by ``strength`` (N,) in [0, 1]."""
     n, c, h, w = feat.shape
     c_mean, c_cov = feature_stats(feat)
-    a = transform_matrix(c_cov, style_cov, kind, iters, eps)  # (N, C, C)
+    a = transform_matrix(c_cov, style_cov, kind, iters, eps, style_eps)  # (N, C, C)
     centred = feat.reshape(n, c, h * w) - c_mean[..., None]
     moved = (a @ centred + style_mean[..., None]).reshape(n, c, h, w)
     return blend(moved, feat, strength)

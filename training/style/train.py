@@ -43,7 +43,7 @@ from training.runs import (
 )
 from training.style.data import TrainingImages, content_source
 from training.style.functions import content_loss, psnr
-from training.style.model import Cascade, Decoder, levels_up_to
+from training.style.model import Cascade, Decoder, default_coarse_scales, levels_up_to
 from training.style.options import load_style_checkpoint, resolve_options
 from training.style.samples import fixed_samples, write_samples
 from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
@@ -287,7 +287,8 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
 
     opt, device, main = run.opt, run.device, run.world.main
     fixed = fixed_samples(opt, run.vgg, device) if main else None
-    cascade = Cascade(run.vgg, list(run.decoders.values()))
+    # the sample sheet shows what the export will serve (its default coarse scales)
+    cascade = Cascade(run.vgg, list(run.decoders.values()), coarse_scales=default_coarse_scales(opt["encoder_layer"]))
     use_bf16 = device.type == "cuda"
 
     def autocast():
