@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.style.functions import NS_ITERS, feature_stats, match_statistics
+from training.style.functions import NS_ITERS, blend, feature_stats, match_statistics
 
 VGG_WIDTHS = (64, 128, 256, 512)  # conv widths of VGG blocks 1..4
 DECODER_CONVS = (2, 2, 4)  # convs mirrored in blocks 1..3 (VGG19's counts, as in pytorch-AdaIN)
@@ -213,19 +213,19 @@ class Cascade(nn.Module):
         # the smallest copy must still be a whole multiple of the coarsest level's stride
         self.size_multiple = self.coarse_scales[0] * size_multiple(self.levels[0])
 
+    def _moved(self, x: Tensor, level: str, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
+        """``x``'s features at ``level`` given the style's statistics, blended by ``strength``."""
+        return match_statistics(self.vgg(x, [level])[level], mean, cov, strength, self.transform, self.iters)
+
     def _stage(self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
         """One level at full size: the features blended by ``strength``, then decoded."""
-        feat = self.vgg(x, [level])[level]
-        moved = match_statistics(feat, mean, cov, strength, self.transform, self.iters)
-        return decoder(moved).clamp(0.0, 1.0)
+        return decoder(self._moved(x, level, mean, cov, strength)).clamp(0.0, 1.0)
 
     def _painted(self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
         """One pyramid size: the fully painted image blended with its input by ``strength``, so that
         strength 0 passes the photo through (no decoder's reconstruction error at every size)."""
-        feat = self.vgg(x, [level])[level]
-        moved = match_statistics(feat, mean, cov, torch.ones_like(strength), self.transform, self.iters)
-        s = strength.reshape(-1, 1, 1, 1).to(x.dtype)
-        return (s * decoder(moved) + (1 - s) * x).clamp(0.0, 1.0)
+        painted = decoder(self._moved(x, level, mean, cov, torch.ones_like(strength)))
+        return blend(painted, x, strength).clamp(0.0, 1.0)
 
     # A fixed signature (no *args), so that torch.export sees one tensor per ONNX input.
     def forward(

@@ -11,21 +11,21 @@ from torch import Tensor, nn
 
 from training.imaging import save_png, to_uint8
 from training.style.data import ImageSource, bundled_style_images, content_source, load_fixed, pick_evenly
-from training.style.model import StyleEncoder, default_coarse_scales, levels_up_to, size_multiple
+from training.style.model import StyleEncoder, levels_up_to
 
 FIXED_CONTENT = ("chelsea", "astronaut", "coffee")
 FIXED_STYLE = ("immunohistochemistry", "hubble_deep_field", "brick")
 SHEET_SIZE = 3
 
 
-def fixed_samples(opt: dict[str, Any], vgg: nn.Module, device: torch.device):
-    """Fixed content pictures and style statistics for the sample sheet (computed once)."""
+def fixed_samples(opt: dict[str, Any], vgg: nn.Module, device: torch.device, multiple: int):
+    """Fixed content pictures and style statistics for the sample sheet (computed once); the
+    pictures' sides are multiples of ``multiple`` (the sheet's cascade's ``size_multiple``)."""
     layer, side = opt["encoder_layer"], opt["sample_side"]
     contents = content_source(opt["content_dir"] and Path(opt["content_dir"]))
     styles = ImageSource.from_arrays(bundled_style_images())
-    m = size_multiple(layer) * default_coarse_scales(layer)[0]  # what the exported cascade takes
-    content_imgs = load_fixed(contents, pick_evenly(contents, SHEET_SIZE, FIXED_CONTENT), side, m)
-    style_imgs = load_fixed(styles, pick_evenly(styles, SHEET_SIZE, FIXED_STYLE), side, m)
+    content_imgs = load_fixed(contents, pick_evenly(contents, SHEET_SIZE, FIXED_CONTENT), side, multiple)
+    style_imgs = load_fixed(styles, pick_evenly(styles, SHEET_SIZE, FIXED_STYLE), side, multiple)
     levels = levels_up_to(layer)
     with torch.no_grad():
         encoder = StyleEncoder(vgg, levels)

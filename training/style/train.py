@@ -286,9 +286,9 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     from tqdm import tqdm
 
     opt, device, main = run.opt, run.device, run.world.main
-    fixed = fixed_samples(opt, run.vgg, device) if main else None
     # the sample sheet shows what the export will serve (its default coarse scales)
     cascade = Cascade(run.vgg, list(run.decoders.values()), coarse_scales=default_coarse_scales(opt["encoder_layer"]))
+    fixed = fixed_samples(opt, run.vgg, device, cascade.size_multiple) if main else None
     use_bf16 = device.type == "cuda"
 
     def autocast():
