@@ -53,15 +53,20 @@ def test_manifest_records_the_contract(exports_dir):
         s["coarse_scales"] == [4, 2] and s["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and s["size_multiple"] == 16
     )
     assert manifest["style"]["size_multiple"] == 16
+    assert s["coarse_shading_radius"] == 2 and "luma" in s["coarse_shading_rule"]  # the pyramid keeps the shading
     assert s["parity"]["max_abs_diff"] <= s["parity"]["atol"]
 
 
-def test_export_refuses_bad_coarse_scales_clearly(tmp_path, capsys):
+def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys):
     from training.export import main
 
     code = main(["--runs-root", str(tmp_path), "--style-coarse-scales", "16,4,8", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--style-coarse-scales must be auto or decreasing powers of two" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    code = main(["--runs-root", str(tmp_path), "--style-shading-radius", "-1", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--style-shading-radius must be 0 or more, not -1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

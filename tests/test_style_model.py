@@ -32,8 +32,10 @@ from training.style.model import (
     enlarge,
     feature_channels,
     half_size,
+    keep_shading,
     laplacian_pyramid,
     levels_up_to,
+    luma,
     size_multiple,
 )
 from training.vgg import VGGFeatures
@@ -240,6 +242,32 @@ def test_laplacian_pyramid_runs_the_stage_smallest_first_and_gives_the_image_bac
     assert float((fine(darker) - fine(mid)).abs().mean()) < 0.1 * float(fine(mid).abs().mean())
 
 
+def test_keep_shading_gives_the_painted_colours_the_photos_light_and_dark_and_keeps_their_texture():
+    torch.manual_seed(0)
+    h, w = 16, 40
+    ramp = torch.linspace(0.0, 1.0, w).expand(1, 1, h, w)  # left to right
+    photo = (0.2 + 0.6 * ramp).expand(1, 3, h, w) + 0.02 * torch.randn(1, 3, h, w)  # grey, bright on the right
+    # painted: orange, dark on the right (the photo's shading reversed), with a fine checkerboard
+    checker = 0.05 * ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 * 2 - 1).float()
+    base = (0.7 - 0.4 * ramp) + checker
+    painted = torch.cat([base + 0.2, base, base - 0.2], 1)
+    out = keep_shading(painted, photo, radius=2)
+
+    def columns(y):  # the luma's column means, away from the edges the box filters replicate
+        return luma(y)[0, 0, :, 4:-4].mean(0)
+
+    # the light and dark now run as in the photo: bright on the right
+    assert float(torch.corrcoef(torch.stack([columns(out), columns(photo)]))[0, 1]) > 0.95
+    assert float(columns(out)[-4:].mean() - columns(out)[:4].mean()) > 0.2
+    # the painted colours' differences (their hue) are unchanged: one value was added to R, G and B
+    for a, b in ((0, 1), (1, 2)):
+        torch.testing.assert_close(out[:, a] - out[:, b], painted[:, a] - painted[:, b], rtol=0, atol=1e-5)
+    # the fine texture survives: the checkerboard is still there at nearly full contrast
+    fine = luma(out)[0, 0, 4:-4, 4:-4] - luma(photo)[0, 0, 4:-4, 4:-4]
+    fine = fine - torch.nn.functional.avg_pool2d(fine[None, None], 3, stride=1, padding=1)[0, 0]
+    assert float((fine * checker[4:-4, 4:-4]).mean()) > 0.8 * float((checker * checker).mean()) * (8 / 9)
+
+
 def test_cascade_coarse_scales_set_the_size_multiple_and_keep_the_shape():
     torch.manual_seed(0)
     vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
@@ -251,6 +279,15 @@ def test_cascade_coarse_scales_set_the_size_multiple_and_keep_the_shape():
         stats = StyleEncoder(vgg, levels)(torch.rand(1, 3, 20, 28))
         out = cascade(torch.rand(1, 3, 32, 40), torch.ones(1), *stats)
     assert out.shape == (1, 3, 32, 40) and 0 <= float(out.min()) and float(out.max()) <= 1
+    # the pyramid keeps the photo's shading by default (radius 2); 0 switches that off
+    with torch.no_grad():
+        image = torch.rand(1, 3, 32, 40)
+        kept, repainted = (
+            Cascade(vgg, decoders, coarse_scales=[4, 2], shading_radius=r)(image, torch.ones(1), *stats) for r in (2, 0)
+        )
+    assert cascade.shading_radius == 2 and float((kept - repainted).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="shading radius must be 0"):
+        Cascade(vgg, decoders, coarse_scales=[4, 2], shading_radius=-1)
     assert default_coarse_scales("relu2_1") == [16, 8, 4, 2] and default_coarse_scales("relu3_1") == [1]
     assert check_coarse_scales((16, 8, 4, 2, 1)) == [16, 8, 4, 2, 1]
     for bad in ([], [2, 4], [3], [4, 4], [0]):

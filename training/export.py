@@ -25,7 +25,7 @@ from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
-from training.style.model import PYRAMID, check_coarse_scales
+from training.style.model import PYRAMID, SHADING_RADIUS, check_coarse_scales
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -122,8 +122,8 @@ def export_all(
     log=print,
     style_options: dict[str, Any] | None = None,
 ) -> dict:
-    """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels`` and
-    ``coarse_scales`` for ``export_style``."""
+    """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
+    ``coarse_scales`` and ``shading_radius`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,8 +220,18 @@ def main(argv: list[str] | None = None) -> int:
         "(a Laplacian pyramid: larger strokes), e.g. 16,8,4,2; 1 for none; auto: "
         f"{','.join(map(str, PYRAMID))} when the coarsest level is relu2_1 or relu1_1, else 1",
     )
+    p.add_argument(
+        "--style-shading-radius",
+        type=int,
+        default=SHADING_RADIUS,
+        help="the pyramid's passes keep the photo's light and dark above this scale (pixels at each size), "
+        "so the style's colours follow its objects; 0: the passes repaint the shading too",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
+    if args.style_shading_radius < 0:
+        print(f"error: --style-shading-radius must be 0 or more, not {args.style_shading_radius}", file=sys.stderr)
+        return 2
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
     style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
     if args.styles_dir is not None and not args.styles_dir.is_dir():
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 "transform": args.style_transform,
                 "levels": args.style_levels.split(",") if args.style_levels else None,
                 "coarse_scales": _coarse_scales(args.style_coarse_scales),
+                "shading_radius": args.style_shading_radius,
             },
         )
     except (ExportError, ValueError) as e:

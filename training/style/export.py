@@ -41,6 +41,7 @@ from training.style.functions import (
     transform_matrix_eigh,
 )
 from training.style.model import (
+    SHADING_RADIUS,
     Cascade,
     Decoder,
     StyleEncoder,
@@ -76,18 +77,22 @@ def export_style(
     transform: str = "wct",
     levels: Sequence[str] | None = None,
     coarse_scales: Sequence[int] | None = None,
+    shading_radius: int = SHADING_RADIUS,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
     ``style_side``: long side (px) style images are resized to before their statistics;
     ``transform``: ``ot`` or ``wct``; ``levels``: the cascade's levels, coarse to fine (default:
     every level the run trained a decoder for); ``coarse_scales``: the Laplacian pyramid the
-    coarsest level runs on (``Cascade``; default ``default_coarse_scales`` of the coarsest level).
+    coarsest level runs on (``Cascade``; default ``default_coarse_scales`` of the coarsest level);
+    ``shading_radius``: the pyramid passes keep the photo's shading above this scale (``Cascade``).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
-    vgg, info, decoders, encoder, cascade = load_style_modules(ckpt, levels, transform, log, coarse_scales)
+    vgg, info, decoders, encoder, cascade = load_style_modules(
+        ckpt, levels, transform, log, coarse_scales, shading_radius
+    )
     levels = encoder.levels
 
     m = cascade.size_multiple
@@ -131,6 +136,10 @@ def export_style(
             "coarse_scales_rule": "the first level runs on the content shrunk by each factor (4x4 binomial "
             "Gaussian pyramid), smallest first; between factors its output is enlarged (bicubic) and the "
             "Laplacian detail of the content added back; the other levels run at full size",
+            "coarse_shading_radius": cascade.shading_radius,
+            "coarse_shading_rule": "at each size of the pyramid (radius > 0), the decoded image's luma is replaced, "
+            "above two box filters of side 2 * radius + 1, by its input's luma given the decoded image's mean "
+            "and std; the change is added to R, G and B",
             "newton_schulz_iters": NS_ITERS,
             "cov_eps": COV_EPS,
             "style_cov_eps": STYLE_COV_EPS,
@@ -191,12 +200,13 @@ def load_style_modules(
     transform: str = "wct",
     log: Callable[[str], None] = print,
     coarse_scales: Sequence[int] | None = None,
+    shading_radius: int = SHADING_RADIUS,
 ):
     """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
 
     ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
     order coarse to fine; ``transform``: ``ot`` or ``wct``; ``coarse_scales``: see ``Cascade``
-    (default: ``default_coarse_scales`` of the coarsest level)."""
+    (default: ``default_coarse_scales`` of the coarsest level); ``shading_radius``: see ``Cascade``."""
     config = ckpt["decoder_config"]
     levels = list(levels or config["levels"])
     if transform not in TRANSFORMS:
@@ -211,7 +221,7 @@ def load_style_modules(
     check_same_vgg(ckpt["vgg"], info)
     decoders = load_decoders(ckpt, levels)
     scales = default_coarse_scales(levels[0]) if coarse_scales is None else coarse_scales
-    cascade = Cascade(vgg, decoders, transform, coarse_scales=scales)
+    cascade = Cascade(vgg, decoders, transform, coarse_scales=scales, shading_radius=shading_radius)
     return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), cascade.eval()
 
 

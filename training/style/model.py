@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.style.functions import NS_ITERS, blend, feature_stats, match_statistics
+from training.style.functions import NS_ITERS, blend, feature_stats, match_statistics, mean_std
 
 VGG_WIDTHS = (64, 128, 256, 512)  # conv widths of VGG blocks 1..4
 DECODER_CONVS = (2, 2, 4)  # convs mirrored in blocks 1..3 (VGG19's counts, as in pytorch-AdaIN)
@@ -33,6 +33,11 @@ ENCODER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # measured on the held-out pairs, the quick profile's relu2_1 at 16, 8, 4, 2 styles more than at
 # full size and moves the photo less (docs/style-transfer.md).
 PYRAMID = (16, 8, 4, 2)
+# The pyramid's passes keep the photo's light and dark above this scale (``keep_shading``): measured on
+# the held-out pairs, 2 (two 5x5 box filters at each size) keeps the objects readable where the passes
+# had painted blotches over them, and still styles more than the peer (docs/style-transfer.md).
+SHADING_RADIUS = 2
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
 
 
 def layer_block(layer: str) -> int:
@@ -142,6 +147,35 @@ def laplacian_pyramid(image: Tensor, scales: Sequence[int], stage: Callable[[Ten
     return x
 
 
+def luma(image: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) luma (Rec. 601 weights)."""
+    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).reshape(1, 3, 1, 1)
+    return (image * weights).sum(1, keepdim=True)
+
+
+def smooth(image: Tensor, radius: int) -> Tensor:
+    """Two box filters of side 2 * radius + 1 (edges replicated, so any size works): a tent-like
+    low-pass that keeps what varies over more than about ``2 * radius`` pixels."""
+    side = 2 * radius + 1
+    for _ in range(2):
+        image = F.avg_pool2d(F.pad(image, (radius,) * 4, mode="replicate"), side, stride=1)
+    return image
+
+
+def keep_shading(painted: Tensor, photo: Tensor, radius: int = SHADING_RADIUS) -> Tensor:
+    """``painted`` with ``photo``'s large-scale light and dark: the photo's luma, given the painted
+    image's mean and spread, replaces the painted image's luma above the ``smooth(radius)`` scale.
+    The change is added to all three channels, so the painted colours' differences (their hue)
+    stay, and so does the painted image's fine texture. Images (N, 3, H, W) of one size."""
+
+    y_photo, y_painted = luma(photo), luma(painted)
+    (m_photo, s_photo), (m_painted, s_painted) = (
+        tuple(t[..., None, None] for t in mean_std(y)) for y in (y_photo, y_painted)
+    )
+    target = (y_photo - m_photo) / s_photo * s_painted + m_painted
+    return painted + smooth(target - y_painted, radius)
+
+
 # Bicubic interpolation (a = -0.75, PyTorch's and ONNX Runtime's) at twice the size, as a 5x5 convolution
 # per output phase: even rows and columns sit 1/4 pixel before a source pixel, odd ones 1/4 after.
 _CUBIC_EVEN = (-0.03515625, 0.26171875, 0.87890625, -0.10546875, 0.0)  # taps i-2 .. i+2
@@ -189,6 +223,9 @@ class Cascade(nn.Module):
     pyramid), so a level whose features see 10 px paints strokes k times larger while the photo's
     fine detail survives for the finer levels. The style statistics are the same at every scale.
     ``(1,)`` (the default) is the plain cascade. The finer levels run at full size.
+    ``shading_radius`` (> 0): each pyramid pass keeps its input's large-scale light and dark
+    (``keep_shading``), so the style's colours follow the photo's objects instead of painting
+    blotches across them; 0 lets the passes repaint the shading too.
 
     ``strength`` blends features (s * moved + (1 - s) * features) at the full-size levels, and
     images (s * painted + (1 - s) * input) at the pyramid's sizes: strength 0 is the finer levels'
@@ -202,6 +239,7 @@ class Cascade(nn.Module):
         transform: str = "wct",
         iters: int = NS_ITERS,
         coarse_scales: Sequence[int] = (1,),
+        shading_radius: int = SHADING_RADIUS,
     ):
         super().__init__()
         if not 1 <= len(decoders) <= len(ENCODER_LAYERS):
@@ -210,6 +248,9 @@ class Cascade(nn.Module):
         self.levels = [d.layer for d in decoders]
         self.transform, self.iters = transform, iters
         self.coarse_scales = check_coarse_scales(coarse_scales)
+        if shading_radius < 0:
+            raise ValueError(f"shading radius must be 0 (off) or more, not {shading_radius}")
+        self.shading_radius = int(shading_radius)
         # the smallest copy must still be a whole multiple of the coarsest level's stride
         self.size_multiple = self.coarse_scales[0] * size_multiple(self.levels[0])
 
@@ -225,6 +266,8 @@ class Cascade(nn.Module):
         """One pyramid size: the fully painted image blended with its input by ``strength``, so that
         strength 0 passes the photo through (no decoder's reconstruction error at every size)."""
         painted = decoder(self._moved(x, level, mean, cov, torch.ones_like(strength)))
+        if self.shading_radius:
+            painted = keep_shading(painted, x, self.shading_radius)
         return blend(painted, x, strength).clamp(0.0, 1.0)
 
     # A fixed signature (no *args), so that torch.export sees one tensor per ONNX input.
