@@ -168,10 +168,12 @@ def keep_shading(painted: Tensor, photo: Tensor, radius: int = SHADING_RADIUS) -
     The change is added to all three channels, so the painted colours' differences (their hue)
     stay, and so does the painted image's fine texture. Images (N, 3, H, W) of one size."""
 
+    def spread(y: Tensor) -> tuple[Tensor, Tensor]:  # mean and std of (N, 1, H, W), as (N, 1, 1, 1)
+        mean, std = mean_std(y)
+        return mean[..., None, None], std[..., None, None]
+
     y_photo, y_painted = luma(photo), luma(painted)
-    (m_photo, s_photo), (m_painted, s_painted) = (
-        tuple(t[..., None, None] for t in mean_std(y)) for y in (y_photo, y_painted)
-    )
+    (m_photo, s_photo), (m_painted, s_painted) = spread(y_photo), spread(y_painted)
     target = (y_photo - m_photo) / s_photo * s_painted + m_painted
     return painted + smooth(target - y_painted, radius)
 
