@@ -14,7 +14,16 @@ from PIL import Image
 
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.gan.data import load_dataset
-from training.gan.train import main
+from training.gan.functions import d_loss, diff_augment
+from training.gan.train import (
+    build_gan,
+    build_parser,
+    gan_step,
+    main,
+    resolve_data_dependent,
+    resolve_options,
+    step_generator,
+)
 from training.runs import load_checkpoint
 
 
@@ -35,6 +44,9 @@ def test_run_folder_has_everything(tiny_gan_run):
     assert options["conditional"] is True and options["num_classes"] == 4
     records = [json.loads(line) for line in (tiny_gan_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:  # every epoch's quality, not only the end's
+        assert r["fid"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert 0 <= r["label_agreement"] <= 1
     metrics = json.loads((tiny_gan_run / "metrics.json").read_text())
     assert {"fid", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"} <= set(metrics)
     assert sum(metrics["coverage"]["histogram"]) == metrics["samples"]
@@ -144,3 +156,40 @@ def test_mnist_is_padded_to_32_and_split_stratified():
     assert split.train.images.shape == (4500, 1, 32, 32) and len(split.held_out) == 500
     assert np.bincount(split.held_out.labels.numpy()).tolist() == [50] * 10
     assert split.train.images[:, :, :2].max() == -1.0  # the 2 px padding is background
+
+
+def test_a_step_trains_both_models_and_leaves_d_trainable():
+    """D is frozen only for the generator's backward: after a step both models have moved, D is
+    trainable again, and D's gradients are those of its own loss (none leaked in from G's pass)."""
+    o = resolve_options(build_parser().parse_args(TINY_GAN_ARGS))
+    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
+    resolve_data_dependent(o, data)
+    o["d_skip_below"] = 0.0
+    gan = build_gan(o, torch.device("cpu"), None)
+    assert gan.g.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    g0 = [p.detach().clone() for p in gan.g.parameters()]
+    d0 = [p.detach().clone() for p in gan.d.parameters()]
+    real, y = data.train.images[: o["batch_size"]], data.train.labels[: o["batch_size"]]
+    gan_step(gan, o, real.contiguous(memory_format=torch.channels_last), y, step_generator(0, 1, torch.device("cpu")))
+    assert all(p.requires_grad for p in gan.d.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(g0, gan.g.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, gan.d.parameters()))
+    # D's gradients left after the step are its own loss's: recompute that from the same starting
+    # point and noise, with nothing after it (G's pass through D, were D not frozen, would add to them).
+    fresh = build_gan(o, torch.device("cpu"), None)
+    rng = step_generator(0, 1, torch.device("cpu"))
+    policy = "" if o["diffaugment"] == "none" else o["diffaugment"]
+    bs = o["batch_size"]
+    z = torch.randn(bs, o["latent_dim"], generator=rng)
+    half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng)
+    fake_y = torch.cat([half, half[: bs // 2]])
+    fake = fresh.g(z, fake_y)
+    loss = d_loss(
+        o["loss"],
+        fresh.d(diff_augment(real, policy, rng), y),
+        fresh.d(diff_augment(fake.detach(), policy, rng), fake_y),
+        o["label_smoothing"],
+    )
+    loss.backward()
+    for p, q in zip(gan.d.parameters(), fresh.d.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)

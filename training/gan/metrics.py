@@ -182,9 +182,6 @@ class Reference:
             result["coverage"] = class_coverage(predictions, self.num_classes)
         return result
 
-    def fid(self, fake_images: torch.Tensor) -> float:
-        return frechet_distance(self.featurize(fake_images)[0], self.train_features)
-
     def evaluate(self, fake_images: torch.Tensor) -> dict[str, object]:
         """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real baseline."""
         return {
