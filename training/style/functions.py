@@ -47,8 +47,8 @@ def feature_stats(feat: Tensor) -> tuple[Tensor, Tensor]:
     n, c, h, w = feat.shape
     f = feat.reshape(n, c, h * w)
     mean = f.mean(dim=2)
-    centred = f - mean[..., None]
-    return mean, centred @ centred.transpose(1, 2) / (h * w)
+    # E[f f^T] - mean mean^T: no centred copy of the features (a full-size pass at every level)
+    return mean, f @ f.transpose(1, 2) / (h * w) - mean[:, :, None] * mean[:, None, :]
 
 
 def regularised(cov: Tensor, eps: float = COV_EPS) -> Tensor:
@@ -141,9 +141,12 @@ def match_statistics(
     n, c, h, w = feat.shape
     c_mean, c_cov = feature_stats(feat)
     a = transform_matrix(c_cov, style_cov, kind, iters, eps, style_eps)  # (N, C, C)
-    centred = feat.reshape(n, c, h * w) - c_mean[..., None]
-    moved = (a @ centred + style_mean[..., None]).reshape(n, c, h, w)
-    return blend(moved, feat, strength)
+    # s (a (f - c_mean) + style_mean) + (1 - s) f as one affine map m f + b: the blend and the
+    # centring happen on C x C matrices, and the full-size features are read once.
+    s = strength.reshape(-1, 1, 1).to(a.dtype)
+    m = s * a + (1 - s) * torch.eye(c, dtype=a.dtype, device=a.device)
+    b = s * (style_mean[..., None] - a @ c_mean[..., None])  # (N, C, 1)
+    return (m @ feat.reshape(n, c, h * w) + b).reshape(n, c, h, w)
 
 
 def blend(stylized: Tensor, content_feat: Tensor, strength: Tensor) -> Tensor:
