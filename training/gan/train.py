@@ -54,8 +54,22 @@ from training.runs import (
 
 # Schedules per profile: `quick` fits a 2-core CPU in under 10 minutes on MNIST, `full` is for a GPU.
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 40, "g_channels": 32, "d_channels": 32, "batch_size": 64, "classifier_epochs": 5},
-    "full": {"epochs": 60, "g_channels": 64, "d_channels": 64, "batch_size": 128, "classifier_epochs": 8},
+    "quick": {
+        "epochs": 64,
+        "g_channels": 32,
+        "d_channels": 32,
+        "batch_size": 64,
+        "classifier_epochs": 5,
+        "ema_decay": 0.99,
+    },
+    "full": {
+        "epochs": 60,
+        "g_channels": 64,
+        "d_channels": 64,
+        "batch_size": 128,
+        "classifier_epochs": 8,
+        "ema_decay": 0.999,
+    },
 }
 # Options a resumed run may change; any other option given must match the run's own (or it is refused).
 RESUMABLE_OVERRIDES = ("epochs", "device")
@@ -116,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--d-skip-below", type=float, default=0.1, help="skip the D update while its loss is below this (0 = never)"
     )
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the generator (the exported one)")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="EMA of the generator (the exported one): the most its decay ramps up to (profile default)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="profile default")
     p.add_argument("--epochs", type=int, default=None, help="profile default")
     p.add_argument(
