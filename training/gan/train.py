@@ -329,7 +329,7 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     # the skip rule reads the loss: averaged over the ranks, so that they all decide alike
     gan.last_d_loss = mean_across(gan.world, loss_d.item(), real.device)
     # Generator, through the discriminator: make generated images score as real. D is frozen for
-    # this pass: its weight gradients would be thrown away, and they cost a third of the backward.
+    # this pass: its weight gradients would only be thrown away.
     gan.d.requires_grad_(False)
     loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
     if o["mode_seeking"] > 0:
