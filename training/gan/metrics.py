@@ -182,11 +182,16 @@ class Reference:
             result["coverage"] = class_coverage(predictions, self.num_classes)
         return result
 
-    def evaluate(self, fake_images: torch.Tensor) -> dict[str, object]:
-        """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real baseline."""
-        return {
-            **self._measures(*self.featurize(fake_images)),
+    def evaluate(self, fake_images: torch.Tensor, labels: np.ndarray | None = None) -> dict[str, object]:
+        """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real
+        baseline; with the ``labels`` they were asked for (and a classifier), how often it agrees."""
+        features, predictions = self.featurize(fake_images)
+        result = {
+            **self._measures(features, predictions),
             "baseline_real_vs_real": self.baseline,
             "samples": int(len(fake_images)),
             "feature_space": self.feature_space,
         }
+        if labels is not None and predictions is not None:
+            result["label_agreement"] = float((predictions == labels).mean())
+        return result
