@@ -27,7 +27,9 @@ from training.style.model import (
     Cascade,
     Decoder,
     StyleEncoder,
+    build_decoder,
     check_coarse_scales,
+    decoder_config,
     default_coarse_scales,
     enlarge,
     feature_channels,
@@ -305,6 +307,66 @@ def test_decoder_input_scale_is_applied_and_saved_with_the_weights():
     restored = Decoder("relu2_1")
     restored.load_state_dict(scaled.state_dict())
     assert float(restored.input_scale) == 0.25
+
+
+@pytest.mark.parametrize("pointwise", [True, False])
+def test_forward_mapped_is_decoding_the_mapped_features(pointwise):
+    """The transform folded into the decoder (into its 1x1 entry's weights, or its input scale)
+    gives what decoding ``m f + b`` gives."""
+    torch.manual_seed(0)
+    decoder = Decoder("relu1_1", width=0.25, input_scale=0.3, pointwise_entry=pointwise).eval()
+    feat = _feat(13, (2, 64, 10, 14)).relu()
+    m = torch.eye(64) + 0.2 * torch.randn(2, 64, 64)
+    b = torch.randn(2, 64, 1)
+    with torch.no_grad():
+        mapped = (m @ feat.reshape(2, 64, -1) + b).reshape(feat.shape)
+        torch.testing.assert_close(decoder.forward_mapped(feat, m, b), decoder(mapped), rtol=1e-4, atol=1e-5)
+
+
+def test_a_pointwise_entry_decoder_starts_with_a_1x1_convolution_into_its_width():
+    decoder = Decoder("relu1_1", width=0.25, pointwise_entry=True)
+    entry = decoder.net[0]
+    assert isinstance(entry, torch.nn.Conv2d) and entry.kernel_size == (1, 1)
+    assert (entry.in_channels, entry.out_channels) == (64, 16)
+    assert decoder(torch.rand(1, 64, 12, 20)).shape == (1, 3, 12, 20)
+    deep = Decoder("relu2_1", width=0.5, pointwise_entry=True)
+    assert deep(torch.rand(1, 128, 6, 10)).shape == (1, 3, 12, 20)
+
+
+def test_build_decoder_rebuilds_saved_decoders_and_reads_configs_from_before_per_level_widths():
+    decoders = {
+        "relu2_1": Decoder("relu2_1", width=0.5),
+        "relu1_1": Decoder("relu1_1", width=0.25, pointwise_entry=True),
+    }
+    config = decoder_config(decoders)
+    assert config == {
+        "levels": ["relu2_1", "relu1_1"],
+        "widths": {"relu2_1": 0.5, "relu1_1": 0.25},
+        "pointwise_entry": ["relu1_1"],
+    }
+    for level, decoder in decoders.items():
+        build_decoder(config, level).load_state_dict(decoder.state_dict())  # strict: the same layers
+    old = build_decoder({"levels": ["relu2_1", "relu1_1"], "width": 0.5}, "relu1_1")
+    assert not old.pointwise_entry and old.width == 0.5
+    old.load_state_dict(Decoder("relu1_1", width=0.5).state_dict())
+    with pytest.raises(RuntimeError):
+        old.load_state_dict(decoders["relu1_1"].state_dict())
+
+
+def test_the_full_size_relu1_1_stage_estimates_the_statistics_from_a_quarter_of_the_positions():
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
+    decoders = [Decoder("relu2_1", width=0.25).eval(), Decoder("relu1_1", width=0.25, pointwise_entry=True).eval()]
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 12), size=(64, 96), mode="bilinear")
+    with torch.no_grad():
+        stats = StyleEncoder(vgg, ["relu2_1", "relu1_1"])(torch.rand(1, 3, 40, 56))
+        every = Cascade(vgg, decoders, stats_stride=1)(smooth, torch.ones(1), *stats)
+        quarter = Cascade(vgg, decoders)(smooth, torch.ones(1), *stats)
+    difference = (every - quarter).pow(2).mean()
+    # a different estimate of nearly the same statistics: > 30 dB apart with these random weights
+    assert 0 < difference < 1e-3
+    with pytest.raises(ValueError, match="stride"):
+        Cascade(vgg, decoders, stats_stride=0)
 
 
 def test_decoder_rejects_unknown_layer():

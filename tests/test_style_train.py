@@ -54,6 +54,7 @@ def test_a_few_steps_write_the_run_folder(tiny_run):
     assert ckpt["step"] == 4 and ckpt["vgg"]["source"] == "random"
     assert set(ckpt) >= {"decoders", "optimizer", "rng", "options", "train_seconds"}
     assert ckpt["decoder_config"]["levels"] == ["relu3_1", "relu2_1", "relu1_1"]
+    assert ckpt["decoder_config"]["pointwise_entry"] == ["relu1_1"]  # the level the transform folds into
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_run):
@@ -98,6 +99,7 @@ def test_dry_run_prints_options_and_writes_nothing(tmp_path, capsys):
         (["--encoder-layer", "relu9_1"], "--encoder-layer"),
         (["--lr", "-1"], "--lr"),
         (["--decoder-width", "0"], "--decoder-width"),
+        (["--fine-width", "3"], "--fine-width"),
         (["--content-dir", "/no/such/folder"], "--content-dir"),
         (["--vgg", "/no/such/file.pth"], "--vgg"),
         (["--profile", "tiny"], "--profile"),

@@ -45,6 +45,7 @@ from training.style.model import (
     Cascade,
     Decoder,
     StyleEncoder,
+    build_decoder,
     default_coarse_scales,
     feature_channels,
     layer_block,
@@ -144,6 +145,8 @@ def export_style(
             "cov_eps": COV_EPS,
             "style_cov_eps": STYLE_COV_EPS,
             "decoder_width": config["width"],
+            "decoder_widths": {d.layer: d.width for d in decoders},
+            "pointwise_entry": [d.layer for d in decoders if d.pointwise_entry],
             "strength": "at each full-size level: features = s * T(features) + (1 - s) * features; at each "
             "size of the coarse pyramid: image = s * decoded(T(features)) + (1 - s) * image",
             "variants": {"fp16": fp16},
@@ -230,7 +233,7 @@ def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
     config, state = ckpt["decoder_config"], ckpt["decoders"]
     decoders = []
     for level in levels:
-        decoder = Decoder(level, config["width"])
+        decoder = build_decoder(config, level)
         decoder.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == level})
         decoders.append(decoder.eval())
     return decoders

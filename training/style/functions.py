@@ -126,6 +126,30 @@ def transform_matrix_eigh(
     raise ValueError(f"transform must be 'ot' or 'wct', not {kind!r}")
 
 
+def statistics_map(
+    content_mean: Tensor,
+    content_cov: Tensor,
+    style_mean: Tensor,
+    style_cov: Tensor,
+    strength: Tensor,
+    kind: str = "wct",
+    iters: int = NS_ITERS,
+    eps: float = COV_EPS,
+    style_eps: float = STYLE_COV_EPS,
+) -> tuple[Tensor, Tensor]:
+    """The affine map ``(m (N, C, C), b (N, C, 1))`` with ``m f + b`` = the content features ``f``
+    (whose mean and covariance are given) moved to the style's mean (N, C) and covariance (N, C, C),
+    blended with the untouched features by ``strength`` (N,) in [0, 1]:
+    ``s (a (f - content_mean) + style_mean) + (1 - s) f``, folded onto C x C matrices so that the
+    full-size features are read once (or not at all: see ``Decoder.forward_mapped``)."""
+    c = content_cov.shape[-1]
+    a = transform_matrix(content_cov, style_cov, kind, iters, eps, style_eps)  # (N, C, C)
+    s = strength.reshape(-1, 1, 1).to(a.dtype)
+    m = s * a + (1 - s) * torch.eye(c, dtype=a.dtype, device=a.device)
+    b = s * (style_mean[..., None] - a @ content_mean[..., None])  # (N, C, 1)
+    return m, b
+
+
 def match_statistics(
     feat: Tensor,
     style_mean: Tensor,
@@ -137,15 +161,9 @@ def match_statistics(
     style_eps: float = STYLE_COV_EPS,
 ) -> Tensor:
     """Content features (N, C, H, W) moved to the style's mean (N, C) and covariance (N, C, C),
-    blended with the untouched features by ``strength`` (N,) in [0, 1]."""
+    blended with the untouched features by ``strength`` (N,) in [0, 1] (``statistics_map``)."""
     n, c, h, w = feat.shape
-    c_mean, c_cov = feature_stats(feat)
-    a = transform_matrix(c_cov, style_cov, kind, iters, eps, style_eps)  # (N, C, C)
-    # s (a (f - c_mean) + style_mean) + (1 - s) f as one affine map m f + b: the blend and the
-    # centring happen on C x C matrices, and the full-size features are read once.
-    s = strength.reshape(-1, 1, 1).to(a.dtype)
-    m = s * a + (1 - s) * torch.eye(c, dtype=a.dtype, device=a.device)
-    b = s * (style_mean[..., None] - a @ c_mean[..., None])  # (N, C, 1)
+    m, b = statistics_map(*feature_stats(feat), style_mean, style_cov, strength, kind, iters, eps, style_eps)
     return (m @ feat.reshape(n, c, h * w) + b).reshape(n, c, h, w)
 
 

@@ -6,7 +6,8 @@ features the style's mean and covariance, level by level from coarse to fine. No
 training, so any style works that the statistics can describe.
 
 - ``Decoder``: mirrors the VGG up to one level ``relu{B}_1`` (reflection padding, 3x3 convs, ReLU,
-  nearest x2 upsampling); ``width`` scales its inner channels (a slimmer decoder for CPUs).
+  nearest x2 upsampling); ``width`` scales its inner channels (a slimmer decoder for CPUs); a
+  ``pointwise_entry`` decoder starts with a 1x1 convolution, into which the transform folds.
 - ``StyleEncoder``: image -> (mean, covariance) of the VGG features at every level: the exported
   graph that computes a style's statistics (presets and uploads alike).
 - ``Cascade``: the exported serving graph: for each level, coarse to fine, encode the current
@@ -18,13 +19,14 @@ training, so any style works that the statistics can describe.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.style.functions import NS_ITERS, blend, feature_stats, match_statistics, mean_std
+from training.style.functions import NS_ITERS, blend, feature_stats, mean_std, statistics_map
 
 VGG_WIDTHS = (64, 128, 256, 512)  # conv widths of VGG blocks 1..4
 DECODER_CONVS = (2, 2, 4)  # convs mirrored in blocks 1..3 (VGG19's counts, as in pytorch-AdaIN)
@@ -38,6 +40,10 @@ PYRAMID = (16, 8, 4, 2)
 # had painted blotches over them, and still styles more than the peer (docs/style-transfer.md).
 SHADING_RADIUS = 2
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
+# A full-size relu1_1 stage estimates the photo's feature statistics from every second position
+# each way: a quarter of the products for 64 channels at every pixel, and the output 54 dB from
+# the all-positions estimate's (measured on a held-out photo; see ``Cascade``).
+STATS_STRIDE = 2
 
 
 def layer_block(layer: str) -> int:
@@ -76,6 +82,9 @@ class Decoder(nn.Module):
     ``input_scale`` (a buffer, saved with the weights) multiplies the features first, so that the
     first convolution sees unit-scale inputs whatever the VGG's normalisation (HED's 0-255 input
     gives features ~100x larger than ImageNet's); the trainer sets it from the encoder.
+    ``pointwise_entry``: a 1x1 convolution C_B -> inner_B and a ReLU come first (the rest as above,
+    from inner_B channels): the statistics transform, itself per-pixel, then folds into its weights
+    (``forward_mapped``), so a full-size level never computes the transformed features at all.
     """
 
     def __init__(
@@ -85,14 +94,18 @@ class Decoder(nn.Module):
         convs_per_block: Sequence[int] = DECODER_CONVS,
         out_channels: int = 3,
         input_scale: float = 1.0,
+        pointwise_entry: bool = False,
     ):
         super().__init__()
         top = layer_block(layer)
-        self.layer, self.width = layer, width
+        self.layer, self.width, self.pointwise_entry = layer, width, bool(pointwise_entry)
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         inner = [max(8, round(w * width)) for w in VGG_WIDTHS]
         ch = VGG_WIDTHS[top - 1]
         layers: list[nn.Module] = []
+        if pointwise_entry:  # (C_B, h, w) -> (inner_B, h, w), per pixel
+            layers += [nn.Conv2d(ch, inner[top - 1], 1), nn.ReLU(inplace=True)]
+            ch = inner[top - 1]
         for block in range(top, 0, -1):
             # the top block's convs are mirrored by the one below, except relu1_1's (mirror of conv1_2)
             for _ in range(convs_per_block[block - 1] - 1 if block < top or top == 1 else 0):
@@ -106,6 +119,38 @@ class Decoder(nn.Module):
 
     def forward(self, feat: Tensor) -> Tensor:
         return self.net(feat * self.input_scale)
+
+    def forward_mapped(self, feat: Tensor, m: Tensor, b: Tensor) -> Tensor:
+        """``self(m f + b)`` for features ``f`` (N, C, H, W) and a per-image affine map ``m`` (N, C, C),
+        ``b`` (N, C, 1) (``functions.statistics_map``), with the map folded into the first layer: the
+        input scale into ``m`` and ``b``, and for a ``pointwise_entry`` decoder ``m`` and ``b`` into
+        the 1x1 convolution's weights (K, C) and bias, so ``m f + b`` (C channels at the features'
+        size) is never made: one (K x C) product per pixel instead of a C x C one and a convolution."""
+        n, c, h, w = feat.shape
+        m, b, f = m * self.input_scale, b * self.input_scale, feat.reshape(n, c, h * w)
+        if not self.pointwise_entry:
+            return self.net((m @ f + b).reshape(n, c, h, w))
+        entry = self.net[0]
+        weight = entry.weight[:, :, 0, 0]  # (K, C)
+        hidden = (weight @ m) @ f + (weight @ b + entry.bias[:, None])  # (N, K, H*W)
+        return self.net[1:](hidden.reshape(n, -1, h, w))
+
+
+def decoder_config(decoders: Mapping[str, Decoder]) -> dict[str, Any]:
+    """What rebuilds ``decoders`` (level -> decoder) with ``build_decoder``: their levels in order,
+    each one's width, and the levels whose decoder has a ``pointwise_entry``."""
+    return {
+        "levels": list(decoders),
+        "widths": {level: d.width for level, d in decoders.items()},
+        "pointwise_entry": [level for level, d in decoders.items() if d.pointwise_entry],
+    }
+
+
+def build_decoder(config: Mapping[str, Any], level: str, input_scale: float = 1.0) -> Decoder:
+    """An untrained decoder of ``level`` as ``config`` (``decoder_config``) describes it; a config
+    from before per-level widths (only ``width``) describes decoders without a pointwise entry."""
+    width = config.get("widths", {}).get(level, config.get("width"))
+    return Decoder(level, width, input_scale=input_scale, pointwise_entry=level in config.get("pointwise_entry", ()))
 
 
 class StyleEncoder(nn.Module):
@@ -229,6 +274,9 @@ class Cascade(nn.Module):
     (``keep_shading``), so the style's colours follow the photo's objects instead of painting
     blotches across them; 0 lets the passes repaint the shading too.
 
+    ``stats_stride``: the full-size relu1_1 stage estimates the content's statistics from every
+    ``stats_stride``-th position each way (``STATS_STRIDE``); every other stage from all of them.
+
     ``strength`` blends features (s * moved + (1 - s) * features) at the full-size levels, and
     images (s * painted + (1 - s) * input) at the pyramid's sizes: strength 0 is the finer levels'
     reconstruction of the photo, not a chain of every size's reconstruction errors.
@@ -242,6 +290,7 @@ class Cascade(nn.Module):
         iters: int = NS_ITERS,
         coarse_scales: Sequence[int] = (1,),
         shading_radius: int = SHADING_RADIUS,
+        stats_stride: int = STATS_STRIDE,
     ):
         super().__init__()
         if not 1 <= len(decoders) <= len(ENCODER_LAYERS):
@@ -253,21 +302,32 @@ class Cascade(nn.Module):
         if shading_radius < 0:
             raise ValueError(f"shading radius must be 0 (off) or more, not {shading_radius}")
         self.shading_radius = int(shading_radius)
+        if stats_stride < 1:
+            raise ValueError(f"statistics stride must be 1 (every position) or more, not {stats_stride}")
+        self.stats_stride = int(stats_stride)
         # the smallest copy must still be a whole multiple of the coarsest level's stride
         self.size_multiple = self.coarse_scales[0] * size_multiple(self.levels[0])
 
-    def _moved(self, x: Tensor, level: str, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
-        """``x``'s features at ``level`` given the style's statistics, blended by ``strength``."""
-        return match_statistics(self.vgg(x, [level])[level], mean, cov, strength, self.transform, self.iters)
+    def _decoded(
+        self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, cov: Tensor, strength: Tensor, stride: int = 1
+    ) -> Tensor:
+        """``x``'s features at ``level`` given the style's statistics, blended by ``strength``, decoded
+        (the transform folded into the decoder: ``Decoder.forward_mapped``); the features' own
+        statistics from every ``stride``-th position each way."""
+        feat = self.vgg(x, [level])[level]
+        sample = feat[:, :, ::stride, ::stride] if stride > 1 else feat
+        m, b = statistics_map(*feature_stats(sample), mean, cov, strength, self.transform, self.iters)
+        return decoder.forward_mapped(feat, m, b)
 
     def _stage(self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
         """One level at full size: the features blended by ``strength``, then decoded."""
-        return decoder(self._moved(x, level, mean, cov, strength)).clamp(0.0, 1.0)
+        stride = self.stats_stride if layer_block(level) == 1 else 1
+        return self._decoded(x, level, decoder, mean, cov, strength, stride).clamp(0.0, 1.0)
 
     def _painted(self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, cov: Tensor, strength: Tensor) -> Tensor:
         """One pyramid size: the fully painted image blended with its input by ``strength``, so that
         strength 0 passes the photo through (no decoder's reconstruction error at every size)."""
-        painted = decoder(self._moved(x, level, mean, cov, torch.ones_like(strength)))
+        painted = self._decoded(x, level, decoder, mean, cov, torch.ones_like(strength))
         if self.shading_radius:
             painted = keep_shading(painted, x, self.shading_radius)
         return blend(painted, x, strength).clamp(0.0, 1.0)

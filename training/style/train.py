@@ -43,7 +43,7 @@ from training.runs import (
 )
 from training.style.data import TrainingImages, content_source
 from training.style.functions import content_loss, psnr
-from training.style.model import Cascade, Decoder, default_coarse_scales, levels_up_to
+from training.style.model import Cascade, build_decoder, decoder_config, default_coarse_scales, levels_up_to
 from training.style.options import load_style_checkpoint, resolve_options
 from training.style.samples import fixed_samples, write_samples
 from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
@@ -147,15 +147,22 @@ class Run:
     train_seconds: float = 0.0
 
 
-def new_decoders(
-    levels: list[str], width: float, seed: int, input_scales: dict[str, float] | None = None
-) -> nn.ModuleDict:
-    """The decoders of ``levels``, initialised from ``seed`` without touching the global RNG."""
+def new_decoder_config(opt: dict[str, Any]) -> dict[str, Any]:
+    """A new run's decoders (``model.build_decoder``): every level from the encoder layer down, at
+    the decoder width, except relu1_1 — the level that runs on every pixel of the photo — at the
+    fine width and with a 1x1 entry convolution (the transform folds into it)."""
+    levels = levels_up_to(opt["encoder_layer"])
+    widths = {level: opt["fine_width"] if level == "relu1_1" else opt["decoder_width"] for level in levels}
+    return {"levels": levels, "width": opt["decoder_width"], "widths": widths, "pointwise_entry": ["relu1_1"]}
+
+
+def new_decoders(config: dict[str, Any], seed: int, input_scales: dict[str, float] | None = None) -> nn.ModuleDict:
+    """The decoders of ``config`` (``model.build_decoder``), initialised from ``seed`` without touching
+    the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return nn.ModuleDict(
-            {level: Decoder(level, width, input_scale=(input_scales or {}).get(level, 1.0)) for level in levels}
-        )
+        scales = input_scales or {}
+        return nn.ModuleDict({lv: build_decoder(config, lv, scales.get(lv, 1.0)) for lv in config["levels"]})
 
 
 def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor]) -> dict[str, float]:
@@ -180,13 +187,14 @@ def start_run(
     Every rank builds the same decoders (same seed, same scale-measuring images)."""
     vgg, vgg_info = load_encoder(opt, resume and resume["vgg"], log)
     vgg = vgg.to(device)
-    levels = levels_up_to(opt["encoder_layer"])
+    config = new_decoder_config(opt) if resume is None else resume["decoder_config"]
+    levels = config["levels"]
     scales = None  # resumed decoders restore their own from the checkpoint
     if resume is None:
         images = make_images(opt)
         scales = feature_input_scales(vgg, levels, [images[i].to(device) for i in range(4)])
         log("decoder input scales (1 / RMS of the features): " + ", ".join(f"{k} {v:.4g}" for k, v in scales.items()))
-    decoders = new_decoders(levels, opt["decoder_width"], opt["seed"], scales).to(device)
+    decoders = new_decoders(config, opt["seed"], scales).to(device)
     run = Run(
         opt,
         run_dir,
@@ -242,7 +250,7 @@ def save_run(run: Run) -> None:
             "options": run.opt,
             "vgg": run.vgg_info,
             "train_seconds": run.train_seconds,
-            "decoder_config": {"levels": list(run.decoders), "width": run.opt["decoder_width"]},
+            "decoder_config": {**decoder_config(run.decoders), "width": run.opt["decoder_width"]},
         },
     )
 
