@@ -41,8 +41,8 @@ PYRAMID = (16, 8, 4, 2)
 SHADING_RADIUS = 2
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
 # A full-size relu1_1 stage estimates the photo's feature statistics from every second position
-# each way: a quarter of the products for 64 channels at every pixel, and the output 54 dB from
-# the all-positions estimate's (measured on a held-out photo; see ``Cascade``).
+# each way: a quarter of the products for 64 channels at every pixel, and the output 54-64 dB from
+# the all-positions estimate's (three photos, two styles, 512 px; see ``Cascade``).
 STATS_STRIDE = 2
 
 
