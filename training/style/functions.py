@@ -150,23 +150,6 @@ def statistics_map(
     return m, b
 
 
-def match_statistics(
-    feat: Tensor,
-    style_mean: Tensor,
-    style_cov: Tensor,
-    strength: Tensor,
-    kind: str = "wct",
-    iters: int = NS_ITERS,
-    eps: float = COV_EPS,
-    style_eps: float = STYLE_COV_EPS,
-) -> Tensor:
-    """Content features (N, C, H, W) moved to the style's mean (N, C) and covariance (N, C, C),
-    blended with the untouched features by ``strength`` (N,) in [0, 1] (``statistics_map``)."""
-    n, c, h, w = feat.shape
-    m, b = statistics_map(*feature_stats(feat), style_mean, style_cov, strength, kind, iters, eps, style_eps)
-    return (m @ feat.reshape(n, c, h * w) + b).reshape(n, c, h, w)
-
-
 def blend(stylized: Tensor, content_feat: Tensor, strength: Tensor) -> Tensor:
     """``strength * stylized + (1 - strength) * content_feat``; ``strength`` (N,) in [0, 1]."""
     s = strength.reshape(-1, 1, 1, 1).to(stylized.dtype)

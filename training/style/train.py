@@ -153,7 +153,7 @@ def new_decoder_config(opt: dict[str, Any]) -> dict[str, Any]:
     fine width and with a 1x1 entry convolution (the transform folds into it)."""
     levels = levels_up_to(opt["encoder_layer"])
     widths = {level: opt["fine_width"] if level == "relu1_1" else opt["decoder_width"] for level in levels}
-    return {"levels": levels, "width": opt["decoder_width"], "widths": widths, "pointwise_entry": ["relu1_1"]}
+    return {"levels": levels, "widths": widths, "pointwise_entry": ["relu1_1"]}
 
 
 def new_decoders(config: dict[str, Any], seed: int, input_scales: dict[str, float] | None = None) -> nn.ModuleDict:
