@@ -55,6 +55,8 @@ def test_manifest_records_the_contract(exports_dir):
     assert manifest["style"]["size_multiple"] == 16
     assert s["coarse_shading_radius"] == 2 and "luma" in s["coarse_shading_rule"]  # the pyramid keeps the shading
     assert s["parity"]["max_abs_diff"] <= s["parity"]["atol"]
+    # random VGG weights are not close to low rank: both graphs keep the exact conv1_2
+    assert s["conv1_2_low_rank"] is None and manifest["models"]["style_encoder"]["conv1_2_low_rank"] is None
 
 
 def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys):
@@ -67,6 +69,10 @@ def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys):
     code = main(["--runs-root", str(tmp_path), "--style-shading-radius", "-1", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--style-shading-radius must be 0 or more, not -1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    code = main(["--runs-root", str(tmp_path), "--style-conv1-2-energy", "1.5", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--style-conv1-2-energy must be in (0, 1], not 1.5" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -294,3 +294,42 @@ def test_auto_never_falls_back_to_random(offline_hub, tmp_path, monkeypatch):
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     with pytest.raises(VGGWeightsError, match="never chosen"):
         load_vgg("auto", cache_dir=tmp_path / "empty-cache", log=quiet)
+
+
+# --------------------------------------------------------------------------- low-rank conv1_2
+
+
+def test_factorize_conv_is_exact_on_a_low_rank_kernel_and_keeps_a_full_rank_one():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, padding=1)
+    with torch.no_grad():  # a rank-5 kernel: 24 x (16*9) = (24 x 5)(5 x 144)
+        conv.weight.copy_((torch.randn(24, 5) @ torch.randn(5, 16 * 9)).reshape(24, 16, 3, 3))
+    pair, rank = vgg.factorize_conv(conv, 0.999)
+    assert rank == 5 and [m.kernel_size for m in pair] == [(3, 3), (1, 1)] and pair[0].out_channels == 5
+    x = torch.randn(2, 16, 11, 13)
+    with torch.no_grad():
+        assert torch.allclose(pair(x), conv(x), atol=1e-4)
+    full = nn.Conv2d(64, 64, 3, padding=1)  # random: a flat spectrum, no saving at 98.5%
+    same, rank = vgg.factorize_conv(full, 0.985)
+    assert same is full and rank == 64
+
+
+def test_low_rank_conv1_2_of_hed_keeps_relu2_1_close_and_says_so(hed):
+    import copy
+
+    from training.style.export import CONV1_2_ENERGY, low_rank_conv1_2
+
+    model = copy.deepcopy(hed[0]).eval()
+    exact = model.features[model.names.index("conv1_2")]
+    lines = []
+    record = low_rank_conv1_2(model, CONV1_2_ENERGY, lines.append)
+    pair = model.features[model.names.index("conv1_2")]
+    assert record["rank"] == 32 and record["of"] == 64 and pair[0].out_channels == 32
+    assert 0 < record["relu2_1_rel_err_max"] < 0.05 and "rank 32 of 64" in lines[0]
+    x = torch.rand(1, 64, 20, 20)
+    with torch.no_grad():  # the pair is the truncated SVD: its residual is what the energy left out
+        residual = ((pair(x) - exact(x)).norm() / (exact(x) - exact.bias[:, None, None]).norm()).item()
+    assert 0 < residual < 0.2
+    assert low_rank_conv1_2(copy.deepcopy(hed[0]), 1.0, lines.append) is None  # 1: the exact encoder
+    with pytest.raises(ValueError, match=r"conv1_2 energy must be in \(0, 1\]"):
+        low_rank_conv1_2(model, 0.0, lines.append)

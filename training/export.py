@@ -25,6 +25,7 @@ from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
+from training.style.export import CONV1_2_ENERGY, export_style
 from training.style.model import PYRAMID, SHADING_RADIUS, check_coarse_scales
 
 MANIFEST_VERSION = 1
@@ -123,7 +124,7 @@ def export_all(
     style_options: dict[str, Any] | None = None,
 ) -> dict:
     """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
-    ``coarse_scales`` and ``shading_radius`` for ``export_style``."""
+    ``coarse_scales``, ``shading_radius`` and ``conv1_2_energy`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +136,6 @@ def export_all(
         if gan_run is not None:
             models["generator"] = export_generator(gan_run, staging, log)
         if style_run is not None:
-            from training.style.export import export_style
-
             style = export_style(style_run, staging, styles_dir, log=log, **(style_options or {}))
             models.update(style["models"])
             assets.extend(style["assets"])
@@ -227,10 +226,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the pyramid's passes keep the photo's light and dark above this scale (pixels at each size), "
         "so the style's colours follow its objects; 0: the passes repaint the shading too",
     )
+    p.add_argument(
+        "--style-conv1-2-energy",
+        type=float,
+        default=CONV1_2_ENERGY,
+        help="the served encoder's conv1_2 as a low-rank pair keeping this share of its singular values' "
+        "energy (a 3x3 conv into fewer channels, then 1x1; recorded in the manifest); 1: exact",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
     if args.style_shading_radius < 0:
         print(f"error: --style-shading-radius must be 0 or more, not {args.style_shading_radius}", file=sys.stderr)
+        return 2
+    if not 0 < args.style_conv1_2_energy <= 1:
+        print(f"error: --style-conv1-2-energy must be in (0, 1], not {args.style_conv1_2_energy}", file=sys.stderr)
         return 2
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
     style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 "levels": args.style_levels.split(",") if args.style_levels else None,
                 "coarse_scales": _coarse_scales(args.style_coarse_scales),
                 "shading_radius": args.style_shading_radius,
+                "conv1_2_energy": args.style_conv1_2_energy,
             },
         )
     except (ExportError, ValueError) as e:

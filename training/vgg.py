@@ -143,6 +143,29 @@ class VGGFeatures(nn.Module):
         return {t: out[t] for t in taps}
 
 
+def factorize_conv(conv: nn.Conv2d, energy: float) -> tuple[nn.Module, int]:
+    """``conv`` as a k x k convolution into r channels followed by a 1 x 1 one back to C_out: the
+    truncated SVD of its weight seen as a C_out x (C_in k k) matrix (Denton et al. 2014, "Exploiting
+    Linear Structure Within Convolutional Networks"). r is the fewest singular values whose squares
+    keep ``energy`` of the total. Returns ``(module, r)``; the convolution itself, with r = C_out,
+    when the pair would not save a fifth of its multiply-adds."""
+    w = conv.weight.detach()
+    c_out, c_in, kh, kw = w.shape
+    u, s, vh = torch.linalg.svd(w.reshape(c_out, -1).double(), full_matrices=False)
+    kept = torch.cumsum(s**2, 0) / (s**2).sum()
+    rank = int((kept < energy).sum()) + 1
+    if rank * (c_in * kh * kw + c_out) > 0.8 * c_out * c_in * kh * kw:
+        return conv, c_out
+    first = nn.Conv2d(c_in, rank, (kh, kw), conv.stride, conv.padding, bias=False)
+    second = nn.Conv2d(rank, c_out, 1)
+    with torch.no_grad():
+        first.weight.copy_(vh[:rank].reshape(rank, c_in, kh, kw))
+        second.weight.copy_((u[:, :rank] * s[:rank]).reshape(c_out, rank, 1, 1))
+        second.bias.copy_(conv.bias if conv.bias is not None else torch.zeros(c_out))
+    pair = nn.Sequential(first, second).requires_grad_(conv.weight.requires_grad)
+    return pair.train(conv.training), rank
+
+
 # ----------------------------------------------------------------------------- loading
 
 

@@ -52,7 +52,7 @@ from training.style.model import (
     size_multiple,
 )
 from training.style.options import load_style_checkpoint
-from training.vgg import check_same_vgg, load_vgg, recorded_source
+from training.vgg import check_same_vgg, factorize_conv, load_vgg, recorded_source
 
 ATOL = 1e-4
 # fp32 convolutions accumulate rounding error relative to the magnitude of their outputs; VGG
@@ -67,6 +67,11 @@ TRANSFORM_RTOL = 1e-2
 TRANSFORMS = ("ot", "wct")
 STYLE_SIDE = 512  # style images are resized to this long side before their statistics
 THUMB_SIDE = 128
+# The served encoder's conv1_2 (64 -> 64, 3x3: the costliest convolution of the relu2_1 pyramid
+# passes) is factorized to keep this share of its singular values' energy: rank 32 of 64 for
+# hed-vgg16, 0.56x its multiply-adds, relu2_1 features within ~2% of the exact ones on the held-out
+# photos (recorded in the manifest); 1 serves the exact convolution.
+CONV1_2_ENERGY = 0.985
 
 
 def export_style(
@@ -79,6 +84,7 @@ def export_style(
     levels: Sequence[str] | None = None,
     coarse_scales: Sequence[int] | None = None,
     shading_radius: int = SHADING_RADIUS,
+    conv1_2_energy: float = CONV1_2_ENERGY,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
@@ -86,13 +92,14 @@ def export_style(
     ``transform``: ``ot`` or ``wct``; ``levels``: the cascade's levels, coarse to fine (default:
     every level the run trained a decoder for); ``coarse_scales``: the Laplacian pyramid the
     coarsest level runs on (``Cascade``; default ``default_coarse_scales`` of the coarsest level);
-    ``shading_radius``: the pyramid passes keep the photo's shading above this scale (``Cascade``).
+    ``shading_radius``: the pyramid passes keep the photo's shading above this scale (``Cascade``);
+    ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the exact encoder).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
     vgg, info, decoders, encoder, cascade = load_style_modules(
-        ckpt, levels, transform, log, coarse_scales, shading_radius
+        ckpt, levels, transform, log, coarse_scales, shading_radius, conv1_2_energy
     )
     levels = encoder.levels
 
@@ -116,6 +123,7 @@ def export_style(
             "role": "style_encoder",
             **common,
             "vgg": vgg_fields,
+            "conv1_2_low_rank": info["conv1_2_low_rank"],  # the stylizer's encoder is the same
             "normalization": info["normalization"],
             "input_range": [0.0, 1.0],
             "color": "RGB",
@@ -147,6 +155,7 @@ def export_style(
             "decoder_width": config["width"],
             "decoder_widths": {d.layer: d.width for d in decoders},
             "pointwise_entry": [d.layer for d in decoders if d.pointwise_entry],
+            "conv1_2_low_rank": info["conv1_2_low_rank"],
             "strength": "at each full-size level: features = s * T(features) + (1 - s) * features; at each "
             "size of the coarse pyramid: image = s * decoded(T(features)) + (1 - s) * image",
             "variants": {"fp16": fp16},
@@ -204,12 +213,14 @@ def load_style_modules(
     log: Callable[[str], None] = print,
     coarse_scales: Sequence[int] | None = None,
     shading_radius: int = SHADING_RADIUS,
+    conv1_2_energy: float = CONV1_2_ENERGY,
 ):
     """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
 
     ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
     order coarse to fine; ``transform``: ``ot`` or ``wct``; ``coarse_scales``: see ``Cascade``
-    (default: ``default_coarse_scales`` of the coarsest level); ``shading_radius``: see ``Cascade``."""
+    (default: ``default_coarse_scales`` of the coarsest level); ``shading_radius``: see ``Cascade``;
+    ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (what was done is ``vgg_info["conv1_2_low_rank"]``)."""
     config = ckpt["decoder_config"]
     levels = list(levels or config["levels"])
     if transform not in TRANSFORMS:
@@ -222,10 +233,42 @@ def load_style_modules(
         recorded_source(ckpt["vgg"]), arch=ckpt["vgg"]["arch"], last_layer=config["levels"][0], log=log
     )
     check_same_vgg(ckpt["vgg"], info)
+    info = {**info, "conv1_2_low_rank": low_rank_conv1_2(vgg, conv1_2_energy, log)}
     decoders = load_decoders(ckpt, levels)
     scales = default_coarse_scales(levels[0]) if coarse_scales is None else coarse_scales
     cascade = Cascade(vgg, decoders, transform, coarse_scales=scales, shading_radius=shading_radius)
     return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), cascade.eval()
+
+
+def low_rank_conv1_2(vgg: torch.nn.Module, energy: float, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Replace ``vgg``'s conv1_2 by its factorization (``factorize_conv``) when ``energy`` < 1 and
+    that saves work; returns its rank and how far it moves relu2_1 on the held-out photos
+    (|f' - f| / |f| at long side 256, the pyramid's 1/2 size at 512 px), or None if unchanged."""
+    if not 0 < energy <= 1:
+        raise ValueError(f"conv1_2 energy must be in (0, 1], not {energy}")
+    if energy == 1 or "relu2_1" not in vgg.names:
+        return None
+    i = vgg.names.index("conv1_2")
+    exact = vgg.features[i]
+    pair, rank = factorize_conv(exact, energy)
+    if pair is exact:
+        return None
+    from training.style import data
+
+    photos = [data.resize_long_side(data.to_tensor(img)[None], 256, 2) for img in data.held_out_photos().values()]
+    with torch.no_grad():
+        before = [vgg(x, ["relu2_1"])["relu2_1"] for x in photos]
+        vgg.features[i] = pair
+        errors = [float((vgg(x, ["relu2_1"])["relu2_1"] - f).norm() / f.norm()) for x, f in zip(photos, before)]
+    log(f"conv1_2 factorized: rank {rank} of {exact.out_channels}, relu2_1 moved by {max(errors):.1%} at most")
+    return {
+        "rank": rank,
+        "of": exact.out_channels,
+        "energy": energy,
+        "relu2_1_rel_err_max": round(max(errors), 4),
+        "rule": "conv1_2's weight as a 64 x 576 matrix, truncated SVD: a 3x3 convolution into rank channels, "
+        "then a 1x1 one back to 64",
+    }
 
 
 def load_decoders(ckpt: dict[str, Any], levels: Sequence[str]) -> list[Decoder]:
