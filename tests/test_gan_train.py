@@ -193,3 +193,21 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     loss.backward()
     for p, q in zip(gan.d.parameters(), fresh.d.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_runs_of_different_seeds_are_scored_by_the_same_classifier(tmp_path):
+    import torch
+
+    from training.gan.data import load_dataset
+    from training.gan.train import quality_reference
+
+    data = load_dataset("fake", 32, 1)
+    weights = []
+    for seed in (0, 1):
+        o = {"num_classes": 4, "channels": 1, "image_size": 32, "classifier_epochs": 1, "seed": seed, "dataset": "fake"}
+        (tmp_path / str(seed)).mkdir()
+        reference = quality_reference(o, tmp_path / str(seed), data, torch.device("cpu"))
+        weights.append(load_checkpoint(tmp_path / str(seed) / "classifier.pt")["model"])
+        assert reference.baseline["fid"] >= 0
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
