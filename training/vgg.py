@@ -153,7 +153,7 @@ def factorize_conv(conv: nn.Conv2d, energy: float) -> tuple[nn.Module, int]:
     c_out, c_in, kh, kw = w.shape
     u, s, vh = torch.linalg.svd(w.reshape(c_out, -1).double(), full_matrices=False)
     kept = torch.cumsum(s**2, 0) / (s**2).sum()
-    rank = int((kept < energy).sum()) + 1
+    rank = min(int((kept < energy).sum()) + 1, len(s))  # rounding may leave the total just under 1
     if rank * (c_in * kh * kw + c_out) > 0.8 * c_out * c_in * kh * kw:
         return conv, c_out
     first = nn.Conv2d(c_in, rank, (kh, kw), conv.stride, conv.padding, bias=False)

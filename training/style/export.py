@@ -69,7 +69,7 @@ STYLE_SIDE = 512  # style images are resized to this long side before their stat
 THUMB_SIDE = 128
 # The served encoder's conv1_2 (64 -> 64, 3x3: the costliest convolution of the relu2_1 pyramid
 # passes) is factorized to keep this share of its singular values' energy: rank 32 of 64 for
-# hed-vgg16, 0.56x its multiply-adds, relu2_1 features within ~2% of the exact ones on the held-out
+# hed-vgg16, 0.56x its multiply-adds, relu2_1 features within 3.6% of the exact ones on the held-out
 # photos (recorded in the manifest); 1 serves the exact convolution.
 CONV1_2_ENERGY = 0.985
 
