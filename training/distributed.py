@@ -60,9 +60,16 @@ def join(device_name: str) -> tuple[World, torch.device]:
     return world, device
 
 
-def leave(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def leave(world: World, finished: bool = True) -> None:
+    """Tear the process group down. After a finished run every rank first waits for the others (rank
+    0 writes the run folder after the last collective, while the other ranks would already tear
+    their side down and exit; one such rank aborted at exit once in this project's tests, under
+    load). After an error nothing is torn down: the other ranks may still be inside a collective,
+    where a teardown can hang, and torchrun stops them anyway."""
+    if not (world.distributed and dist.is_initialized()) or not finished:
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def from_main(world: World, value: Any) -> Any:

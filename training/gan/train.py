@@ -537,10 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))  # usage and the message on stderr, exit code 2: as the style trainer
     world, device = join(o["device"])
+    code = 1  # what an exception leaves
     try:
-        return _train(o, run if args.resume else None, data, device, checkpoint, world)
+        code = _train(o, run if args.resume else None, data, device, checkpoint, world)
+        return code
     finally:
-        leave(world)
+        leave(world, finished=code == 0)
 
 
 def _train(o, resumed: Path | None, data: DatasetSplit, device, checkpoint, world: World) -> int:

@@ -379,10 +379,12 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         log(json.dumps({**opt, "resume": str(resume_dir) if resume_dir else None}, indent=2))
         return 0
     world, device = join(opt["device"])
+    code = 1  # what an exception (SystemExit(130) on Ctrl-C included) leaves
     try:
-        return _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
+        code = _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
+        return code
     finally:
-        leave(world)
+        leave(world, finished=code == 0)
 
 
 def _train(opt: dict[str, Any], resume_dir: Path | None, world: World, device: torch.device, log) -> int:
