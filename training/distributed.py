@@ -14,6 +14,7 @@ only rank 0 writes the run folder (options, metrics, samples, checkpoints).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,7 @@ def join(device_name: str) -> tuple[World, torch.device]:
     return world, device
 
 
-def leave(world: World, finished: bool = True) -> None:
+def leave(world: World, finished: bool) -> None:
     """Tear the process group down. After a finished run every rank first waits for the others:
     rank 0 writes the run folder after the last collective, while the other ranks would already
     tear their side down and exit (in this project's tests a rank 1 aborted once, under load, in
@@ -71,6 +72,17 @@ def leave(world: World, finished: bool = True) -> None:
         return
     dist.barrier()
     dist.destroy_process_group()
+
+
+def run_then_leave(world: World, train: Callable[[], int]) -> int:
+    """``train()``'s exit code, then ``leave``: the run counts as finished only with exit code 0
+    (an exception, Ctrl-C's included, or an interrupted run's 130 leaves without a teardown)."""
+    code = 1
+    try:
+        code = train()
+        return code
+    finally:
+        leave(world, finished=code == 0)
 
 
 def from_main(world: World, value: Any) -> Any:

@@ -30,8 +30,8 @@ from training.distributed import (
     check_replicas,
     from_main,
     join,
-    leave,
     mean_across,
+    run_then_leave,
     share_buffers,
 )
 from training.gan.data import DatasetSplit, load_dataset, parse_dataset_spec
@@ -537,12 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))  # usage and the message on stderr, exit code 2: as the style trainer
     world, device = join(o["device"])
-    code = 1  # what an exception leaves
-    try:
-        code = _train(o, run if args.resume else None, data, device, checkpoint, world)
-        return code
-    finally:
-        leave(world, finished=code == 0)
+    return run_then_leave(world, lambda: _train(o, run if args.resume else None, data, device, checkpoint, world))
 
 
 def _train(o, resumed: Path | None, data: DatasetSplit, device, checkpoint, world: World) -> int:

@@ -46,6 +46,7 @@ from training.style.model import (
     Decoder,
     StyleEncoder,
     build_decoder,
+    decoder_config,
     default_coarse_scales,
     feature_channels,
     layer_block,
@@ -102,6 +103,7 @@ def export_style(
         ckpt, levels, transform, log, coarse_scales, shading_radius, conv1_2_energy
     )
     levels = encoder.levels
+    served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
 
     m = cascade.size_multiple
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
@@ -153,8 +155,8 @@ def export_style(
             "cov_eps": COV_EPS,
             "style_cov_eps": STYLE_COV_EPS,
             "decoder_width": config["width"],
-            "decoder_widths": {d.layer: d.width for d in decoders},
-            "pointwise_entry": [d.layer for d in decoders if d.pointwise_entry],
+            "decoder_widths": served["widths"],
+            "pointwise_entry": served["pointwise_entry"],
             "conv1_2_low_rank": info["conv1_2_low_rank"],
             "strength": "at each full-size level: features = s * T(features) + (1 - s) * features; at each "
             "size of the coarse pyramid: image = s * decoded(T(features)) + (1 - s) * image",

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.distributed import ONE, World, check_replicas, from_main, join, leave
+from training.distributed import ONE, World, check_replicas, from_main, join, run_then_leave
 from training.runs import (
     CHECKPOINT,
     MetricsLog,
@@ -379,12 +379,9 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         log(json.dumps({**opt, "resume": str(resume_dir) if resume_dir else None}, indent=2))
         return 0
     world, device = join(opt["device"])
-    code = 1  # what an exception (SystemExit(130) on Ctrl-C included) leaves
-    try:
-        code = _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
-        return code
-    finally:
-        leave(world, finished=code == 0)
+    return run_then_leave(
+        world, lambda: _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
+    )
 
 
 def _train(opt: dict[str, Any], resume_dir: Path | None, world: World, device: torch.device, log) -> int:
