@@ -9,14 +9,19 @@ import torch
 
 from service.style import mix_stats, pad_for_cascade
 from training.style.functions import (
+    COV_EPS,
+    NS_ITERS,
+    STYLE_COV_EPS,
     blend,
     content_loss,
     feature_stats,
     gram_matrix,
     mean_std,
+    ns_iters,
     regularised,
     sqrt_and_inv_sqrt,
     statistics_map,
+    style_factor,
     style_loss_gram,
     style_loss_mean_std,
     total_variation,
@@ -84,10 +89,31 @@ def test_newton_schulz_roots_square_back_and_invert():
     torch.testing.assert_close(inv_root @ a @ inv_root, torch.eye(6, dtype=a.dtype)[None], rtol=0, atol=1e-6)
 
 
-def _moved(content, style_mean, style_cov, strength, *args, **kwargs):
+@pytest.mark.parametrize("eps", [COV_EPS, STYLE_COV_EPS])
+def test_newton_schulz_iterations_follow_the_regularisation(eps):
+    """The worst spectrum ``regularised`` allows (flat, with one empty direction left only the
+    regularisation): after ``ns_iters(eps, C)`` iterations its inverse root whitens it exactly
+    (float64 maths here), four fewer do not, so the count is what convergence needs, not a guess."""
+    c = 64
+    u = torch.randn(c, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eye = torch.eye(c, dtype=torch.float64)
+    a = regularised((eye - u @ u.T / (u.T @ u))[None], eps)
+
+    def whitening_error(iters: int) -> float:
+        inv_root = sqrt_and_inv_sqrt(a, iters)[1]
+        return float(torch.linalg.matrix_norm(inv_root @ a @ inv_root - eye, ord=2))
+
+    k = ns_iters(eps, c)
+    assert k < NS_ITERS
+    assert whitening_error(k) < 1e-9
+    assert whitening_error(k - 4) > 1e-4
+
+
+def _moved(content, style_mean, style_cov, strength, kind="wct", iters=NS_ITERS, eps=COV_EPS, style_eps=STYLE_COV_EPS):
     """``content`` (N, C, H, W) through ``statistics_map`` of its own statistics: m f + b."""
     n, c, h, w = content.shape
-    m, b = statistics_map(*feature_stats(content), style_mean, style_cov, strength, *args, **kwargs)
+    factor = style_factor(style_cov, kind, iters, style_eps)
+    m, b = statistics_map(*feature_stats(content), style_mean, factor, strength, kind, iters, eps)
     return (m @ content.reshape(n, c, h * w) + b).reshape(n, c, h, w)
 
 

@@ -37,6 +37,7 @@ from training.style.functions import (
     NS_ITERS,
     STYLE_COV_EPS,
     STYLE_STATS_DEFINITION,
+    ns_iters,
     transform_matrix,
     transform_matrix_eigh,
 )
@@ -151,7 +152,11 @@ def export_style(
             "coarse_shading_rule": "at each size of the pyramid (radius > 0), the decoded image's luma is replaced, "
             "above two box filters of side 2 * radius + 1, by its input's luma given the decoded image's mean "
             "and std; the change is added to R, G and B",
-            "newton_schulz_iters": NS_ITERS,
+            "newton_schulz_iters": {
+                "content": ns_iters(COV_EPS, max(channels.values())),
+                "style": ns_iters(STYLE_COV_EPS, max(channels.values())),
+                "most": NS_ITERS,
+            },
             "cov_eps": COV_EPS,
             "style_cov_eps": STYLE_COV_EPS,
             "decoder_width": config["width"],
@@ -383,7 +388,7 @@ def check_transform(encoder: StyleEncoder, kind: str, log: Callable[[str], None]
         raise ParityError(
             f"{kind} transform: Newton-Schulz vs float64 eigh relative error {worst:.3g} > {TRANSFORM_RTOL:g}"
         )
-    log(f"{kind} transform: Newton-Schulz ({NS_ITERS} iterations) vs float64 eigh, max relative error {worst:.2g}")
+    log(f"{kind} transform: Newton-Schulz vs float64 eigh, max relative error {worst:.2g}")
     return worst
 
 
