@@ -11,8 +11,13 @@ measures, in one run:
   fixed-style network) and with a style image (its arbitrary-style network), at the same size;
 
 and the first request in a shape never seen before against the warm one, for ONNX Runtime and
-over HTTP. The device, provider and precision head the table. Ratios are within this run only.
-Writes ``reports/bench.json`` and prints a Markdown table.
+over HTTP. The device, provider and precision head the table.
+
+The columns of a case are timed **interleaved**: round after round, each of them called once (in
+a random order), so a machine whose speed drifts during the run (a shared host, a CPU's clock)
+slows them alike, and each ratio between two columns is also taken round by round: the table shows
+its median and, in brackets, its interquartile range over the rounds. Ratios are within this run
+only. Writes ``reports/bench.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -77,6 +82,66 @@ def timed(
     return {"median_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)), "repeats": repeats}
 
 
+# Before each timed call of ``interleaved``: the thread pools of the call before (ONNX Runtime's,
+# PyTorch's OpenMP) spin for a while after their work, and on a small machine they would take the
+# cores from the next call, another library's (measured on 2 cores: PyTorch's sample n=1 9x slower).
+SETTLE_S = 0.05
+
+
+def interleaved(
+    calls: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[], None] = lambda: None,
+    primed: bool = False,
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Time several ways of doing the same work in rounds: each round calls each once, in a new
+    random order (so that no call always follows the same other one), after ``SETTLE_S`` of quiet.
+    ``primed``: an untimed call comes first, so the timed one finds its thread pool awake, as
+    back-to-back calls do (for calls of a few milliseconds, where waking the pool's threads after
+    the quiet is a large part of the time). Returns ``timed``'s summary per name and the raw times."""
+    names = list(calls)
+    order = np.random.default_rng(0)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for i in order.permutation(len(names)):
+            name = names[i]
+            time.sleep(SETTLE_S)
+            if primed:
+                calls[name]()
+                sync()
+            start = time.perf_counter()
+            calls[name]()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000)
+    summary = {
+        name: {"median_ms": statistics.median(t), "p99_ms": float(np.percentile(t, 99)), "repeats": repeats}
+        for name, t in times.items()
+    }
+    return summary, times
+
+
+def round_ratios(times: dict[str, list[float]], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """``a / b`` round by round for each pair both measured: median and interquartile range."""
+    out = {}
+    for a, b in pairs:
+        if a in times and b in times:
+            r = np.asarray(times[a]) / np.asarray(times[b])
+            out[f"{a}/{b}"] = {
+                "median": float(np.median(r)),
+                "q25": float(np.percentile(r, 25)),
+                "q75": float(np.percentile(r, 75)),
+            }
+    return out
+
+
+RATIOS = [("http", "onnxruntime"), ("onnxruntime", "peer_fixed"), ("onnxruntime", "peer_arbitrary")]
+
+
 def first_and_warm(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
     """The first call (a shape this session has not run) and the median of the calls after it."""
     start = time.perf_counter()
@@ -86,7 +151,8 @@ def first_and_warm(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
 
 
 def repeats_for(pixels: int, base: int) -> int:
-    return max(3, int(base * 256 * 256 / pixels))
+    """Rounds for a stylisation of ``pixels``: ``base`` at 512², twice that at 256², at least 5."""
+    return max(5, min(2 * base, round(base * 512 * 512 / pixels)))
 
 
 # ----------------------------------------------------------------------------- PyTorch and the peer
@@ -171,20 +237,23 @@ def bench_sample(
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
         if entry["class_labels"]:
             feed["label"] = np.arange(n, dtype=np.int64) % len(entry["class_labels"])
-        row = {
-            "endpoint": "sample",
-            "case": f"n={n}",
-            "provider": session.get_providers()[0],
-            "onnxruntime": timed(lambda: session.run(["image"], feed), repeats, warmup=3),
-        }
 
-        def call():
+        def http(n=n):
             requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120).raise_for_status()
 
-        row["http"] = timed(call, repeats, warmup=3)
+        calls = {"onnxruntime": lambda feed=feed: session.run(["image"], feed), "http": http}
         if torch is not None and torch.generator is not None:
-            row["pytorch"] = timed(torch.run(torch.generator, list(feed.values())), repeats, warmup=3, sync=torch.sync)
-        rows.append(row)
+            calls["pytorch"] = torch.run(torch.generator, list(feed.values()))
+        summary, times = interleaved(calls, repeats, warmup=3, sync=torch.sync if torch else lambda: None, primed=True)
+        rows.append(
+            {
+                "endpoint": "sample",
+                "case": f"n={n}",
+                "provider": session.get_providers()[0],
+                **summary,
+                "ratios": round_ratios(times, RATIOS),
+            }
+        )
     return rows
 
 
@@ -194,20 +263,14 @@ def bench_style(
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
     name = manifest["style"]["presets"][0]["name"]
-    thumbnail = np.asarray(Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB"))
+    thumbnail = Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB")
     rows = []
     for side in SIDES:
         pixels = gradient(side, side)
-        n = repeats_for(side * side, repeats)
         x = _to_input(pad_for_cascade(pixels, style.multiple, style.step))
-        row = {
-            "endpoint": "stylize",
-            "case": f"{side}x{side} preset",
-            "provider": stylizer.get_providers()[0],
-            "onnxruntime": timed(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), n),
-        }
+        photo, content = Image.fromarray(pixels), hi.png(side, side)
 
-        def call(content=hi.png(side, side), side=side):
+        def http(content=content, side=side):
             requests.post(
                 f"{server.url}/stylize",
                 files={"content": content},
@@ -215,17 +278,27 @@ def bench_style(
                 timeout=600,
             ).raise_for_status()
 
-        row["http"] = timed(call, n)
+        calls = {"onnxruntime": lambda x=x: style.run_stylizer(stylizer, x, style.resident[name], 1.0), "http": http}
         if torch is not None and torch.cascade is not None:
             arrays = [x, np.ones(1, np.float32), *(s[None] for s in style.presets[name])]
-            row["pytorch"] = timed(torch.run(torch.cascade, arrays), n, sync=torch.sync)
+            calls["pytorch"] = torch.run(torch.cascade, arrays)
         if peer_model is not None:
-            photo = Image.fromarray(pixels)
-            row["peer_fixed"] = timed(lambda: peer_model.stylize(photo, 0, max_size=side), n)  # a built-in style
-            row["peer_arbitrary"] = timed(
-                lambda: peer_model.stylize_with(photo, Image.fromarray(thumbnail), max_size=side), n
+            calls["peer_fixed"] = lambda photo=photo, side=side: peer_model.stylize(photo, 0, max_size=side)
+            calls["peer_arbitrary"] = lambda photo=photo, side=side: peer_model.stylize_with(
+                photo, thumbnail, max_size=side
             )
-        rows.append(row)
+        summary, times = interleaved(
+            calls, repeats_for(side * side, repeats), sync=torch.sync if torch else lambda: None
+        )
+        rows.append(
+            {
+                "endpoint": "stylize",
+                "case": f"{side}x{side} preset",
+                "provider": stylizer.get_providers()[0],
+                **summary,
+                "ratios": round_ratios(times, RATIOS),
+            }
+        )
     return rows
 
 
@@ -268,8 +341,10 @@ def ms(cell: dict | None, key: str = "median_ms") -> str:
     return "–" if cell is None else f"{cell[key]:.1f}"
 
 
-def ratio(a: dict | None, b: dict | None) -> str:
-    return "–" if a is None or b is None else f"{a['median_ms'] / b['median_ms']:.2f}"
+def ratio(row: dict, a: str, b: str) -> str:
+    """The round-by-round ratio a / b: median (interquartile range)."""
+    r = row["ratios"].get(f"{a}/{b}")
+    return "–" if r is None else f"{r['median']:.2f} ({r['q25']:.2f}–{r['q75']:.2f})"
 
 
 def table(report: dict[str, Any]) -> str:
@@ -277,7 +352,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**; "
         f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
-        f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99).",
+        f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99); the columns of a row timed "
+        "interleaved, round by round; ratios: the median of the rounds' ratios (interquartile range).",
         "",
         "| endpoint | case | HTTP | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
         "| HTTP / ORT | ORT / peer fixed | ORT / peer arbitrary |",
@@ -287,9 +363,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['endpoint']} | {r['case']} | {ms(r['http'])} / {ms(r['http'], 'p99_ms')} | "
             f"{ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | {ms(r.get('peer_fixed'))} | "
-            f"{ms(r.get('peer_arbitrary'))} | {ratio(r['http'], r['onnxruntime'])} | "
-            f"{ratio(r['onnxruntime'], r.get('peer_fixed'))} | "
-            f"{ratio(r['onnxruntime'], r.get('peer_arbitrary'))} |"
+            f"{ms(r.get('peer_arbitrary'))} | {ratio(r, 'http', 'onnxruntime')} | "
+            f"{ratio(r, 'onnxruntime', 'peer_fixed')} | {ratio(r, 'onnxruntime', 'peer_arbitrary')} |"
         )
     if report["new_shapes"]:
         lines += ["", "| first call in a new shape | shape | first | warm | first / warm |", "|---|---|---|---|---|"]
@@ -309,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=20,
-        help="timed calls per sample case; stylize: fewer for larger images (at least 3)",
+        help="rounds per sample case; stylize: 3/4 of it at 512², twice that at 256², fewer at 1024² (at least 5)",
     )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
@@ -331,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         if "generator" in manifest["models"]:
             rows += bench_sample(server, exports, manifest, providers, torch, args.repeats)
         if "stylizer" in manifest["models"]:
-            rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(3, args.repeats // 2))
+            rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(5, args.repeats * 3 // 4))
             new_shapes = bench_new_shapes(server, exports, manifest, providers)
     precision = ", ".join(
         f"{role} {served(manifest, role, providers)[1]}" for role in manifest["models"] if role != "style_encoder"
