@@ -402,6 +402,20 @@ def test_the_full_size_relu1_1_stage_estimates_the_statistics_from_a_quarter_of_
         Cascade(vgg, decoders, stats_stride=0)
 
 
+def test_relu1_1_every_second_position_is_conv1_1_at_stride_two():
+    """The strided statistics read relu1_1 as conv1_1 at stride 2: exactly the features at every
+    second position, odd sides included."""
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
+    cascade = Cascade(vgg, [Decoder("relu2_1", width=0.25), Decoder("relu1_1", width=0.25, pointwise_entry=True)])
+    with torch.no_grad():
+        for h, w in ((64, 96), (33, 47)):
+            x = torch.rand(1, 3, h, w)
+            feat = vgg(x, ["relu1_1"])["relu1_1"]
+            strided = cascade._every(x, feat, "relu1_1", 2)
+            torch.testing.assert_close(strided, feat[:, :, ::2, ::2], rtol=1e-5, atol=1e-5)
+
+
 def test_decoder_rejects_unknown_layer():
     with pytest.raises(ValueError, match="encoder layer"):
         Decoder("relu9_1")
