@@ -8,9 +8,10 @@ import io
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnxruntime as ort
@@ -19,6 +20,38 @@ logger = logging.getLogger("atelier")
 
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+
+
+# The ONNX Runtime CUDA provider options an operator may set (ATELIER_CUDA_OPTIONS, key=value,...):
+# the value each takes. Unset, ONNX Runtime's defaults apply: an exhaustive cuDNN algorithm
+# search for every new input shape, no device memory limit, an arena that grows by powers of two.
+# No GPU has been lent to this project yet to measure other choices (`make bench` runs with them).
+CUDA_OPTIONS = {
+    "device_id": (r"\d+", "a GPU index"),
+    "gpu_mem_limit": (r"\d+", "bytes"),
+    "arena_extend_strategy": ("kNextPowerOfTwo|kSameAsRequested", "kNextPowerOfTwo or kSameAsRequested"),
+    "cudnn_conv_algo_search": ("EXHAUSTIVE|HEURISTIC|DEFAULT", "EXHAUSTIVE, HEURISTIC or DEFAULT"),
+    "cudnn_conv_use_max_workspace": ("[01]", "0 or 1"),
+    "prefer_nhwc": ("[01]", "0 or 1"),
+    "use_tf32": ("[01]", "0 or 1"),
+}
+
+
+def parse_cuda_options(spec: str) -> dict[str, str]:
+    """``ATELIER_CUDA_OPTIONS`` (``key=value,...``; empty for none) -> CUDA provider options;
+    ``ValueError`` naming the item that is wrong and what it may be."""
+    options: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in CUDA_OPTIONS:
+            raise ValueError(f"ATELIER_CUDA_OPTIONS: {item!r} is not key=value with one of {', '.join(CUDA_OPTIONS)}")
+        pattern, what = CUDA_OPTIONS[key]
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"ATELIER_CUDA_OPTIONS: {key}={value!r}: {key} takes {what}")
+        options[key] = value
+    return options
 
 
 class ProvidersUnavailable(RuntimeError):
@@ -30,11 +63,13 @@ class Providers:
     """What ``ATELIER_PROVIDERS`` asked for and what this machine can give.
 
     ``names`` is what sessions are opened with (unusable providers already dropped, so ONNX
-    Runtime never tries them); ``fallback`` says why the first choice was dropped, or is None."""
+    Runtime never tries them); ``fallback`` says why the first choice was dropped, or is None;
+    ``cuda_options``: what ``ATELIER_CUDA_OPTIONS`` sets (``parse_cuda_options``)."""
 
     spec: str
     names: list[str]
     fallback: str | None = None
+    cuda_options: dict[str, str] = field(default_factory=dict)
 
 
 def cuda_problem() -> str | None:
@@ -66,8 +101,9 @@ def cuda_problem() -> str | None:
     return None
 
 
-def choose_providers(spec: str, log=logger.warning) -> Providers:
-    """``ATELIER_PROVIDERS`` (``cuda,cpu``, ``cuda``, ``cpu``) -> the providers to open sessions with.
+def choose_providers(spec: str, log=logger.warning, cuda_options: str = "") -> Providers:
+    """``ATELIER_PROVIDERS`` (``cuda,cpu``, ``cuda``, ``cpu``) -> the providers to open sessions with,
+    and ``ATELIER_CUDA_OPTIONS`` checked (even where CUDA will not run: a typo shows on any machine).
 
     ``cuda`` alone means "the GPU or nothing": when CUDA cannot start this raises
     ``ProvidersUnavailable`` with the reason, and the service refuses to start. With a fallback
@@ -76,6 +112,7 @@ def choose_providers(spec: str, log=logger.warning) -> Providers:
     unknown = [w for w in requested if w not in PROVIDER_NAMES]
     if unknown or not requested:
         raise ValueError(f"ATELIER_PROVIDERS={spec!r}: use a comma-separated list of {', '.join(PROVIDER_NAMES)}")
+    options = parse_cuda_options(cuda_options)
     wanted, fallback = requested, None
     if "cuda" in requested and (problem := cuda_problem()) is not None:
         wanted = [w for w in requested if w != "cuda"]  # what is left is the CPU, or nothing
@@ -86,11 +123,18 @@ def choose_providers(spec: str, log=logger.warning) -> Providers:
             )
         fallback = f"CUDAExecutionProvider unavailable ({problem}); running on CPUExecutionProvider"
         log(fallback)
-    return Providers(spec=",".join(requested), names=[PROVIDER_NAMES[w] for w in wanted], fallback=fallback)
+    names = [PROVIDER_NAMES[w] for w in wanted]
+    return Providers(spec=",".join(requested), names=names, fallback=fallback, cuda_options=options)
 
 
 def open_session(
-    path: Path, providers: list[str], log=logger.warning, *, arena: bool = True, spinning: bool = True
+    path: Path,
+    providers: list[str],
+    log=logger.warning,
+    *,
+    arena: bool = True,
+    spinning: bool = True,
+    cuda_options: dict[str, str] | None = None,
 ) -> ort.InferenceSession:
     """A session over ``path`` with the given provider preference.
 
@@ -99,6 +143,7 @@ def open_session(
     sessions that take arbitrary large shapes run without it and give memory back after each call
     (at ~1.6x the time at 512 px, hence only for large inputs). ``spinning=False`` stops idle
     pool threads from busy-waiting, which would take cores from the cheap endpoints.
+    ``cuda_options`` go to the CUDA provider (``CUDA_OPTIONS``).
 
     Providers that cannot start are normally dropped before this (``choose_providers``); should
     ONNX Runtime still fall back, it is said once, plainly. ``session.get_providers()[0]`` is
@@ -113,7 +158,8 @@ def open_session(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     ort.set_default_logger_severity(4)  # fatal only while the providers are probed
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        chosen = [(p, cuda_options) if p == PROVIDER_NAMES["cuda"] and cuda_options else p for p in providers]
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     finally:
         ort.set_default_logger_severity(2)
     if session.get_providers()[0] != providers[0]:

@@ -4,6 +4,8 @@ Configuration (environment variables, the one mechanism):
   ATELIER_EXPORTS           folder with manifest.json and the ONNX files (default: exports/ beside service/)
   ATELIER_PROVIDERS         ONNX Runtime provider preference: ``cuda,cpu`` (default: CUDA, else CPU, said in the
                             log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
+  ATELIER_CUDA_OPTIONS      ONNX Runtime CUDA provider options, key=value,... (service/runtime.py CUDA_OPTIONS;
+                            default: none, ONNX Runtime's own)
   ATELIER_PRECISION         auto (default: fp16 variants under CUDA when within their parity bound, else fp32),
                             fp32, or fp16 (refuses to start without a variant within its bound)
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
@@ -174,7 +176,9 @@ class Atelier:
         keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
         # strict `cuda`: the GPU or refuse to start
-        self.providers = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"))
+        self.providers = choose_providers(
+            os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", "")
+        )
         providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)
@@ -189,7 +193,9 @@ class Atelier:
         self.files = {role: choose_precision(role, entry, precision, on_cuda) for role, entry in models.items()}
 
         def session(role: str, **options: Any):
-            return open_session(self.exports / self.files[role][0], providers, **options)
+            return open_session(
+                self.exports / self.files[role][0], providers, cuda_options=self.providers.cuda_options, **options
+            )
 
         # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
         heavy_roles = {"style_encoder", "stylizer"}
@@ -735,7 +741,11 @@ class Atelier:
             "exported": self.manifest["created"],
             "exports": self.exports.name,  # the folder's name: info never shows host paths
             "device": self.device,
-            "providers": {"requested": self.providers.spec, "fallback": self.providers.fallback},
+            "providers": {
+                "requested": self.providers.spec,
+                "fallback": self.providers.fallback,
+                "cuda_options": self.providers.cuda_options,
+            },
             "models": models,
             "export_check": self.watch.check(),
             "stylize_queue": self.heavy.describe() if self.style else None,

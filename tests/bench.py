@@ -43,7 +43,7 @@ from PIL import Image
 
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
-from service.runtime import choose_providers, cpu_count, device_name, open_session
+from service.runtime import choose_providers, cpu_count, device_name, open_session, parse_cuda_options
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests import hostile_images as hi
@@ -63,10 +63,15 @@ def served(manifest: dict, role: str, providers: list[str]) -> tuple[str, str]:
     )
 
 
+def session(path: Path, providers: list[str]):
+    """A session as the service opens it, with ``ATELIER_CUDA_OPTIONS`` for CUDA."""
+    return open_session(path, providers, cuda_options=parse_cuda_options(os.environ.get("ATELIER_CUDA_OPTIONS", "")))
+
+
 def style_transfer(exports: Path, manifest: dict, providers: list[str]) -> StyleTransfer:
     """The service's style code on fresh sessions of the files it serves."""
-    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], providers)
-    stylizer = open_session(exports / served(manifest, "stylizer", providers)[0], providers)
+    encoder = session(exports / manifest["models"]["style_encoder"]["path"], providers)
+    stylizer = session(exports / served(manifest, "stylizer", providers)[0], providers)
     return StyleTransfer(exports, manifest, encoder, stylizer)
 
 
@@ -239,7 +244,7 @@ def bench_sample(
     server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None, repeats: int
 ) -> list[dict]:
     entry = manifest["models"]["generator"]
-    session = open_session(exports / served(manifest, "generator", providers)[0], providers)
+    generator = session(exports / served(manifest, "generator", providers)[0], providers)
     rows = []
     for n in (1, 64):
         feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
@@ -249,7 +254,7 @@ def bench_sample(
         def http(n=n):
             requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120).raise_for_status()
 
-        calls = {"onnxruntime": lambda feed=feed: session.run(["image"], feed), "http": http}
+        calls = {"onnxruntime": lambda feed=feed: generator.run(["image"], feed), "http": http}
         if torch is not None and torch.generator is not None:
             calls["pytorch"] = torch.run(torch.generator, list(feed.values()))
         summary, times = interleaved(calls, repeats, warmup=3, sync=torch.sync if torch else lambda: None, primed=True)
@@ -257,7 +262,7 @@ def bench_sample(
             {
                 "endpoint": "sample",
                 "case": f"n={n}",
-                "provider": session.get_providers()[0],
+                "provider": generator.get_providers()[0],
                 **summary,
                 "ratios": round_ratios(times, RATIOS),
             }
@@ -366,7 +371,8 @@ def ratio(row: dict, a: str, b: str) -> str:
 def table(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**; "
+        f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**"
+        f"{' with ' + str(m['cuda_options']) if m.get('cuda_options') else ''}; "
         f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
         f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99); the columns of a row timed "
         "interleaved, round by round; ratios: the median of the rounds' ratios (interquartile range).",
@@ -408,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     exports = args.exports.resolve()
     manifest = load_manifest(exports)
-    chosen = choose_providers(os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), log=lambda _: None)
+    chosen = choose_providers(
+        os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"),
+        log=lambda _: None,
+        cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", ""),
+    )
     providers = chosen.names
     cuda = providers[0] == "CUDAExecutionProvider"
     torch = None if args.no_torch else Torch(manifest, cuda)
@@ -432,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "device": device_name(providers[0]),
             "provider": providers[0],
+            "cuda_options": chosen.cuda_options if cuda else None,
             "precision": precision,
             "cores": cpu_count(),
             "onnxruntime": ort.__version__,

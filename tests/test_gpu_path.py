@@ -1,6 +1,7 @@
 """The GPU path as far as a CPU machine can check it: the container's bento carries the CUDA
 wheels, the models and a non-root user; `ATELIER_PROVIDERS=cuda` refuses to start without CUDA,
-naming what is missing; `cuda,cpu` falls back and says so in info and /metrics."""
+naming what is missing; `cuda,cpu` falls back and says so in info and /metrics; CUDA provider
+options are checked on any machine."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from service.manifest import load_manifest
-from service.runtime import cuda_problem
+from service.runtime import choose_providers, cuda_problem
 from tests import hostile_images as hi
 from tests.pipeline import REPO, Server
 from tests.test_resilience import wait_until
@@ -88,13 +89,49 @@ def test_a_wrong_provider_name_is_refused_at_start(exports_dir, tmp_path):
     assert "ATELIER_PROVIDERS='tpu': use a comma-separated list of cuda, cpu" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cudnn_conv_algo_search=FAST", "cudnn_conv_algo_search='FAST': cudnn_conv_algo_search takes EXHAUSTIVE, "),
+        ("prefer_nhwc", "'prefer_nhwc' is not key=value"),
+        ("gpu_memory_limit=1000", "'gpu_memory_limit=1000' is not key=value with one of device_id, gpu_mem_limit"),
+        ("gpu_mem_limit=2GB", "gpu_mem_limit='2GB': gpu_mem_limit takes bytes"),
+    ],
+)
+def test_wrong_cuda_options_are_named(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        choose_providers("cpu", cuda_options=spec)
+
+
+def test_cuda_options_are_read_on_any_machine():
+    spec = " cudnn_conv_algo_search=HEURISTIC, gpu_mem_limit=4294967296,prefer_nhwc=1 ,"
+    assert choose_providers("cpu", cuda_options=spec).cuda_options == {
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "gpu_mem_limit": "4294967296",
+        "prefer_nhwc": "1",
+    }
+    assert choose_providers("cpu").cuda_options == {}
+
+
+def test_a_wrong_cuda_option_is_refused_at_start(exports_dir, tmp_path):
+    env = {"ATELIER_CUDA_OPTIONS": "cudnn_conv_algo_search=FAST", **CONTAINER}
+    with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
+        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60, env=env).__enter__()
+    assert "ATELIER_CUDA_OPTIONS: cudnn_conv_algo_search='FAST'" in (tmp_path / "serve.log").read_text()
+
+
 def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unbatched(exports_dir, server, tmp_path):
-    """Shape buckets and sample batching, the CUDA defaults, forced on here: same answers, exact sizes."""
-    gpu_like = Server(
-        exports_dir, tmp_path / "serve.log", env={"ATELIER_SHAPE_BUCKET": "64", "ATELIER_SAMPLE_BATCHING": "1"}
-    )
+    """Shape buckets and sample batching, the CUDA defaults, forced on here: same answers, exact sizes;
+    CUDA provider options are shown (and left unused by the CPU)."""
+    env = {
+        "ATELIER_SHAPE_BUCKET": "64",
+        "ATELIER_SAMPLE_BATCHING": "1",
+        "ATELIER_CUDA_OPTIONS": "cudnn_conv_algo_search=HEURISTIC,use_tf32=0",
+    }
+    gpu_like = Server(exports_dir, tmp_path / "serve.log", env=env)
     with gpu_like:
         info = requests.post(f"{gpu_like.url}/info", json={}, timeout=10).json()
+        assert info["providers"]["cuda_options"] == {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
         stylizer = info["models"]["stylizer"]
         assert stylizer["shape_step"] == 64
         assert {"256x256", "384x512", "512x384", "512x512"} <= set(stylizer["warm_shapes"])  # before ready
