@@ -127,6 +127,10 @@ class VGGFeatures(nn.Module):
                 in_ch = v
         self.features = nn.Sequential(*layers[: len(self.names)])
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """RGB [0, 1] (N, 3, H, W) -> what ``features[0]`` reads: (x * scale - mean) / std per channel."""
+        return (x * self.scale - self.mean) / self.std
+
     def forward(self, x: Tensor, taps: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Features at ``taps`` (default: ``[last_layer]``); stops after the deepest tap."""
         taps = [self.last_layer] if taps is None else list(taps)
@@ -135,7 +139,7 @@ class VGGFeatures(nn.Module):
             raise ValueError(f"unknown taps {unknown}; this {self.arch} stops at {self.last_layer}")
         wanted = {self.names.index(t): t for t in taps}
         out: dict[str, Tensor] = {}
-        h = (x * self.scale - self.mean) / self.std  # (N, 3, H, W)
+        h = self.normalize(x)  # (N, 3, H, W)
         for i in range(max(wanted) + 1):
             h = self.features[i](h)
             if i in wanted:

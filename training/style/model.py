@@ -326,8 +326,7 @@ class Cascade(nn.Module):
         conv = self.vgg.features[0]
         if level != "relu1_1" or not isinstance(conv, nn.Conv2d) or conv.stride != (1, 1):
             return feat[:, :, ::stride, ::stride]
-        h = (x * self.vgg.scale - self.vgg.mean) / self.vgg.std
-        return F.relu(F.conv2d(h, conv.weight, conv.bias, stride, conv.padding))
+        return F.relu(F.conv2d(self.vgg.normalize(x), conv.weight, conv.bias, stride, conv.padding))
 
     def _stage(self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, factor: Tensor, strength: Tensor) -> Tensor:
         """One level at full size: the features blended by ``strength``, then decoded."""
