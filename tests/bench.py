@@ -43,7 +43,7 @@ from PIL import Image
 
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
-from service.runtime import choose_providers, cpu_count, device_name, open_session, parse_cuda_options
+from service.runtime import Providers, choose_providers, cpu_count, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests import hostile_images as hi
@@ -53,22 +53,22 @@ from tests.pipeline import REPO, Server
 SIDES = (256, 512, 1024)
 
 
-def served(manifest: dict, role: str, providers: list[str]) -> tuple[str, str]:
+def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
     """``(file, precision)`` the service serves ``role`` with here (``ATELIER_PRECISION``)."""
     return choose_precision(
         role,
         manifest["models"][role],
         os.environ.get("ATELIER_PRECISION", "auto"),
-        providers[0] == "CUDAExecutionProvider",
+        providers.names[0] == "CUDAExecutionProvider",
     )
 
 
-def session(path: Path, providers: list[str]):
-    """A session as the service opens it, with ``ATELIER_CUDA_OPTIONS`` for CUDA."""
-    return open_session(path, providers, cuda_options=parse_cuda_options(os.environ.get("ATELIER_CUDA_OPTIONS", "")))
+def session(path: Path, providers: Providers):
+    """A session as the service opens it (its ``ATELIER_CUDA_OPTIONS`` for CUDA)."""
+    return open_session(path, providers.names, cuda_options=providers.cuda_options)
 
 
-def style_transfer(exports: Path, manifest: dict, providers: list[str]) -> StyleTransfer:
+def style_transfer(exports: Path, manifest: dict, providers: Providers) -> StyleTransfer:
     """The service's style code on fresh sessions of the files it serves."""
     encoder = session(exports / manifest["models"]["style_encoder"]["path"], providers)
     stylizer = session(exports / served(manifest, "stylizer", providers)[0], providers)
@@ -87,7 +87,12 @@ def timed(
         fn()
         sync()
         times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)), "repeats": repeats}
+    return summarize(times)
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    """Median and p99 of times in milliseconds, and how many."""
+    return {"median_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)), "repeats": len(times)}
 
 
 # Before each timed call of ``interleaved``: the thread pools of the call before (ONNX Runtime's,
@@ -107,7 +112,7 @@ def interleaved(
     random order (so that no call always follows the same other one), after ``SETTLE_S`` of quiet.
     ``primed``: an untimed call comes first, so the timed one finds its thread pool awake, as
     back-to-back calls do (for calls of a few milliseconds, where waking the pool's threads after
-    the quiet is a large part of the time). Returns ``timed``'s summary per name and the raw times."""
+    the quiet is a large part of the time). Returns ``summarize`` per name and the raw times."""
     names = list(calls)
     order = np.random.default_rng(0)
     for name in names:
@@ -126,11 +131,7 @@ def interleaved(
             calls[name]()
             sync()
             times[name].append((time.perf_counter() - start) * 1000)
-    summary = {
-        name: {"median_ms": statistics.median(t), "p99_ms": float(np.percentile(t, 99)), "repeats": repeats}
-        for name, t in times.items()
-    }
-    return summary, times
+    return {name: summarize(t) for name, t in times.items()}, times
 
 
 def round_ratios(times: dict[str, list[float]], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
@@ -241,7 +242,7 @@ def peer(cuda: bool):
 
 
 def bench_sample(
-    server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None, repeats: int
+    server: Server, exports: Path, manifest: dict, providers: Providers, torch: Torch | None, repeats: int
 ) -> list[dict]:
     entry = manifest["models"]["generator"]
     generator = session(exports / served(manifest, "generator", providers)[0], providers)
@@ -271,7 +272,7 @@ def bench_sample(
 
 
 def bench_style(
-    server: Server, exports: Path, manifest: dict, providers: list[str], torch: Torch | None, peer_model, repeats: int
+    server: Server, exports: Path, manifest: dict, providers: Providers, torch: Torch | None, peer_model, repeats: int
 ) -> list[dict]:
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
@@ -323,7 +324,7 @@ def bench_style(
     return rows
 
 
-def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: list[str]) -> list[dict]:
+def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: Providers) -> list[dict]:
     """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
     at 512², then 4:3 shapes; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
     style = style_transfer(exports, manifest, providers)
@@ -419,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda _: None,
         cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", ""),
     )
-    providers = chosen.names
-    cuda = providers[0] == "CUDAExecutionProvider"
+    cuda = chosen.names[0] == "CUDAExecutionProvider"
     torch = None if args.no_torch else Torch(manifest, cuda)
     peer_model = peer(cuda) if "stylizer" in manifest["models"] else None
     notes = list(torch.notes if torch else ["PyTorch eager (--no-torch)"])
@@ -431,17 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, Server(exports, Path(tmp) / "serve.log") as server:
         rows, new_shapes = [], []
         if "generator" in manifest["models"]:
-            rows += bench_sample(server, exports, manifest, providers, torch, args.repeats)
+            rows += bench_sample(server, exports, manifest, chosen, torch, args.repeats)
         if "stylizer" in manifest["models"]:
-            rows += bench_style(server, exports, manifest, providers, torch, peer_model, max(5, args.repeats * 3 // 4))
-            new_shapes = bench_new_shapes(server, exports, manifest, providers)
+            rows += bench_style(server, exports, manifest, chosen, torch, peer_model, max(5, args.repeats * 3 // 4))
+            new_shapes = bench_new_shapes(server, exports, manifest, chosen)
     precision = ", ".join(
-        f"{role} {served(manifest, role, providers)[1]}" for role in manifest["models"] if role != "style_encoder"
+        f"{role} {served(manifest, role, chosen)[1]}" for role in manifest["models"] if role != "style_encoder"
     )
     report = {
         "machine": {
-            "device": device_name(providers[0]),
-            "provider": providers[0],
+            "device": device_name(chosen.names[0]),
+            "provider": chosen.names[0],
             "cuda_options": chosen.cuda_options if cuda else None,
             "precision": precision,
             "cores": cpu_count(),
