@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import io
 import logging
+import math
 import os
 import platform
 import re
@@ -135,6 +136,7 @@ def open_session(
     arena: bool = True,
     spinning: bool = True,
     cuda_options: dict[str, str] | None = None,
+    threads: int | None = None,
 ) -> ort.InferenceSession:
     """A session over ``path`` with the given provider preference.
 
@@ -143,7 +145,8 @@ def open_session(
     sessions that take arbitrary large shapes run without it and give memory back after each call
     (at ~1.6x the time at 512 px, hence only for large inputs). ``spinning=False`` stops idle
     pool threads from busy-waiting, which would take cores from the cheap endpoints.
-    ``cuda_options`` go to the CUDA provider (``CUDA_OPTIONS``).
+    ``cuda_options`` go to the CUDA provider (``CUDA_OPTIONS``). ``threads``: the size of the
+    session's intra-op pool (``cpu_budget``); None leaves it to ONNX Runtime (the host's cores).
 
     Providers that cannot start are normally dropped before this (``choose_providers``); should
     ONNX Runtime still fall back, it is said once, plainly. ``session.get_providers()[0]`` is
@@ -151,6 +154,8 @@ def open_session(
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
     if not arena:
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
@@ -251,9 +256,93 @@ def available_memory() -> int:
     return available if available is not None else 4 * 2**30
 
 
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+CPUS_ENV = "ATELIER_CPUS"
+
+
+@dataclass(frozen=True)
+class Cpus:
+    """The cores this process sizes its thread pools to, and where that number came from."""
+
+    count: int
+    source: str
+
+
+def cpu_budget(setting: str | None = None, proc: Path = Path("/proc/self")) -> Cpus:
+    """The cores to size thread pools to: ``setting`` (``ATELIER_CPUS``) when given, else the
+    affinity mask (which ``taskset`` and ``docker --cpuset-cpus`` narrow), lowered to the cgroup's
+    CPU quota rounded up (``docker --cpus``, a Kubernetes CPU limit) when that is smaller.
+
+    ONNX Runtime sizes each session's pool to the host's physical cores and sees neither: a pod
+    limited to 2 CPUs on a 64-core node would otherwise run 64-thread pools, throttled. A CPU
+    *request* without a limit sets no quota; the deployment passes it as ``ATELIER_CPUS``."""
+    if setting is not None and setting.strip():
+        count = int(setting) if setting.strip().isdigit() else 0
+        if count < 1:
+            raise ValueError(f"{CPUS_ENV}={setting!r}: use a whole number of cores, 1 or more")
+        return Cpus(count, CPUS_ENV)
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return Cpus(os.cpu_count() or 1, "os.cpu_count")
+    quota = cgroup_cpu_quota(proc)
+    if quota is not None and math.ceil(quota[0]) < affinity:
+        return Cpus(max(1, math.ceil(quota[0])), f"cgroup CPU quota {quota[0]:g} ({quota[1]})")
+    return Cpus(affinity, "affinity")
+
+
+def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> tuple[float, str] | None:
+    """CPUs per period the process's cgroups allow, and the file that says so: the smallest quota
+    from its own group up to its hierarchy's root (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us``). None when no group sets one or none can be read."""
+    try:
+        groups = [line.split(":", 2) for line in (proc / "cgroup").read_text().splitlines() if line.count(":") >= 2]
+        mounts = (proc / "mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    found: list[tuple[float, str]] = []
+    for line in mounts:
+        before, _, after = line.partition(" - ")
+        fields, fs = before.split(), after.split()
+        if len(fields) < 5 or len(fs) < 3:
+            continue
+        root, point = fields[3], fields[4]
+        if fs[0] == "cgroup2":
+            paths = [path for hid, controllers, path in groups if hid == "0" and not controllers]
+        elif fs[0] == "cgroup" and "cpu" in fs[2].split(","):
+            paths = [path for _, controllers, path in groups if "cpu" in controllers.split(",")]
+        else:
+            continue
+        for path in paths:
+            # The group's path is from the hierarchy's root; the mount shows the hierarchy from
+            # `root` down. A container whose group is outside what it sees has its own at the mount point.
+            if root == "/":
+                inner = path
+            elif path.startswith(root):
+                inner = path[len(root) :]
+            else:
+                inner = ""
+            group = Path(point) / inner.lstrip("/")
+            while True:
+                quota = _read_quota(group, v2=fs[0] == "cgroup2")
+                if quota is not None:
+                    found.append(quota)
+                if group == Path(point) or group == group.parent:
+                    break
+                group = group.parent
+    return min(found) if found else None
+
+
+def _read_quota(group: Path, v2: bool) -> tuple[float, str] | None:
+    try:
+        if v2:
+            quota, period = (group / "cpu.max").read_text().split()
+            where = str(group / "cpu.max")
+        else:
+            quota = (group / "cpu.cfs_quota_us").read_text().strip()
+            period = (group / "cpu.cfs_period_us").read_text().strip()
+            where = str(group / "cpu.cfs_quota_us")
+        if quota in ("max", "-1") or int(period) <= 0 or int(quota) <= 0:
+            return None
+        return int(quota) / int(period), where
+    except (OSError, ValueError):
+        return None

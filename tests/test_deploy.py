@@ -5,6 +5,7 @@ the ones the bento's container and a real `bentoml serve` really have."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -45,7 +46,13 @@ def container(resources: dict[str, dict]) -> dict:
 
 
 def env(resources: dict[str, dict]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(resources)["env"]}
+    """The container's environment variables with literal values."""
+    return {e["name"]: e["value"] for e in container(resources)["env"] if "value" in e}
+
+
+def env_from(resources: dict[str, dict]) -> dict[str, dict]:
+    """The container's environment variables that Kubernetes fills in (valueFrom)."""
+    return {e["name"]: e["valueFrom"] for e in container(resources)["env"] if "valueFrom" in e}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -77,7 +84,17 @@ def test_the_overlays_choose_their_device_and_the_gpu_overlay_asks_for_one():
     assert mounts["/exports"]["readOnly"] is True
     for resources in (cpu, gpu, volume):  # every ATELIER_ variable is one the service documents
         documented = set(re.findall(r"^  (ATELIER_[A-Z_]+)", service_module.__doc__, re.MULTILINE))
-        assert {k for k in env(resources) if k.startswith("ATELIER_")} <= documented
+        assert {k for k in {**env(resources), **env_from(resources)} if k.startswith("ATELIER_")} <= documented
+
+
+def test_the_thread_pools_are_sized_to_the_pods_cpu_request():
+    """ONNX Runtime sizes a session's pool to the node's cores; without a CPU limit there is no
+    quota the service could read, so each overlay hands it the container's CPU request, in whole cores."""
+    for overlay in OVERLAYS:
+        resources = render(overlay)
+        source = env_from(resources)["ATELIER_CPUS"]["resourceFieldRef"]
+        assert source["resource"] == "requests.cpu" and source["divisor"] == "1"
+        assert "cpu" in container(resources)["resources"]["requests"]
 
 
 def test_termination_leaves_time_for_the_services_drain_and_shutdown():
@@ -119,8 +136,12 @@ def test_probes_and_the_autoscaling_metric_are_what_the_service_serves(server):
 def test_the_service_writes_only_where_the_deployment_mounts_writable_volumes(exports_dir, tmp_path):
     """The root filesystem is read-only in the pod: started with the Deployment's environment (its
     writable paths moved under a temporary folder), a server that answered a stylisation has
-    written nothing in its home folder, only under BENTOML_HOME, TMPDIR and XDG_CACHE_HOME."""
-    variables = env(render("cpu"))
+    written nothing in its home folder, only under BENTOML_HOME, TMPDIR and XDG_CACHE_HOME. Its
+    thread pools are sized to the pod's CPU request (ATELIER_CPUS, as Kubernetes fills it in)."""
+    resources = render("cpu")
+    variables = env(resources)
+    requested = container(resources)["resources"]["requests"]["cpu"]
+    variables["ATELIER_CPUS"] = str(math.ceil(float(requested)))  # resourceFieldRef, divisor 1: rounded up
     writable = {name: tmp_path / "writable" / name for name in ("BENTOML_HOME", "TMPDIR", "XDG_CACHE_HOME")}
     for folder in writable.values():
         folder.mkdir(parents=True)
@@ -137,5 +158,8 @@ def test_the_service_writes_only_where_the_deployment_mounts_writable_volumes(ex
             f"{s.url}/stylize", files={"content": hi.png(64, 48)}, data={"style_name": "brick"}, timeout=120
         )
         assert r.status_code == 200, r.text
+        info = requests.post(f"{s.url}/info", json={}, timeout=10).json()
+    assert info["cpus"]["count"] == int(variables["ATELIER_CPUS"]) and info["cpus"]["source"] == "ATELIER_CPUS"
+    assert info["stylize_queue"]["slots"] == max(1, int(variables["ATELIER_CPUS"]) // 4)
     assert list(home.iterdir()) == []
     assert any(writable["BENTOML_HOME"].rglob("*.db"))  # the Prometheus files went where they may

@@ -1,0 +1,168 @@
+"""Thread pools sized to the cores the process may use (service.runtime.cpu_budget): ATELIER_CPUS,
+else the affinity mask lowered to the cgroup's CPU quota (v1 and v2, read from /proc/self like the
+kernel shows them), and every ONNX Runtime session opened with that many threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from service.runtime import CPUS_ENV, Cpus, cgroup_cpu_quota, cpu_budget
+from tests.pipeline import REPO, Server
+
+V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5", " "])
+def test_a_wrong_cpu_count_is_named(setting):
+    if not setting.strip():  # blank: as if unset
+        assert cpu_budget(setting).source != CPUS_ENV
+        return
+    with pytest.raises(ValueError, match=f"{CPUS_ENV}={setting!r}: use a whole number of cores"):
+        cpu_budget(setting)
+
+
+def test_the_setting_wins_over_what_the_machine_says():
+    assert cpu_budget("3") == Cpus(3, CPUS_ENV)
+
+
+def fake_proc(tmp_path: Path, cgroup: str, mounts: list[str]) -> Path:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(cgroup)
+    (proc / "mountinfo").write_text("".join(line + "\n" for line in mounts))
+    return proc
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def test_a_cgroup_v2_quota_of_an_ancestor_group_counts(tmp_path):
+    """A pod's limit sits on the pod's group; the container's own group says max."""
+    root = tmp_path / "cg"
+    write(root / "kubepods" / "pod1" / "ctr" / "cpu.max", "max 100000")
+    write(root / "kubepods" / "pod1" / "cpu.max", "250000 100000")
+    write(root / "kubepods" / "cpu.max", "max 100000")
+    proc = fake_proc(
+        tmp_path,
+        "0::/kubepods/pod1/ctr\n",
+        [
+            "22 1 0:21 / / rw,relatime - ext4 /dev/vda rw",
+            f"30 22 0:26 / {root} rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate",
+        ],
+    )
+    assert cgroup_cpu_quota(proc) == (2.5, str(root / "kubepods" / "pod1" / "cpu.max"))
+    assert cpu_budget(proc=proc).count == min(3, len(os.sched_getaffinity(0)))
+
+
+def test_a_container_that_sees_its_own_group_at_the_mount_point(tmp_path):
+    """Without a cgroup namespace, /proc/self/cgroup names the host's path and the mount's root is
+    that same group: its files are at the mount point itself."""
+    root = tmp_path / "cg"
+    write(root / "cpu.max", "50000 100000")
+    proc = fake_proc(
+        tmp_path,
+        "0::/docker/abc123\n",
+        [f"30 22 0:26 /docker/abc123 {root} ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw"],
+    )
+    assert cgroup_cpu_quota(proc) == (0.5, str(root / "cpu.max"))
+    assert cpu_budget(proc=proc).count == 1
+    assert cpu_budget(proc=proc).source.startswith("cgroup CPU quota 0.5")
+
+
+def test_a_cgroup_v1_cfs_quota_and_no_quota_at_all(tmp_path):
+    root = tmp_path / "cpu,cpuacct"
+    write(root / "a" / "b" / "cpu.cfs_quota_us", "-1")
+    write(root / "a" / "b" / "cpu.cfs_period_us", "100000")
+    write(root / "a" / "cpu.cfs_quota_us", "150000")
+    write(root / "a" / "cpu.cfs_period_us", "100000")
+    mounts = [
+        f"31 22 0:27 / {tmp_path / 'memory'} rw,relatime - cgroup cgroup rw,memory",
+        f"32 22 0:28 / {root} rw,relatime - cgroup cgroup rw,cpu,cpuacct",
+    ]
+    proc = fake_proc(tmp_path, "5:memory:/a/b\n4:cpu,cpuacct:/a/b\n0::/\n", mounts)
+    assert cgroup_cpu_quota(proc) == (1.5, str(root / "a" / "cpu.cfs_quota_us"))
+    write(root / "a" / "cpu.cfs_quota_us", "-1")
+    assert cgroup_cpu_quota(proc) is None
+    assert cpu_budget(proc=proc) == Cpus(len(os.sched_getaffinity(0)), "affinity")
+
+
+def in_cgroup(quota_us: int, code: str) -> str:
+    """Run ``code`` in a new Python inside a new cgroup v1 CPU group with that quota per 100 ms."""
+    group = V1_CPU / f"atelier-test-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+        done = subprocess.run(
+            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"', sys.executable, code],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+    finally:
+        group.rmdir()
+
+
+@pytest.mark.skipif(
+    not os.access(V1_CPU, os.W_OK), reason="no writable cgroup v1 CPU hierarchy here to make a real quota in"
+)
+def test_a_real_cgroup_quota_sizes_the_sessions_thread_pool(exports_dir):
+    """In a real CPU group limited to half a core, the budget is 1 and a session opened with it
+    starts no pool threads; ONNX Runtime left to itself starts one per further core of the host."""
+    code = (
+        "import os, time, sys\n"
+        "from service.runtime import cpu_budget, open_session\n"
+        "cpus = cpu_budget()\n"
+        "def threads():\n"
+        "    time.sleep(0.2)\n"
+        "    return len(os.listdir('/proc/self/task'))\n"
+        "before = threads()\n"
+        f"s = open_session('{exports_dir / 'generator.onnx'}', ['CPUExecutionProvider'], threads=cpus.count)\n"
+        "print(cpus.count, threads() - before, cpus.source)\n"
+    )
+    count, started, source = in_cgroup(50_000, code).split(" ", 2)
+    assert (int(count), int(started)) == (1, 0)
+    assert source.startswith("cgroup CPU quota 0.5 (") and source.endswith("cpu.cfs_quota_us)")
+
+
+def test_a_session_starts_the_pool_it_is_given(exports_dir):
+    """threads=N: N - 1 pool threads beside the caller's (a fresh process, so nothing else starts any)."""
+    code = (
+        "import os, time\n"
+        "from service.runtime import open_session\n"
+        "def threads():\n"
+        "    time.sleep(0.2)\n"
+        "    return len(os.listdir('/proc/self/task'))\n"
+        "before = threads()\n"
+        f"s = open_session('{exports_dir / 'generator.onnx'}', ['CPUExecutionProvider'], threads=4)\n"
+        "print(threads() - before)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 3
+
+
+def test_a_wrong_cpu_count_is_refused_at_start(exports_dir, tmp_path):
+    env = {CPUS_ENV: "all", "BENTOML_CONTAINERIZED": "true"}  # as in the container: no respawn
+    with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
+        Server(exports_dir, tmp_path / "serve.log", startup_timeout=60, env=env).__enter__()
+    assert f"{CPUS_ENV}='all': use a whole number of cores, 1 or more" in (tmp_path / "serve.log").read_text()
