@@ -236,8 +236,9 @@ def release_memory() -> None:
         pass
 
 
-def available_memory() -> int:
-    """Bytes this process may still use: MemAvailable, or what the cgroup (container) limit leaves if lower."""
+def available_memory(proc: Path = Path("/proc/self")) -> int:
+    """Bytes this process may still use: MemAvailable, or less where a cgroup's memory limit (a
+    container's, a pod's; v1 or v2, its own group or one above it) leaves less."""
     available = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -245,15 +246,26 @@ def available_memory() -> int:
                 available = int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    try:  # cgroup v2: a container's limit and what it already uses
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            left = int(limit) - used
+    for group, v2 in cgroup_groups("memory", proc):
+        left = _memory_left(group, v2)
+        if left is not None:
             available = left if available is None else min(available, left)
-    except (OSError, ValueError):
-        pass
     return available if available is not None else 4 * 2**30
+
+
+def _memory_left(group: Path, v2: bool) -> int | None:
+    """A group's memory limit less what it uses; None when it sets none (v1's "no limit" is a
+    number near 2**63) or the files cannot be read."""
+    limit_file, used_file = (
+        ("memory.max", "memory.current") if v2 else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    )
+    try:
+        limit = (group / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= 2**60:
+            return None
+        return max(0, int(limit) - int((group / used_file).read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 CPUS_ENV = "ATELIER_CPUS"
@@ -290,16 +302,17 @@ def cpu_budget(setting: str | None = None, proc: Path = Path("/proc/self")) -> C
     return Cpus(affinity, "affinity")
 
 
-def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> tuple[float, str] | None:
-    """CPUs per period the process's cgroups allow, and the file that says so: the smallest quota
-    from its own group up to its hierarchy's root (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``
-    over ``cpu.cfs_period_us``). None when no group sets one or none can be read."""
+def cgroup_groups(controller: str, proc: Path = Path("/proc/self")) -> list[tuple[Path, bool]]:
+    """The folders of this process's cgroup for ``controller`` and of every group above it, up to
+    what its mount shows, own group first, each with whether it is cgroup v2 (one hierarchy for
+    all controllers). Found from ``/proc/self/cgroup`` and ``/proc/self/mountinfo``, as the kernel
+    shows them inside a container or out; empty when they cannot be read."""
     try:
         groups = [line.split(":", 2) for line in (proc / "cgroup").read_text().splitlines() if line.count(":") >= 2]
         mounts = (proc / "mountinfo").read_text().splitlines()
     except OSError:
-        return None
-    found: list[tuple[float, str]] = []
+        return []
+    found: list[tuple[Path, bool]] = []
     for line in mounts:
         before, _, after = line.partition(" - ")
         fields, fs = before.split(), after.split()
@@ -308,8 +321,8 @@ def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> tuple[float, str] | Non
         root, point = fields[3], fields[4]
         if fs[0] == "cgroup2":
             paths = [path for hid, controllers, path in groups if hid == "0" and not controllers]
-        elif fs[0] == "cgroup" and "cpu" in fs[2].split(","):
-            paths = [path for _, controllers, path in groups if "cpu" in controllers.split(",")]
+        elif fs[0] == "cgroup" and controller in fs[2].split(","):
+            paths = [path for _, controllers, path in groups if controller in controllers.split(",")]
         else:
             continue
         for path in paths:
@@ -323,12 +336,18 @@ def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> tuple[float, str] | Non
                 inner = ""
             group = Path(point) / inner.lstrip("/")
             while True:
-                quota = _read_quota(group, v2=fs[0] == "cgroup2")
-                if quota is not None:
-                    found.append(quota)
+                found.append((group, fs[0] == "cgroup2"))
                 if group == Path(point) or group == group.parent:
                     break
                 group = group.parent
+    return found
+
+
+def cgroup_cpu_quota(proc: Path = Path("/proc/self")) -> tuple[float, str] | None:
+    """CPUs per period the process's cgroups allow, and the file that says so: the smallest quota
+    from its own group up (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``). None when no group sets one or none can be read."""
+    found = [q for group, v2 in cgroup_groups("cpu", proc) if (q := _read_quota(group, v2)) is not None]
     return min(found) if found else None
 
 

@@ -13,7 +13,8 @@ Configuration (environment variables, the one mechanism):
                             cgroup's CPU quota, e.g. a Kubernetes CPU limit; the deployment sets it to the
                             pod's CPU request)
   ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
-  ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start)
+  ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start,
+                            within the container's memory limit)
   ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
                             under CUDA, where each new shape costs an algorithm search; minimal on CPU)
   ATELIER_SAMPLE_BATCHING   1: generator calls that arrive together run as one batch; 0: each alone

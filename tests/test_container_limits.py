@@ -1,6 +1,8 @@
-"""Thread pools sized to the cores the process may use (service.runtime.cpu_budget): ATELIER_CPUS,
-else the affinity mask lowered to the cgroup's CPU quota (v1 and v2, read from /proc/self like the
-kernel shows them), and every ONNX Runtime session opened with that many threads."""
+"""What a container allows, read as the kernel shows it (/proc/self/cgroup, /proc/self/mountinfo;
+cgroup v1 and v2, the process's own group and those above it): thread pools sized to the cores the
+process may use (service.runtime.cpu_budget: ATELIER_CPUS, else the affinity mask lowered to the CPU
+quota), every ONNX Runtime session opened with that many threads, and the stylisation memory budget
+taken from what the memory limit leaves (service.runtime.available_memory)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime import CPUS_ENV, Cpus, cgroup_cpu_quota, cpu_budget
+from service.runtime import CPUS_ENV, Cpus, available_memory, cgroup_cpu_quota, cpu_budget
 from tests.pipeline import REPO, Server
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
+V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
 
 @pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5", " "])
@@ -94,13 +97,37 @@ def test_a_cgroup_v1_cfs_quota_and_no_quota_at_all(tmp_path):
     assert cpu_budget(proc=proc) == Cpus(len(os.sched_getaffinity(0)), "affinity")
 
 
-def in_cgroup(quota_us: int, code: str) -> str:
-    """Run ``code`` in a new Python inside a new cgroup v1 CPU group with that quota per 100 ms."""
-    group = V1_CPU / f"atelier-test-{uuid.uuid4().hex[:8]}"
+def test_a_memory_limit_above_the_process_leaves_less_than_the_machine(tmp_path):
+    """cgroup v1: the pod's group limits 3 GiB and uses 1 GiB; the container's own sets no limit
+    (v1 writes "none" as a number near 2**63)."""
+    root = tmp_path / "memory"
+    write(root / "pod" / "ctr" / "memory.limit_in_bytes", "9223372036854771712")
+    write(root / "pod" / "ctr" / "memory.usage_in_bytes", str(2**29))
+    write(root / "pod" / "memory.limit_in_bytes", str(3 * 2**30))
+    write(root / "pod" / "memory.usage_in_bytes", str(2**30))
+    proc = fake_proc(
+        tmp_path, "4:memory:/pod/ctr\n0::/\n", [f"31 22 0:27 / {root} rw,relatime - cgroup cgroup rw,memory"]
+    )
+    assert available_memory(proc) == 2 * 2**30
+    write(root / "pod" / "memory.limit_in_bytes", "9223372036854771712")
+    assert available_memory(proc) > 2 * 2**30  # the machine's MemAvailable (this one has more)
+
+
+def test_a_cgroup_v2_memory_limit(tmp_path):
+    root = tmp_path / "cg"
+    write(root / "memory.max", str(2**30))
+    write(root / "memory.current", str(2**28))
+    proc = fake_proc(tmp_path, "0::/\n", [f"30 22 0:26 / {root} rw,nosuid - cgroup2 cgroup2 rw"])
+    assert available_memory(proc) == 3 * 2**28
+
+
+def in_cgroup(hierarchy: Path, files: dict[str, str], code: str) -> str:
+    """Run ``code`` in a new Python inside a new cgroup v1 group of ``hierarchy`` with these settings."""
+    group = hierarchy / f"atelier-test-{uuid.uuid4().hex[:8]}"
     group.mkdir()
     try:
-        (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+        for name, value in files.items():
+            (group / name).write_text(value)
         done = subprocess.run(
             ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"', sys.executable, code],
             capture_output=True,
@@ -132,9 +159,21 @@ def test_a_real_cgroup_quota_sizes_the_sessions_thread_pool(exports_dir):
         f"s = open_session('{exports_dir / 'generator.onnx'}', ['CPUExecutionProvider'], threads=cpus.count)\n"
         "print(cpus.count, threads() - before, cpus.source)\n"
     )
-    count, started, source = in_cgroup(50_000, code).split(" ", 2)
+    quota = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "50000"}
+    count, started, source = in_cgroup(V1_CPU, quota, code).split(" ", 2)
     assert (int(count), int(started)) == (1, 0)
     assert source.startswith("cgroup CPU quota 0.5 (") and source.endswith("cpu.cfs_quota_us)")
+
+
+@pytest.mark.skipif(
+    not os.access(V1_MEMORY, os.W_OK), reason="no writable cgroup v1 memory hierarchy here to make a real limit in"
+)
+def test_a_real_memory_limit_bounds_what_the_service_budgets():
+    """In a real memory group limited to 1 GiB, available_memory() is what the limit leaves, and
+    the stylisation budget (60 % of it) fits inside, on a machine with more memory than that."""
+    code = "from service.runtime import available_memory; print(available_memory())"
+    left = int(in_cgroup(V1_MEMORY, {"memory.limit_in_bytes": str(2**30)}, code))
+    assert 2**29 < left <= 2**30
 
 
 def test_a_session_starts_the_pool_it_is_given(exports_dir):
