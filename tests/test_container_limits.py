@@ -121,46 +121,59 @@ def test_a_cgroup_v2_memory_limit(tmp_path):
     assert available_memory(proc) == 3 * 2**28
 
 
+def python(code: str, cgroup: Path | None = None) -> str:
+    """Run ``code`` in a fresh Python (nothing else has started threads there), inside ``cgroup``
+    when given; its standard output."""
+    enter = f"echo $$ > {cgroup}/cgroup.procs && " if cgroup else ""
+    done = subprocess.run(
+        ["sh", "-c", f'{enter}exec "$0" -c "$1"', sys.executable, code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def in_cgroup(hierarchy: Path, files: dict[str, str], code: str) -> str:
-    """Run ``code`` in a new Python inside a new cgroup v1 group of ``hierarchy`` with these settings."""
+    """Run ``code`` in a fresh Python inside a new cgroup v1 group of ``hierarchy`` with these settings."""
     group = hierarchy / f"atelier-test-{uuid.uuid4().hex[:8]}"
     group.mkdir()
     try:
         for name, value in files.items():
             (group / name).write_text(value)
-        done = subprocess.run(
-            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"', sys.executable, code],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        return python(code, group)
     finally:
         group.rmdir()
+
+
+def threads_started(session_code: str) -> str:
+    """Code that prints how many threads opening a session (``session_code``) started."""
+    return (
+        "import os, time\n"
+        "from service.runtime import cpu_budget, open_session\n"
+        "def threads():\n"
+        "    time.sleep(0.2)\n"
+        "    return len(os.listdir('/proc/self/task'))\n"
+        "before = threads()\n"
+        f"{session_code}\n"
+        "print(threads() - before, end=' ')\n"
+    )
 
 
 @pytest.mark.skipif(
     not os.access(V1_CPU, os.W_OK), reason="no writable cgroup v1 CPU hierarchy here to make a real quota in"
 )
 def test_a_real_cgroup_quota_sizes_the_sessions_thread_pool(exports_dir):
-    """In a real CPU group limited to half a core, the budget is 1 and a session opened with it
-    starts no pool threads; ONNX Runtime left to itself starts one per further core of the host."""
-    code = (
-        "import os, time, sys\n"
-        "from service.runtime import cpu_budget, open_session\n"
-        "cpus = cpu_budget()\n"
-        "def threads():\n"
-        "    time.sleep(0.2)\n"
-        "    return len(os.listdir('/proc/self/task'))\n"
-        "before = threads()\n"
-        f"s = open_session('{exports_dir / 'generator.onnx'}', ['CPUExecutionProvider'], threads=cpus.count)\n"
-        "print(cpus.count, threads() - before, cpus.source)\n"
-    )
+    """In a real CPU group limited to half a core, the budget is 1, and a session opened with it
+    starts no pool threads."""
+    model = exports_dir / "generator.onnx"
+    code = threads_started(f"s = open_session('{model}', ['CPUExecutionProvider'], threads=cpu_budget().count)")
+    code += "cpus = cpu_budget(); print(cpus.count, cpus.source)"
     quota = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "50000"}
-    count, started, source = in_cgroup(V1_CPU, quota, code).split(" ", 2)
+    started, count, source = in_cgroup(V1_CPU, quota, code).split(" ", 2)
     assert (int(count), int(started)) == (1, 0)
     assert source.startswith("cgroup CPU quota 0.5 (") and source.endswith("cpu.cfs_quota_us)")
 
@@ -177,27 +190,9 @@ def test_a_real_memory_limit_bounds_what_the_service_budgets():
 
 
 def test_a_session_starts_the_pool_it_is_given(exports_dir):
-    """threads=N: N - 1 pool threads beside the caller's (a fresh process, so nothing else starts any)."""
-    code = (
-        "import os, time\n"
-        "from service.runtime import open_session\n"
-        "def threads():\n"
-        "    time.sleep(0.2)\n"
-        "    return len(os.listdir('/proc/self/task'))\n"
-        "before = threads()\n"
-        f"s = open_session('{exports_dir / 'generator.onnx'}', ['CPUExecutionProvider'], threads=4)\n"
-        "print(threads() - before)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout) == 3
+    """threads=N: N - 1 pool threads beside the caller's."""
+    model = exports_dir / "generator.onnx"
+    assert python(threads_started(f"s = open_session('{model}', ['CPUExecutionProvider'], threads=4)")) == "3"
 
 
 def test_a_wrong_cpu_count_is_refused_at_start(exports_dir, tmp_path):
