@@ -180,10 +180,12 @@ def build_bento(exports: Path, work: Path) -> Path:
     return bento.parent
 
 
-def run_fresh(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_fresh(code: str, timeout: float = 300, cgroup: Path | None = None) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter with the repository importable: for what a process does
-    once (which modules an import loads, messages printed the first time)."""
+    once (which modules an import loads, messages printed the first time, threads it starts).
+    ``cgroup``: a cgroup folder the interpreter runs in from its first instruction."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
-    )
+    command = [sys.executable, "-c", code]
+    if cgroup is not None:  # the shell joins the group, then becomes the interpreter
+        command = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$0" -c "$1"', sys.executable, code]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)

@@ -7,15 +7,13 @@ taken from what the memory limit leaves (service.runtime.available_memory)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from service.runtime import CPUS_ENV, Cpus, available_memory, cgroup_cpu_quota, cpu_budget
-from tests.pipeline import REPO, Server
+from tests.pipeline import Server, run_fresh
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -122,17 +120,9 @@ def test_a_cgroup_v2_memory_limit(tmp_path):
 
 
 def python(code: str, cgroup: Path | None = None) -> str:
-    """Run ``code`` in a fresh Python (nothing else has started threads there), inside ``cgroup``
-    when given; its standard output."""
-    enter = f"echo $$ > {cgroup}/cgroup.procs && " if cgroup else ""
-    done = subprocess.run(
-        ["sh", "-c", f'{enter}exec "$0" -c "$1"', sys.executable, code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    """The standard output of ``code`` run by ``run_fresh`` (nothing else has started threads
+    there), inside ``cgroup`` when given."""
+    done = run_fresh(code, timeout=120, cgroup=cgroup)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
