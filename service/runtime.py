@@ -128,6 +128,14 @@ def choose_providers(spec: str, log=logger.warning, cuda_options: str = "") -> P
     return Providers(spec=",".join(requested), names=names, fallback=fallback, cuda_options=options)
 
 
+def providers_from_environment(log=logger.warning) -> Providers:
+    """``choose_providers`` of ``ATELIER_PROVIDERS`` (default ``cuda,cpu``) and ``ATELIER_CUDA_OPTIONS``:
+    what the service opens its sessions with, and ``make bench`` the same."""
+    return choose_providers(
+        os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), log, cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", "")
+    )
+
+
 def open_session(
     path: Path,
     providers: list[str],
@@ -300,6 +308,11 @@ def cpu_budget(setting: str | None = None, proc: Path = Path("/proc/self")) -> C
     if quota is not None and math.ceil(quota[0]) < affinity:
         return Cpus(max(1, math.ceil(quota[0])), f"cgroup CPU quota {quota[0]:g} ({quota[1]})")
     return Cpus(affinity, "affinity")
+
+
+def cpus_from_environment() -> Cpus:
+    """``cpu_budget`` of ``ATELIER_CPUS``: what the service sizes its pools to, and ``make bench`` the same."""
+    return cpu_budget(os.environ.get(CPUS_ENV))
 
 
 def cgroup_groups(controller: str, proc: Path = Path("/proc/self")) -> list[tuple[Path, bool]]:

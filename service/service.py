@@ -67,11 +67,11 @@ from service.manifest import ExportWatch, choose_precision, load_manifest
 from service.runtime import (
     PROVIDER_NAMES,
     available_memory,
-    choose_providers,
-    cpu_budget,
+    cpus_from_environment,
     device_name,
     keep_large_blocks_returnable,
     open_session,
+    providers_from_environment,
 )
 from service.style import StyleTransfer, mix_stats, resize_long_side
 
@@ -88,7 +88,7 @@ IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_
 FORM_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # a multipart body: content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
-CPUS = cpu_budget(os.environ.get("ATELIER_CPUS"))  # a wrong value refuses to start, naming it
+CPUS = cpus_from_environment()  # a wrong ATELIER_CPUS refuses to start, naming it
 REQUEST_THREADS = max(4, 2 * CPUS.count)  # threads for the cheap endpoints (BentoML's pool, and sample's)
 MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue); one more: 429 + Retry-After
 # Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
@@ -182,9 +182,7 @@ class Atelier:
         keep_large_blocks_returnable()
         self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
         # strict `cuda`: the GPU or refuse to start
-        self.providers = choose_providers(
-            os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", "")
-        )
+        self.providers = providers_from_environment()
         providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)

@@ -43,7 +43,7 @@ from PIL import Image
 
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
-from service.runtime import Providers, choose_providers, cpu_budget, device_name, open_session
+from service.runtime import Providers, cpus_from_environment, device_name, open_session, providers_from_environment
 from service.sampling import latents_for_seeds, seed_range
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests import hostile_images as hi
@@ -51,7 +51,7 @@ from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
-CPUS = cpu_budget(os.environ.get("ATELIER_CPUS"))  # the cores the service would size its pools to
+CPUS = cpus_from_environment()  # the cores the service would size its pools to
 
 
 def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
@@ -416,11 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     exports = args.exports.resolve()
     manifest = load_manifest(exports)
-    chosen = choose_providers(
-        os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"),
-        log=lambda _: None,
-        cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", ""),
-    )
+    chosen = providers_from_environment(log=lambda _: None)
     cuda = chosen.names[0] == "CUDAExecutionProvider"
     torch = None if args.no_torch else Torch(manifest, cuda)
     peer_model = peer(cuda) if "stylizer" in manifest["models"] else None
