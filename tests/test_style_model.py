@@ -29,6 +29,7 @@ from training.style.functions import (
     transform_matrix_eigh,
 )
 from training.style.model import (
+    MIN_FEATURE_SIDE,
     Cascade,
     Decoder,
     StyleEncoder,
@@ -43,6 +44,7 @@ from training.style.model import (
     laplacian_pyramid,
     levels_up_to,
     luma,
+    padding_plan,
     size_multiple,
 )
 from training.vgg import VGGFeatures
@@ -214,6 +216,60 @@ def test_decoder_inverts_the_shape_of_each_level_on_non_square_input(layer):
         assert Decoder(layer, width=0.5)(feats).shape == (2, 3, 48, 64)
 
 
+def _border_distance(h: int, w: int) -> torch.Tensor:
+    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None]
+    return torch.minimum(torch.minimum(ys, h - 1 - ys), torch.minimum(xs, w - 1 - xs))
+
+
+@pytest.mark.parametrize("pointwise", [False, True])
+@pytest.mark.parametrize(("layer", "ring"), [("relu1_1", 1), ("relu2_1", 2), ("relu3_1", 6), ("relu4_1", 18)])
+def test_a_decoder_mirrors_its_input_once_and_decodes_as_mirroring_before_every_convolution_away_from_the_border(
+    layer, ring, pointwise
+):
+    """``mirror_once`` runs the decoder with one reflection pad for several convolutions
+    (``padding_plan``): away from a thin border ring (deeper decoders: wider) the image is what
+    mirroring before every convolution gives, up to float rounding; it differs in the ring (the
+    later convolutions see mirrored input, not a mirrored output)."""
+    torch.manual_seed(0)
+    decoder = Decoder(layer, width=0.25, pointwise_entry=pointwise).eval()
+    c = feature_channels(layer)
+    feat = _feat(21, (1, c, 12, 16)).relu()
+    identity, zero = torch.eye(c)[None], torch.zeros(1, c, 1)
+    with torch.no_grad():
+        once, every = decoder.forward_mapped(feat, identity, zero, mirror_once=True), decoder(feat)
+    assert once.shape == every.shape == (1, 3, 12 * size_multiple(layer), 16 * size_multiple(layer))
+    diff = (once - every).abs().amax(1)[0]
+    distance = _border_distance(*diff.shape)
+    scale = every.abs().max()
+    assert diff[distance >= ring].max() < 1e-5 * scale
+    assert diff[distance < ring].max() > 1e-2 * scale  # the plan is in use: the ring differs
+    # fewer Pad operations than 3x3 convolutions, hence the saving
+    pads = sum(isinstance(m, torch.nn.ReflectionPad2d) for m in decoder.net)
+    assert len(decoder.padding) < pads
+
+
+@pytest.mark.parametrize("layer", ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+def test_the_padding_plan_never_mirrors_more_than_the_smallest_input_allows(layer):
+    """The service pads thin images to ``MIN_FEATURE_SIDE`` features a side; a reflection pad must
+    be smaller than its input, so the plan splits where one pad would be too wide (relu4_1's 6-pixel
+    margin goes after its first upsampling), and the smallest input decodes."""
+    decoder = Decoder(layer, width=0.25).eval()
+    ups = [i for i, m in enumerate(decoder.net) if isinstance(m, torch.nn.Upsample)]
+    for index, margin in decoder.padding.items():
+        assert isinstance(decoder.net[index], torch.nn.ReflectionPad2d)
+        assert 0 < margin < MIN_FEATURE_SIDE * 2 ** sum(u < index for u in ups)
+    c, m = feature_channels(layer), size_multiple(layer)
+    smallest = torch.rand(1, c, MIN_FEATURE_SIDE, MIN_FEATURE_SIDE + 1)
+    with torch.no_grad():
+        out = decoder.forward_mapped(smallest, torch.eye(c)[None], torch.zeros(1, c, 1), mirror_once=True)
+    assert out.shape == (1, 3, MIN_FEATURE_SIDE * m, (MIN_FEATURE_SIDE + 1) * m)
+    # by hand: the margin each layer after a pad uses up, halved (rounding up) back across an upsampling
+    planned = {"relu1_1": {0: 2}, "relu2_1": {0: 2}, "relu3_1": {0: 3}, "relu4_1": {0: 1, 4: 6}}
+    assert decoder.padding == planned[layer]
+    unlimited = {**planned, "relu4_1": {0: 4}}  # inputs wide enough: one pad for the whole decoder
+    assert padding_plan(decoder.net, min_side=64) == unlimited[layer]
+
+
 def test_cascade_at_strength_zero_is_the_chain_of_reconstructions():
     torch.manual_seed(0)
     vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
@@ -225,8 +281,10 @@ def test_cascade_at_strength_zero_is_the_chain_of_reconstructions():
         stats = StyleEncoder(vgg, levels)(torch.rand(1, 3, 20, 28))
         out = Cascade(vgg, decoders)(image, torch.zeros(1), *stats)
         x = image
-        for level, decoder in zip(levels, decoders):
-            x = decoder(vgg(x, [level])[level]).clamp(0, 1)
+        for level, decoder in zip(levels, decoders):  # full-size levels mirror once (padding_plan)
+            c = feature_channels(level)
+            identity = decoder.forward_mapped(vgg(x, [level])[level], torch.eye(c)[None], torch.zeros(1, c, 1), True)
+            x = identity.clamp(0, 1)
     torch.testing.assert_close(out, x)
     assert [s.shape for s in stats] == [(1, 128), (1, 128, 128), (1, 64), (1, 64, 64)]
 
@@ -386,7 +444,7 @@ def test_build_decoder_rebuilds_saved_decoders_and_reads_configs_from_before_per
         old.load_state_dict(decoders["relu1_1"].state_dict())
 
 
-def test_the_full_size_relu1_1_stage_estimates_the_statistics_from_a_quarter_of_the_positions():
+def test_the_full_size_relu1_1_stage_estimates_the_statistics_from_a_sixteenth_of_the_positions():
     torch.manual_seed(0)
     vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
     decoders = [Decoder("relu2_1", width=0.25).eval(), Decoder("relu1_1", width=0.25, pointwise_entry=True).eval()]
@@ -394,17 +452,18 @@ def test_the_full_size_relu1_1_stage_estimates_the_statistics_from_a_quarter_of_
     with torch.no_grad():
         stats = StyleEncoder(vgg, ["relu2_1", "relu1_1"])(torch.rand(1, 3, 40, 56))
         every = Cascade(vgg, decoders, stats_stride=1)(smooth, torch.ones(1), *stats)
-        quarter = Cascade(vgg, decoders)(smooth, torch.ones(1), *stats)
-    difference = (every - quarter).pow(2).mean()
+        sixteenth = Cascade(vgg, decoders)(smooth, torch.ones(1), *stats)
+    difference = (every - sixteenth).pow(2).mean()
     # a different estimate of nearly the same statistics: > 30 dB apart with these random weights
     assert 0 < difference < 1e-3
     with pytest.raises(ValueError, match="stride"):
         Cascade(vgg, decoders, stats_stride=0)
 
 
-def test_relu1_1_every_second_position_is_conv1_1_at_stride_two():
-    """The strided statistics read relu1_1 as conv1_1 at stride 2: exactly the features at every
-    second position, odd sides included."""
+@pytest.mark.parametrize("stride", [2, 4])
+def test_relu1_1_at_every_stride_th_position_is_conv1_1_at_that_stride(stride):
+    """The strided statistics read relu1_1 as conv1_1 at that stride: exactly the features at every
+    ``stride``-th position, odd sides included."""
     torch.manual_seed(0)
     vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
     cascade = Cascade(vgg, [Decoder("relu2_1", width=0.25), Decoder("relu1_1", width=0.25, pointwise_entry=True)])
@@ -412,8 +471,8 @@ def test_relu1_1_every_second_position_is_conv1_1_at_stride_two():
         for h, w in ((64, 96), (33, 47)):
             x = torch.rand(1, 3, h, w)
             feat = vgg(x, ["relu1_1"])["relu1_1"]
-            strided = cascade._every(x, feat, "relu1_1", 2)
-            torch.testing.assert_close(strided, feat[:, :, ::2, ::2], rtol=1e-5, atol=1e-5)
+            strided = cascade._every(x, feat, "relu1_1", stride)
+            torch.testing.assert_close(strided, feat[:, :, ::stride, ::stride], rtol=1e-5, atol=1e-5)
 
 
 def test_decoder_rejects_unknown_layer():

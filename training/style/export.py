@@ -42,6 +42,7 @@ from training.style.functions import (
     transform_matrix_eigh,
 )
 from training.style.model import (
+    MIN_FEATURE_SIDE,
     SHADING_RADIUS,
     Cascade,
     Decoder,
@@ -323,13 +324,13 @@ def export_stylizer(
     """``content``, ``strength``, mean and cov per level -> ``image``; dynamic N, H, W."""
     dims = _dims(multiple)
 
-    def fit(side: int) -> int:  # the next multiple, and at least 2 of them (the smallest pyramid copy)
-        return max(2, -(-side // multiple)) * multiple
+    def fit(side: int) -> int:  # the next multiple, and at least as many as the service pads thin images to
+        return max(MIN_FEATURE_SIDE, -(-side // multiple)) * multiple
 
-    example = _stylizer_inputs(encoder, 2, fit(96), fit(128), seed=4)
+    example = _stylizer_inputs(encoder, 2, fit(96), fit(160), seed=4)
     checks = [
-        _stylizer_inputs(encoder, 1, fit(72), fit(56), seed=5),
-        _stylizer_inputs(encoder, 3, fit(64), fit(88), seed=6),
+        _stylizer_inputs(encoder, 1, fit(160), fit(56), seed=5),
+        _stylizer_inputs(encoder, 3, fit(64), fit(192), seed=6),
     ]
     names = ["content", "strength", *stats_names(cascade.levels)]
     shapes = {name: {0: dims["batch"]} for name in names}
