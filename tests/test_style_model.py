@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.style import MIN_FEATURE_SIDE as SERVED_MIN_FEATURE_SIDE
 from service.style import mix_stats, pad_for_cascade
 from training.style.functions import (
     COV_EPS,
@@ -263,6 +264,8 @@ def test_the_padding_plan_never_mirrors_more_than_the_smallest_input_allows(laye
     with torch.no_grad():
         out = decoder.forward_mapped(smallest, torch.eye(c)[None], torch.zeros(1, c, 1), mirror_once=True)
     assert out.shape == (1, 3, MIN_FEATURE_SIDE * m, (MIN_FEATURE_SIDE + 1) * m)
+    # the margin's bound is the service's: the smallest input it sends the stylizer
+    assert MIN_FEATURE_SIDE == SERVED_MIN_FEATURE_SIDE
     # by hand: the margin each layer after a pad uses up, halved (rounding up) back across an upsampling
     planned = {"relu1_1": {0: 2}, "relu2_1": {0: 2}, "relu3_1": {0: 3}, "relu4_1": {0: 1, 4: 6}}
     assert decoder.padding == planned[layer]
