@@ -217,6 +217,12 @@ def test_decoder_inverts_the_shape_of_each_level_on_non_square_input(layer):
         assert Decoder(layer, width=0.5)(feats).shape == (2, 3, 48, 64)
 
 
+def _mirroring_once(decoder: Decoder, feat: torch.Tensor) -> torch.Tensor:
+    """``decoder`` on ``feat`` (untransformed: the identity map) as a full-size stage runs it."""
+    n, c = feat.shape[:2]
+    return decoder.forward_mapped(feat, torch.eye(c).expand(n, c, c), torch.zeros(n, c, 1), mirror_once=True)
+
+
 def _border_distance(h: int, w: int) -> torch.Tensor:
     ys, xs = torch.arange(h)[:, None], torch.arange(w)[None]
     return torch.minimum(torch.minimum(ys, h - 1 - ys), torch.minimum(xs, w - 1 - xs))
@@ -233,11 +239,9 @@ def test_a_decoder_mirrors_its_input_once_and_decodes_as_mirroring_before_every_
     later convolutions see mirrored input, not a mirrored output)."""
     torch.manual_seed(0)
     decoder = Decoder(layer, width=0.25, pointwise_entry=pointwise).eval()
-    c = feature_channels(layer)
-    feat = _feat(21, (1, c, 12, 16)).relu()
-    identity, zero = torch.eye(c)[None], torch.zeros(1, c, 1)
+    feat = _feat(21, (1, feature_channels(layer), 12, 16)).relu()
     with torch.no_grad():
-        once, every = decoder.forward_mapped(feat, identity, zero, mirror_once=True), decoder(feat)
+        once, every = _mirroring_once(decoder, feat), decoder(feat)
     assert once.shape == every.shape == (1, 3, 12 * size_multiple(layer), 16 * size_multiple(layer))
     diff = (once - every).abs().amax(1)[0]
     distance = _border_distance(*diff.shape)
@@ -259,10 +263,10 @@ def test_the_padding_plan_never_mirrors_more_than_the_smallest_input_allows(laye
     for index, margin in decoder.padding.items():
         assert isinstance(decoder.net[index], torch.nn.ReflectionPad2d)
         assert 0 < margin < MIN_FEATURE_SIDE * 2 ** sum(u < index for u in ups)
-    c, m = feature_channels(layer), size_multiple(layer)
-    smallest = torch.rand(1, c, MIN_FEATURE_SIDE, MIN_FEATURE_SIDE + 1)
+    m = size_multiple(layer)
+    smallest = torch.rand(1, feature_channels(layer), MIN_FEATURE_SIDE, MIN_FEATURE_SIDE + 1)
     with torch.no_grad():
-        out = decoder.forward_mapped(smallest, torch.eye(c)[None], torch.zeros(1, c, 1), mirror_once=True)
+        out = _mirroring_once(decoder, smallest)
     assert out.shape == (1, 3, MIN_FEATURE_SIDE * m, (MIN_FEATURE_SIDE + 1) * m)
     # the margin's bound is the service's: the smallest input it sends the stylizer
     assert MIN_FEATURE_SIDE == SERVED_MIN_FEATURE_SIDE
@@ -285,9 +289,7 @@ def test_cascade_at_strength_zero_is_the_chain_of_reconstructions():
         out = Cascade(vgg, decoders)(image, torch.zeros(1), *stats)
         x = image
         for level, decoder in zip(levels, decoders):  # full-size levels mirror once (padding_plan)
-            c = feature_channels(level)
-            identity = decoder.forward_mapped(vgg(x, [level])[level], torch.eye(c)[None], torch.zeros(1, c, 1), True)
-            x = identity.clamp(0, 1)
+            x = _mirroring_once(decoder, vgg(x, [level])[level]).clamp(0, 1)
     torch.testing.assert_close(out, x)
     assert [s.shape for s in stats] == [(1, 128), (1, 128, 128), (1, 64), (1, 64, 64)]
 
