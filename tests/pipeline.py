@@ -77,9 +77,10 @@ def export(
 ) -> Path:
     from training.export import export_all
 
-    # the tiny style run's coarsest level (relu3_1) on a two-step Laplacian pyramid, as the quick
-    # profile's relu2_1 is by default: the served graph has the pyramid's larger size multiple (16)
-    export_all(gan_run, style_run, out, styles_dir, style_options={"coarse_scales": [4, 2]})
+    # the tiny style run's coarsest level (relu3_1) on a Laplacian pyramid whose 1/2 size the next
+    # level (relu2_1) paints, as the quick profile's relu2_1 and relu1_1 do by default: the served
+    # graph has the pyramid's larger size multiple (16) and both kinds of pyramid pass
+    export_all(gan_run, style_run, out, styles_dir, style_options={"coarse_scales": [4], "fine_scales": [2]})
     return out
 
 

@@ -47,11 +47,11 @@ def test_manifest_records_the_contract(exports_dir):
     assert "PCG64" in g["latent"]["rng"] and g["opset"] >= 17
     assert g["metrics"]["fid"] >= 0 and "baseline_real_vs_real" in g["metrics"]
     assert g["training"]["dataset"] == "fake"
-    # the style graph: relu3_1 on a Laplacian pyramid (4, 2), then relu2_1, relu1_1; inputs multiples of 4 * 4
+    # the style graph: relu3_1 at 1/4 size and relu2_1 at 1/2 (a Laplacian pyramid), then relu2_1 and
+    # relu1_1 at full size; inputs multiples of 4 * 4
     s = manifest["models"]["stylizer"]
-    assert (
-        s["coarse_scales"] == [4, 2] and s["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and s["size_multiple"] == 16
-    )
+    assert s["coarse_scales"] == [4] and s["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and s["size_multiple"] == 16
+    assert s["fine_scales"] == [2] and "second level" in s["fine_scales_rule"]
     assert manifest["style"]["size_multiple"] == 16
     assert s["coarse_shading_radius"] == 2 and "luma" in s["coarse_shading_rule"]  # the pyramid keeps the shading
     assert s["parity"]["max_abs_diff"] <= s["parity"]["atol"]
@@ -65,6 +65,10 @@ def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys):
     code = main(["--runs-root", str(tmp_path), "--style-coarse-scales", "16,4,8", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--style-coarse-scales must be auto or decreasing powers of two" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    code = main(["--runs-root", str(tmp_path), "--style-fine-scales", "3", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--style-fine-scales must be auto, none or decreasing powers of two" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     code = main(["--runs-root", str(tmp_path), "--style-shading-radius", "-1", "--out", str(tmp_path / "x")])
     assert code == 2

@@ -37,7 +37,7 @@ from training.style.model import (
     build_decoder,
     check_coarse_scales,
     decoder_config,
-    default_coarse_scales,
+    default_scales,
     enlarge,
     feature_channels,
     half_size,
@@ -321,17 +321,17 @@ def test_laplacian_pyramid_runs_the_stage_smallest_first_and_gives_the_image_bac
     image = torch.rand(1, 3, 32, 48)
     seen = []
 
-    def identity(x):
-        seen.append(tuple(x.shape[2:]))
+    def identity(x, scale):
+        seen.append((scale, tuple(x.shape[2:])))
         return x
 
     out = laplacian_pyramid(image, [8, 4, 2], identity)
-    assert seen == [(4, 6), (8, 12), (16, 24)]
+    assert seen == [(8, (4, 6)), (4, (8, 12)), (2, (16, 24))]
     torch.testing.assert_close(out, image, rtol=0, atol=1e-5)  # the bands add back exactly
     # a stage that changes the small copy changes the output's coarse part, not its finest detail
     # (values kept clear of 0 and 1, so that no clamping hides the difference)
     mid = 0.3 + 0.4 * image
-    darker = laplacian_pyramid(mid, [4], lambda x: 0.5 * x + 0.1)
+    darker = laplacian_pyramid(mid, [4], lambda x, _: 0.5 * x + 0.1)
 
     def fine(t):  # what 8x8 block means leave out
         return t - torch.nn.functional.avg_pool2d(t, 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
@@ -385,11 +385,53 @@ def test_cascade_coarse_scales_set_the_size_multiple_and_keep_the_shape():
     assert cascade.shading_radius == 2 and float((kept - repainted).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="shading radius must be 0"):
         Cascade(vgg, decoders, coarse_scales=[4, 2], shading_radius=-1)
-    assert default_coarse_scales("relu2_1") == [16, 8, 4, 2] and default_coarse_scales("relu3_1") == [1]
     assert check_coarse_scales((16, 8, 4, 2, 1)) == [16, 8, 4, 2, 1]
     for bad in ([], [2, 4], [3], [4, 4], [0]):
         with pytest.raises(ValueError, match="powers of two"):
             check_coarse_scales(bad)
+
+
+def test_cascade_fine_scales_let_the_second_level_paint_the_pyramids_last_sizes():
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", last_layer="relu2_1").eval()
+    levels = ["relu2_1", "relu1_1"]
+    decoders = [Decoder("relu2_1", width=0.25).eval(), Decoder("relu1_1", width=0.25, pointwise_entry=True).eval()]
+    seen = []  # (level, feature width, mirrored once) of every decode, in order
+    for decoder in decoders:
+
+        def recorded(feat, m, b, mirror_once=False, _decoder=decoder, _decode=decoder.forward_mapped):
+            seen.append((_decoder.layer, feat.shape[-1], mirror_once))
+            return _decode(feat, m, b, mirror_once)
+
+        decoder.forward_mapped = recorded
+    image = torch.rand(1, 3, 64, 96)
+    fine = Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[2])
+    assert fine.size_multiple == 16 and fine.fine_scales == [2]
+    with torch.no_grad():
+        stats = StyleEncoder(vgg, levels)(torch.rand(1, 3, 40, 56))
+        painted = fine(image, torch.ones(1), *stats)
+    # relu2_1 (stride 2) at 1/8 and 1/4 size, relu1_1 at 1/2 in the pyramid, then at full size
+    assert seen == [("relu2_1", 6, False), ("relu2_1", 12, False), ("relu1_1", 48, False), ("relu1_1", 96, True)]
+    with torch.no_grad():
+        coarse_half = Cascade(vgg, decoders, coarse_scales=[8, 4, 2])(image, torch.ones(1), *stats)
+        no_half = Cascade(vgg, decoders, coarse_scales=[8, 4])(image, torch.ones(1), *stats)
+        # strength 0: every pyramid pass gives its input back, whichever level paints it
+        kept = [c(image, torch.zeros(1), *stats) for c in (fine, Cascade(vgg, decoders, coarse_scales=[8, 4, 2]))]
+    assert painted.shape == image.shape
+    assert float((painted - coarse_half).abs().mean()) > 1e-3 and float((painted - no_half).abs().mean()) > 1e-3
+    torch.testing.assert_close(kept[0], kept[1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="second level"):
+        Cascade(vgg, decoders[:1], coarse_scales=[8, 4], fine_scales=[2])
+    with pytest.raises(ValueError, match="powers of two"):
+        Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[4])
+    with pytest.raises(ValueError, match="2 or more"):
+        Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[1])
+    # the defaults: relu1_1 paints the pyramid's 1/2 size when it follows a shallow coarsest level
+    assert default_scales(levels) == ([16, 8, 4], [2])
+    assert default_scales(["relu2_1"]) == ([16, 8, 4, 2], [])
+    assert default_scales(["relu3_1", "relu2_1", "relu1_1"]) == ([1], [])
+    assert default_scales(levels, [16, 8, 4, 2]) == ([16, 8, 4, 2], [])  # the earlier pyramid, relu2_1 at 1/2
+    assert default_scales(levels, [16, 8]) == ([16, 8], [2]) and default_scales(levels, [1]) == ([1], [])
 
 
 def test_decoder_input_scale_is_applied_and_saved_with_the_weights():

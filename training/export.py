@@ -26,7 +26,7 @@ from training.gan.train import build_models
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, export_style
-from training.style.model import PYRAMID, SHADING_RADIUS, check_coarse_scales
+from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_coarse_scales
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -124,7 +124,7 @@ def export_all(
     style_options: dict[str, Any] | None = None,
 ) -> dict:
     """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
-    ``coarse_scales``, ``shading_radius`` and ``conv1_2_energy`` for ``export_style``."""
+    ``coarse_scales``, ``fine_scales``, ``shading_radius`` and ``conv1_2_energy`` for ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +180,20 @@ def _coarse_scales(text: str) -> list[int] | None:
         ) from None
 
 
+def _fine_scales(text: str) -> list[int] | None:
+    """``--style-fine-scales``: "auto" -> None (the export decides), "none" -> [], else e.g. "2" -> [2]."""
+    if text == "auto":
+        return None
+    if text == "none":
+        return []
+    try:
+        return check_coarse_scales([int(part) for part in text.split(",")])
+    except ValueError:
+        raise ValueError(
+            f"--style-fine-scales must be auto, none or decreasing powers of two such as 2 or 4,2, not {text!r}"
+        ) from None
+
+
 def _latest(runs_root: Path, kind: str) -> Path | None:
     latest = runs_root / kind / "latest"
     return latest.resolve() if (latest / CHECKPOINT).exists() else None
@@ -217,7 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="the coarsest level runs on the photo shrunk by each of these factors, smallest first "
         "(a Laplacian pyramid: larger strokes), e.g. 16,8,4,2; 1 for none; auto: "
-        f"{','.join(map(str, PYRAMID))} when the coarsest level is relu2_1 or relu1_1, else 1",
+        f"{','.join(map(str, PYRAMID))} when the coarsest level is relu2_1 or relu1_1, else 1, less the "
+        "sizes --style-fine-scales gives the next level",
+    )
+    p.add_argument(
+        "--style-fine-scales",
+        default="auto",
+        help="the pyramid goes on at these factors (below the coarse ones) with the next level painting "
+        f"them, e.g. 2; none; auto: {','.join(map(str, FINE_SCALES))} below the coarse scales when the "
+        "next level is relu1_1, else none",
     )
     p.add_argument(
         "--style-shading-radius",
@@ -257,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "transform": args.style_transform,
                 "levels": args.style_levels.split(",") if args.style_levels else None,
                 "coarse_scales": _coarse_scales(args.style_coarse_scales),
+                "fine_scales": _fine_scales(args.style_fine_scales),
                 "shading_radius": args.style_shading_radius,
                 "conv1_2_energy": args.style_conv1_2_energy,
             },

@@ -49,7 +49,7 @@ from training.style.model import (
     StyleEncoder,
     build_decoder,
     decoder_config,
-    default_coarse_scales,
+    default_scales,
     feature_channels,
     layer_block,
     size_multiple,
@@ -88,21 +88,23 @@ def export_style(
     coarse_scales: Sequence[int] | None = None,
     shading_radius: int = SHADING_RADIUS,
     conv1_2_energy: float = CONV1_2_ENERGY,
+    fine_scales: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
     ``style_side``: long side (px) style images are resized to before their statistics;
     ``transform``: ``ot`` or ``wct``; ``levels``: the cascade's levels, coarse to fine (default:
     every level the run trained a decoder for); ``coarse_scales``: the Laplacian pyramid the
-    coarsest level runs on (``Cascade``; default ``default_coarse_scales`` of the coarsest level);
-    ``shading_radius``: the pyramid passes keep the photo's shading above this scale (``Cascade``);
-    ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the exact encoder).
+    coarsest level runs on and ``fine_scales`` the sizes the next level paints in it (``Cascade``;
+    default ``default_scales``); ``shading_radius``: the coarsest level's pyramid passes keep the
+    photo's shading above this scale (``Cascade``); ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the
+    exact encoder).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
     vgg, info, decoders, encoder, cascade = load_style_modules(
-        ckpt, levels, transform, log, coarse_scales, shading_radius, conv1_2_energy
+        ckpt, levels, transform, log, coarse_scales, shading_radius, conv1_2_energy, fine_scales
     )
     levels = encoder.levels
     served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
@@ -148,7 +150,11 @@ def export_style(
             "coarse_scales": cascade.coarse_scales,
             "coarse_scales_rule": "the first level runs on the content shrunk by each factor (4x4 binomial "
             "Gaussian pyramid), smallest first; between factors its output is enlarged (bicubic) and the "
-            "Laplacian detail of the content added back; the other levels run at full size",
+            "Laplacian detail of the content added back; the other levels run at full size (the second also "
+            "at fine_scales)",
+            "fine_scales": cascade.fine_scales,
+            "fine_scales_rule": "the pyramid goes on at these factors with the second level painting them "
+            "(its own light and dark), before that level runs at full size",
             "coarse_shading_radius": cascade.shading_radius,
             "coarse_shading_rule": "at each size of the pyramid (radius > 0), the decoded image's luma is replaced, "
             "above two box filters of side 2 * radius + 1, by its input's luma given the decoded image's mean "
@@ -222,12 +228,13 @@ def load_style_modules(
     coarse_scales: Sequence[int] | None = None,
     shading_radius: int = SHADING_RADIUS,
     conv1_2_energy: float = CONV1_2_ENERGY,
+    fine_scales: Sequence[int] | None = None,
 ):
     """A style run's modules, in eval mode: ``(vgg, vgg_info, decoders, encoder, cascade)``.
 
     ``levels``: the cascade's levels (default: every level the run trained a decoder for), put in
-    order coarse to fine; ``transform``: ``ot`` or ``wct``; ``coarse_scales``: see ``Cascade``
-    (default: ``default_coarse_scales`` of the coarsest level); ``shading_radius``: see ``Cascade``;
+    order coarse to fine; ``transform``: ``ot`` or ``wct``; ``coarse_scales``, ``fine_scales``: see
+    ``Cascade`` (default: ``default_scales`` of the levels); ``shading_radius``: see ``Cascade``;
     ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (what was done is ``vgg_info["conv1_2_low_rank"]``)."""
     config = ckpt["decoder_config"]
     levels = list(levels or config["levels"])
@@ -243,15 +250,16 @@ def load_style_modules(
     check_same_vgg(ckpt["vgg"], info)
     info = {**info, "conv1_2_low_rank": low_rank_conv1_2(vgg, conv1_2_energy, log)}
     decoders = load_decoders(ckpt, levels)
-    scales = default_coarse_scales(levels[0]) if coarse_scales is None else coarse_scales
-    cascade = Cascade(vgg, decoders, transform, coarse_scales=scales, shading_radius=shading_radius)
+    coarse, fine = default_scales(levels, coarse_scales)
+    fine = fine if fine_scales is None else fine_scales
+    cascade = Cascade(vgg, decoders, transform, coarse_scales=coarse, shading_radius=shading_radius, fine_scales=fine)
     return vgg, info, decoders, StyleEncoder(vgg, levels).eval(), cascade.eval()
 
 
 def low_rank_conv1_2(vgg: torch.nn.Module, energy: float, log: Callable[[str], None]) -> dict[str, Any] | None:
     """Replace ``vgg``'s conv1_2 by its factorization (``factorize_conv``) when ``energy`` < 1 and
     that saves work; returns its rank and how far it moves relu2_1 on the held-out photos
-    (|f' - f| / |f| at long side 256, the pyramid's 1/2 size at 512 px), or None if unchanged."""
+    (|f' - f| / |f| at long side 256), or None if unchanged."""
     if not 0 < energy <= 1:
         raise ValueError(f"conv1_2 energy must be in (0, 1], not {energy}")
     if energy == 1 or "relu2_1" not in vgg.names:

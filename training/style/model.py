@@ -13,7 +13,8 @@ training, so any style works that the statistics can describe.
 - ``Cascade``: the exported serving graph: for each level, coarse to fine, encode the current
   image, match the style's statistics (``strength`` blends), decode; the output feeds the next level.
   The coarsest level may run on a Laplacian pyramid of the image first (``coarse_scales``), which
-  gives a shallow level the reach of a deeper one: larger strokes without a deeper decoder.
+  gives a shallow level the reach of a deeper one: larger strokes without a deeper decoder; the
+  next level may paint the pyramid's last sizes before its full-size stage (``fine_scales``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ from training.style.functions import NS_ITERS, blend, feature_stats, mean_std, s
 VGG_WIDTHS = (64, 128, 256, 512)  # conv widths of VGG blocks 1..4
 DECODER_CONVS = (2, 2, 4)  # convs mirrored in blocks 1..3 (VGG19's counts, as in pytorch-AdaIN)
 ENCODER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-# The coarse scales a shallow coarsest level (relu2_1, relu1_1) runs at by default (see ``Cascade``):
-# measured on the held-out pairs, the quick profile's relu2_1 at 16, 8, 4, 2 styles more than at
-# full size and moves the photo less (docs/style-transfer.md).
+# The Laplacian pyramid a shallow coarsest level (relu2_1, relu1_1) starts from by default (see
+# ``Cascade``): measured on the held-out pairs, the quick profile's relu2_1 at 16, 8, 4, 2 styles more
+# than at full size and moves the photo less (docs/style-transfer.md).
 PYRAMID = (16, 8, 4, 2)
+# When the next level is relu1_1, it paints the pyramid's 1/2 size instead (``default_scales``): on the
+# held-out pairs the quick profile then styles more than the peer in both feature spaces, as before,
+# moves the photo less, and takes 0.63x the time at 512 px on 2 CPU cores (relu2_1's pass at 1/2 size
+# was a third of it; docs/style-transfer.md).
+FINE_SCALES = (2,)
 # The pyramid's passes keep the photo's light and dark above this scale (``keep_shading``): measured on
 # the held-out pairs, 2 (two 5x5 box filters at each size) keeps the objects readable where the passes
 # had painted blotches over them, and still styles more than the peer (docs/style-transfer.md).
@@ -240,18 +246,18 @@ def half_size(image: Tensor) -> Tensor:
     return F.conv2d(F.pad(image, (1, 1, 1, 1), mode="reflect"), kernel, stride=2, groups=c)
 
 
-def laplacian_pyramid(image: Tensor, scales: Sequence[int], stage: Callable[[Tensor], Tensor]) -> Tensor:
-    """``stage`` applied at each of ``scales`` (decreasing powers of two), smallest first: on the
-    image shrunk ``scales[0]`` times (Gaussian pyramid, ``half_size``), then on its output enlarged
-    (``enlarge``) to the next scale plus the detail the smaller copy lacked (the image's Laplacian
-    band between the two scales), and so on; the last output is brought to full size the same way.
-    With ``stage`` the identity, the image comes back (up to clamping to [0, 1])."""
+def laplacian_pyramid(image: Tensor, scales: Sequence[int], stage: Callable[[Tensor, int], Tensor]) -> Tensor:
+    """``stage(x, scale)`` applied at each of ``scales`` (decreasing powers of two), smallest first:
+    on the image shrunk ``scales[0]`` times (Gaussian pyramid, ``half_size``), then on its output
+    enlarged (``enlarge``) to the next scale plus the detail the smaller copy lacked (the image's
+    Laplacian band between the two scales), and so on; the last output is brought to full size the
+    same way. With ``stage`` the identity, the image comes back (up to clamping to [0, 1])."""
     shrunk = {1: image}  # scale -> the image shrunk that many times
     for k in range(1, scales[0].bit_length()):
         shrunk[2**k] = half_size(shrunk[2 ** (k - 1)])
     x = shrunk[scales[0]]
     for previous, k in zip(scales, [*scales[1:], 1]):
-        x = stage(x)
+        x = stage(x, previous)
         if k != previous:  # enlarge(x) + (shrunk[k] - enlarge(shrunk[previous])), one enlargement
             x = (enlarge(x - shrunk[previous], previous // k) + shrunk[k]).clamp(0.0, 1.0)
     return x
@@ -307,9 +313,21 @@ def enlarge(image: Tensor, factor: int) -> Tensor:
     return image
 
 
-def default_coarse_scales(coarsest_level: str) -> list[int]:
-    """``PYRAMID`` for a shallow coarsest level (its features see at most 10 px), else none ([1])."""
-    return list(PYRAMID) if layer_block(coarsest_level) <= 2 else [1]
+def default_scales(levels: Sequence[str], coarse_scales: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """The default ``(coarse_scales, fine_scales)`` of a cascade of ``levels`` (coarse to fine; see
+    ``Cascade``), or the fine scales that go with the given ``coarse_scales``. By default ``PYRAMID``
+    for a shallow coarsest level (its features see at most 10 px), else none ([1]); when the next
+    level is relu1_1, it paints the sizes of ``FINE_SCALES`` below the coarse ones (by default: the
+    pyramid's 1/2 size, taken from the coarsest level)."""
+    fine_level = len(levels) > 1 and levels[1] == "relu1_1"
+    if coarse_scales is not None:
+        coarse = check_coarse_scales(coarse_scales)
+    elif layer_block(levels[0]) > 2:
+        coarse = [1]
+    else:
+        coarse = [k for k in PYRAMID if not (fine_level and k in FINE_SCALES)]
+    fine = [k for k in FINE_SCALES if k < coarse[-1]] if fine_level and coarse != [1] else []
+    return coarse, fine
 
 
 def check_coarse_scales(scales: Sequence[int]) -> list[int]:
@@ -335,15 +353,19 @@ class Cascade(nn.Module):
     pyramid), so a level whose features see 10 px paints strokes k times larger while the photo's
     fine detail survives for the finer levels. The style statistics are the same at every scale.
     ``(1,)`` (the default) is the plain cascade. The finer levels run at full size.
-    ``shading_radius`` (> 0): each pyramid pass keeps its input's large-scale light and dark
-    (``keep_shading``), so the style's colours follow the photo's objects instead of painting
-    blotches across them; 0 lets the passes repaint the shading too.
+    ``shading_radius`` (> 0): each of the coarsest level's pyramid passes keeps its input's
+    large-scale light and dark (``keep_shading``), so the style's colours follow the photo's objects
+    instead of painting blotches across them; 0 lets the passes repaint the shading too.
+    ``fine_scales`` (smaller than the last coarse scale, more than 1): the pyramid goes on at these
+    sizes with the second level painting them (its own light and dark: it paints texture, not
+    blotches), before that level's full-size stage. ``()`` (the default): none.
 
-    ``stats_stride``: the full-size relu1_1 stage estimates the content's statistics from every
-    ``stats_stride``-th position each way (``STATS_STRIDE``); every other stage from all of them.
+    ``stats_stride``: relu1_1 at full size or at a fine scale estimates the content's statistics from
+    every ``stats_stride``-th position each way (``STATS_STRIDE``); the deeper levels and the coarsest
+    level's pyramid passes (whose copies may be 4 features a side) from all of them.
 
     ``strength`` blends features (s * moved + (1 - s) * features) at the full-size levels, and
-    images (s * painted + (1 - s) * input) at the pyramid's sizes: strength 0 is the finer levels'
+    images (s * painted + (1 - s) * input) at the pyramid's sizes: strength 0 is the full-size levels'
     reconstruction of the photo, not a chain of every size's reconstruction errors.
     """
 
@@ -356,6 +378,7 @@ class Cascade(nn.Module):
         coarse_scales: Sequence[int] = (1,),
         shading_radius: int = SHADING_RADIUS,
         stats_stride: int = STATS_STRIDE,
+        fine_scales: Sequence[int] = (),
     ):
         super().__init__()
         if not 1 <= len(decoders) <= len(ENCODER_LAYERS):
@@ -364,6 +387,12 @@ class Cascade(nn.Module):
         self.levels = [d.layer for d in decoders]
         self.transform, self.iters = transform, iters
         self.coarse_scales = check_coarse_scales(coarse_scales)
+        self.fine_scales = [int(k) for k in fine_scales]
+        if self.fine_scales:
+            if len(decoders) < 2:
+                raise ValueError("fine scales need a second level to paint them")
+            if check_coarse_scales(self.coarse_scales + self.fine_scales)[-1] < 2:
+                raise ValueError(f"fine scales must be 2 or more (the full size is the stage's), not {fine_scales}")
         if shading_radius < 0:
             raise ValueError(f"shading radius must be 0 (off) or more, not {shading_radius}")
         self.shading_radius = int(shading_radius)
@@ -406,16 +435,29 @@ class Cascade(nn.Module):
         mirroring its input once (``padding_plan``: the image changes only within a few pixels of
         the border). The pyramid's passes mirror before every convolution: at 1/16 size a two-pixel
         border is 32 pixels of the photo, and mirroring once there left streaks along its edges."""
-        stride = self.stats_stride if layer_block(level) == 1 else 1
+        stride = self._stats_stride(level)
         return self._decoded(x, level, decoder, mean, factor, strength, stride, mirror_once=True).clamp(0.0, 1.0)
 
+    def _stats_stride(self, level: str) -> int:
+        return self.stats_stride if layer_block(level) == 1 else 1
+
     def _painted(
-        self, x: Tensor, level: str, decoder: Decoder, mean: Tensor, factor: Tensor, strength: Tensor
+        self,
+        x: Tensor,
+        level: str,
+        decoder: Decoder,
+        mean: Tensor,
+        factor: Tensor,
+        strength: Tensor,
+        shading: bool = True,
+        stride: int = 1,
     ) -> Tensor:
-        """One pyramid size: the fully painted image blended with its input by ``strength``, so that
-        strength 0 passes the photo through (no decoder's reconstruction error at every size)."""
-        painted = self._decoded(x, level, decoder, mean, factor, torch.ones_like(strength))
-        if self.shading_radius:
+        """One pyramid size: the fully painted image (given ``x``'s light and dark if ``shading`` and
+        ``shading_radius``; the statistics from every ``stride``-th position) blended with its input by
+        ``strength``, so that strength 0 passes the photo through (no decoder's reconstruction error at
+        every size)."""
+        painted = self._decoded(x, level, decoder, mean, factor, torch.ones_like(strength), stride)
+        if shading and self.shading_radius:
             painted = keep_shading(painted, x, self.shading_radius)
         return blend(painted, x, strength).clamp(0.0, 1.0)
 
@@ -441,7 +483,15 @@ class Cascade(nn.Module):
         if self.coarse_scales == [1]:
             x = self._stage(image, *first)
         else:
-            x = laplacian_pyramid(image, self.coarse_scales, lambda x: self._painted(x, *first))
+
+            def paint(x: Tensor, scale: int) -> Tensor:
+                if scale in self.fine_scales:  # the second level, painting its own light and dark
+                    level = self.levels[1]
+                    stride = self._stats_stride(level)
+                    return self._painted(x, level, self.decoders[1], *stats[1], strength, False, stride)
+                return self._painted(x, *first)
+
+            x = laplacian_pyramid(image, self.coarse_scales + self.fine_scales, paint)
         for level, decoder, (mean, factor) in zip(self.levels[1:], self.decoders[1:], stats[1:]):
             x = self._stage(x, level, decoder, mean, factor, strength)
         return x

@@ -43,7 +43,7 @@ from training.runs import (
 )
 from training.style.data import TrainingImages, content_source
 from training.style.functions import content_loss, psnr
-from training.style.model import Cascade, build_decoder, decoder_config, default_coarse_scales, levels_up_to
+from training.style.model import Cascade, build_decoder, decoder_config, default_scales, levels_up_to
 from training.style.options import load_style_checkpoint, resolve_options
 from training.style.samples import fixed_samples, write_samples
 from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
@@ -294,8 +294,9 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     from tqdm import tqdm
 
     opt, device, main = run.opt, run.device, run.world.main
-    # the sample sheet shows what the export will serve (its default coarse scales)
-    cascade = Cascade(run.vgg, list(run.decoders.values()), coarse_scales=default_coarse_scales(opt["encoder_layer"]))
+    # the sample sheet shows what the export will serve (its default pyramid)
+    coarse, fine = default_scales([d.layer for d in run.decoders.values()])
+    cascade = Cascade(run.vgg, list(run.decoders.values()), coarse_scales=coarse, fine_scales=fine)
     fixed = fixed_samples(opt, run.vgg, device, cascade.size_multiple) if main else None
     use_bf16 = device.type == "cuda"
 
