@@ -102,6 +102,7 @@ def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
         (["--diffaugment", "rotate"], "unknown DiffAugment"),
         (["--lr-d", "3"], "lr-d"),
         (["--dataset", "mnist", "--channels", "3"], "grayscale"),
+        (["--aux-classifier", "-1"], "aux-classifier"),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
@@ -193,6 +194,37 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     loss.backward()
     for p, q in zip(gan.d.parameters(), fresh.d.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_the_aux_classifier_learns_the_real_labels():
+    """With ``--aux-classifier`` D has a class head trained on the real images' labels (the generator
+    is pushed towards what it reads); without it there is no head to ask."""
+    o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--aux-classifier", "1"]))
+    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
+    resolve_data_dependent(o, data)
+    o["d_skip_below"] = 0.0
+    gan = build_gan(o, torch.device("cpu"), None)
+    # images whose class is their brightness, so that a few steps can learn it
+    y = torch.arange(16) % o["num_classes"]
+    noise = 0.1 * torch.randn(
+        16, o["channels"], o["image_size"], o["image_size"], generator=torch.Generator().manual_seed(0)
+    )
+    real = (y.float() / (o["num_classes"] - 1) * 1.6 - 0.8)[:, None, None, None] + noise
+    real = real.contiguous(memory_format=torch.channels_last)
+
+    def class_loss() -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(gan.d(real, y, classes=True)[1], y))
+
+    before = class_loss()
+    for step in range(40):
+        gan_step(gan, o, real, y, step_generator(0, step, torch.device("cpu")))
+    after = class_loss()
+    assert after < 0.5 * before  # these 16 images' labels, learned
+    plain = build_gan({**o, "aux_classifier": 0.0}, torch.device("cpu"), None)
+    assert plain.d.classify is None
+    with pytest.raises(ValueError, match="no class head"):
+        plain.d(real, y, classes=True)
 
 
 def test_runs_of_different_seeds_are_scored_by_the_same_classifier(tmp_path):

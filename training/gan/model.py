@@ -109,6 +109,7 @@ class Discriminator(nn.Module):
         num_classes: int = 0,
         spectral: bool = False,
         minibatch_std: bool = True,
+        aux_classifier: bool = False,
     ):
         super().__init__()
         blocks = _num_blocks(image_size)
@@ -126,12 +127,18 @@ class Discriminator(nn.Module):
         features = (width + int(minibatch_std)) * 16  # (N, width [+ 1], 4, 4) flattened
         self.head = norm(nn.Linear(features, 1))
         self.embed = norm(nn.Embedding(num_classes, features)) if num_classes else None
+        # AC-GAN (Odena et al. 2017): a class head on the same features, trained on the real labels
+        self.classify = norm(nn.Linear(features, num_classes)) if aux_classifier and num_classes else None
         init_dcgan_weights(self)
         if self.embed is not None:  # small, like the head: the projection starts near zero
             weight = self.embed.parametrizations.weight.original if spectral else self.embed.weight
             nn.init.normal_(weight, 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, label: torch.Tensor | None = None, classes: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The real/fake logits (N,); with ``classes`` (an ``aux_classifier`` D) also the class
+        logits (N, num_classes)."""
         h = self.body(x)  # (N, width, 4, 4)
         if self.minibatch_std:
             spread = h.std(dim=0, unbiased=False).mean() if h.shape[0] > 1 else h.new_zeros(())
@@ -140,4 +147,8 @@ class Discriminator(nn.Module):
         logit = self.head(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(label) * h).sum(dim=1)
+        if classes:
+            if self.classify is None:
+                raise ValueError("this discriminator has no class head (aux_classifier)")
+            return logit, self.classify(h)
         return logit

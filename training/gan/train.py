@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from service.sampling import latents_for_seeds
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the mode-seeking term (pairs of latents per label must differ); 0 = off",
     )
     p.add_argument(
+        "--aux-classifier",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary class head on D (AC-GAN): D learns the real images' labels, G is "
+        "pushed to draw what it reads as the requested label; 0 = off",
+    )
+    p.add_argument(
         "--minibatch-std",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -181,6 +189,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--label-smoothing must be in [0, 0.5)")
     if o["mode_seeking"] < 0:
         raise ValueError("--mode-seeking must be at least 0")
+    if o["aux_classifier"] < 0:
+        raise ValueError("--aux-classifier must be at least 0")
     if not 0 <= o["ema_decay"] < 1:
         raise ValueError("--ema-decay must be in [0, 1)")
     if o["diffaugment"] not in ("auto", "none"):
@@ -215,6 +225,7 @@ def build_models(o: dict[str, Any]) -> tuple[Generator, Discriminator]:
         o["num_classes"],
         spectral=o["spectral_norm"],
         minibatch_std=o["minibatch_std"],
+        aux_classifier=o.get("aux_classifier", 0) > 0,  # (runs from before the option: none)
     )
     return g, d
 
@@ -320,10 +331,16 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
         half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=real.device)
         fake_y = torch.cat([half, half[: bs // 2]])
     fake = gan.g(z, fake_y)
-    # Discriminator: real -> 1, generated -> 0.
-    real_logits = gan.d(diff_augment(real, policy, rng), y)
+    aux = o.get("aux_classifier", 0) if fake_y is not None else 0
+    # Discriminator: real -> 1, generated -> 0 (and, with the class head, the real images' labels).
+    if aux:
+        real_logits, real_classes = gan.d(diff_augment(real, policy, rng), y, classes=True)
+    else:
+        real_logits = gan.d(diff_augment(real, policy, rng), y)
     fake_logits = gan.d(diff_augment(fake.detach(), policy, rng), fake_y)
     loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
+    if aux:
+        loss_d = loss_d + aux * F.cross_entropy(real_classes, y)
     skipped = not gan.last_d_loss >= o["d_skip_below"]  # (a NaN loss skips, as before)
     if not skipped:
         gan.opt_d.zero_grad(set_to_none=True)
@@ -335,7 +352,11 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     # Generator, through the discriminator: make generated images score as real. D is frozen for
     # this pass: its weight gradients would only be thrown away.
     gan.d.requires_grad_(False)
-    loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
+    if aux:
+        fake_for_g, fake_classes = gan.d(diff_augment(fake, policy, rng), fake_y, classes=True)
+        loss_g = g_loss(o["loss"], fake_for_g) + aux * F.cross_entropy(fake_classes, fake_y)
+    else:
+        loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
     if o["mode_seeking"] > 0:
         h = bs // 2
         loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
