@@ -168,29 +168,19 @@ def _replace_contents(staging: Path, out_dir: Path) -> None:
         os.replace(src, dst)
 
 
-def _coarse_scales(text: str) -> list[int] | None:
-    """``--style-coarse-scales``: "auto" -> None (the export decides), else e.g. "16,8,4,2" -> [16, 8, 4, 2]."""
+def _scales(text: str, flag: str, examples: str, none: bool = False) -> list[int] | None:
+    """A scales option: "auto" -> None (the export decides), "none" (if allowed) -> [], else e.g.
+    "16,8,4" -> [16, 8, 4] (decreasing powers of two)."""
     if text == "auto":
         return None
-    try:
-        return check_coarse_scales([int(part) for part in text.split(",")])
-    except ValueError:
-        raise ValueError(
-            f"--style-coarse-scales must be auto or decreasing powers of two such as 16,8,4,2 or 1, not {text!r}"
-        ) from None
-
-
-def _fine_scales(text: str) -> list[int] | None:
-    """``--style-fine-scales``: "auto" -> None (the export decides), "none" -> [], else e.g. "2" -> [2]."""
-    if text == "auto":
-        return None
-    if text == "none":
+    if none and text == "none":
         return []
     try:
         return check_coarse_scales([int(part) for part in text.split(",")])
     except ValueError:
+        words = "auto, none" if none else "auto"
         raise ValueError(
-            f"--style-fine-scales must be auto, none or decreasing powers of two such as 2 or 4,2, not {text!r}"
+            f"{flag} must be {words} or decreasing powers of two such as {examples}, not {text!r}"
         ) from None
 
 
@@ -278,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             style_options={
                 "transform": args.style_transform,
                 "levels": args.style_levels.split(",") if args.style_levels else None,
-                "coarse_scales": _coarse_scales(args.style_coarse_scales),
-                "fine_scales": _fine_scales(args.style_fine_scales),
+                "coarse_scales": _scales(args.style_coarse_scales, "--style-coarse-scales", "16,8,4,2 or 1"),
+                "fine_scales": _scales(args.style_fine_scales, "--style-fine-scales", "2 or 4,2", none=True),
                 "shading_radius": args.style_shading_radius,
                 "conv1_2_energy": args.style_conv1_2_energy,
             },
