@@ -422,8 +422,12 @@ def test_cascade_fine_scales_let_the_second_level_paint_the_pyramids_last_sizes(
     torch.testing.assert_close(kept[0], kept[1], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="second level"):
         Cascade(vgg, decoders[:1], coarse_scales=[8, 4], fine_scales=[2])
-    with pytest.raises(ValueError, match="powers of two"):
+    with pytest.raises(ValueError, match="below the coarse ones"):
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[4])
+    with pytest.raises(ValueError, match="below the coarse ones"):
+        Cascade(vgg, decoders, coarse_scales=[1], fine_scales=[2])
+    with pytest.raises(ValueError, match="powers of two"):
+        Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[3])
     with pytest.raises(ValueError, match="2 or more"):
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[1])
     # the defaults: relu1_1 paints the pyramid's 1/2 size when it follows a shallow coarsest level

@@ -387,11 +387,13 @@ class Cascade(nn.Module):
         self.levels = [d.layer for d in decoders]
         self.transform, self.iters = transform, iters
         self.coarse_scales = check_coarse_scales(coarse_scales)
-        self.fine_scales = [int(k) for k in fine_scales]
+        self.fine_scales = check_coarse_scales(fine_scales) if len(fine_scales) else []
         if self.fine_scales:
             if len(decoders) < 2:
                 raise ValueError("fine scales need a second level to paint them")
-            if check_coarse_scales(self.coarse_scales + self.fine_scales)[-1] < 2:
+            if self.fine_scales[0] >= self.coarse_scales[-1]:
+                raise ValueError(f"fine scales {self.fine_scales} must be below the coarse ones {self.coarse_scales}")
+            if self.fine_scales[-1] < 2:
                 raise ValueError(f"fine scales must be 2 or more (the full size is the stage's), not {fine_scales}")
         if shading_radius < 0:
             raise ValueError(f"shading radius must be 0 (off) or more, not {shading_radius}")
