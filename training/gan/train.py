@@ -332,11 +332,13 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
         fake_y = torch.cat([half, half[: bs // 2]])
     fake = gan.g(z, fake_y)
     aux = o.get("aux_classifier", 0) if fake_y is not None else 0
+
+    def judged(images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's real/fake logits, and its class logits when the class head is trained (else None)."""
+        return gan.d(images, labels, classes=True) if aux else (gan.d(images, labels), None)
+
     # Discriminator: real -> 1, generated -> 0 (and, with the class head, the real images' labels).
-    if aux:
-        real_logits, real_classes = gan.d(diff_augment(real, policy, rng), y, classes=True)
-    else:
-        real_logits = gan.d(diff_augment(real, policy, rng), y)
+    real_logits, real_classes = judged(diff_augment(real, policy, rng), y)
     fake_logits = gan.d(diff_augment(fake.detach(), policy, rng), fake_y)
     loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
     if aux:
@@ -352,11 +354,10 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     # Generator, through the discriminator: make generated images score as real. D is frozen for
     # this pass: its weight gradients would only be thrown away.
     gan.d.requires_grad_(False)
+    fake_for_g, fake_classes = judged(diff_augment(fake, policy, rng), fake_y)
+    loss_g = g_loss(o["loss"], fake_for_g)
     if aux:
-        fake_for_g, fake_classes = gan.d(diff_augment(fake, policy, rng), fake_y, classes=True)
-        loss_g = g_loss(o["loss"], fake_for_g) + aux * F.cross_entropy(fake_classes, fake_y)
-    else:
-        loss_g = g_loss(o["loss"], gan.d(diff_augment(fake, policy, rng), fake_y))
+        loss_g = loss_g + aux * F.cross_entropy(fake_classes, fake_y)
     if o["mode_seeking"] > 0:
         h = bs // 2
         loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])

@@ -326,7 +326,7 @@ def default_scales(levels: Sequence[str], coarse_scales: Sequence[int] | None = 
         coarse = [1]
     else:
         coarse = [k for k in PYRAMID if not (fine_level and k in FINE_SCALES)]
-    fine = [k for k in FINE_SCALES if k < coarse[-1]] if fine_level and coarse != [1] else []
+    fine = [k for k in FINE_SCALES if k < coarse[-1]] if fine_level else []  # none below a [1]
     return coarse, fine
 
 
@@ -490,7 +490,7 @@ class Cascade(nn.Module):
                 if scale in self.fine_scales:  # the second level, painting its own light and dark
                     level = self.levels[1]
                     stride = self._stats_stride(level)
-                    return self._painted(x, level, self.decoders[1], *stats[1], strength, False, stride)
+                    return self._painted(x, level, self.decoders[1], *stats[1], strength, shading=False, stride=stride)
                 return self._painted(x, *first)
 
             x = laplacian_pyramid(image, self.coarse_scales + self.fine_scales, paint)
