@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
+from training.export import load_generator
 from training.gan.data import load_dataset
 from training.gan.functions import d_loss, diff_augment
 from training.gan.train import (
@@ -24,7 +25,7 @@ from training.gan.train import (
     resolve_options,
     step_generator,
 )
-from training.runs import load_checkpoint
+from training.runs import load_checkpoint, save_checkpoint
 
 
 def test_run_folder_has_everything(tiny_gan_run):
@@ -83,6 +84,23 @@ def test_killed_run_resumes_exactly(tmp_path):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     records = [json.loads(line) for line in (runs / "gan" / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]  # no epoch logged twice
+
+
+def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
+    """A checkpoint written before --aux-classifier existed stores no such option: --resume and the
+    export read it as that run trained (no class head) instead of failing on the missing key."""
+    run = train_tiny_gan(tmp_path, extra=["--epochs", "1"])
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    options = json.loads(checkpoint["options"])
+    del options["aux_classifier"]
+    save_checkpoint(run / "checkpoint.pt", {**checkpoint, "options": json.dumps(options)})
+    generator, exported_options = load_generator(run)
+    assert exported_options["aux_classifier"] == 0
+    assert main(["--resume", str(run), "--epochs", "2"]) == 0
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    assert resumed["epoch"] == 2
+    assert json.loads(resumed["options"])["aux_classifier"] == 0  # written back complete
+    assert not any(key.startswith("classify.") for key in resumed["discriminator"])
 
 
 def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):

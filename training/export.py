@@ -22,7 +22,7 @@ import torch
 
 from service.manifest import sha256_file
 from service.sampling import LATENT_RULE, latents_for_seeds
-from training.gan.train import build_models
+from training.gan.train import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, export_style
@@ -97,7 +97,7 @@ def load_generator(run: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     if not checkpoint_path.exists():
         raise ExportError(f"{run}: no checkpoint.pt (train first: make train)")
     checkpoint = load_checkpoint(checkpoint_path)
-    options = json.loads(checkpoint["options"])
+    options = stored_options(checkpoint)
     generator, _ = build_models(options)
     generator.load_state_dict(checkpoint["generator_ema"])
     generator.eval()

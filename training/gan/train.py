@@ -78,6 +78,14 @@ PROFILES: dict[str, dict[str, Any]] = {
 CLASSIFIER_SEED = 0
 # Options a resumed run may change; any other option given must match the run's own (or it is refused).
 RESUMABLE_OVERRIDES = ("epochs", "device")
+# Options added since runs were first made, at the value that does what a run from before did: a
+# checkpoint without them (read by --resume and by the export) gets these.
+ADDED_OPTIONS: dict[str, Any] = {"aux_classifier": 0.0}
+
+
+def stored_options(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A run's options as its checkpoint holds them, with any option added since filled in."""
+    return {**ADDED_OPTIONS, **json.loads(checkpoint["options"])}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +233,7 @@ def build_models(o: dict[str, Any]) -> tuple[Generator, Discriminator]:
         o["num_classes"],
         spectral=o["spectral_norm"],
         minibatch_std=o["minibatch_std"],
-        aux_classifier=o.get("aux_classifier", 0) > 0,  # (runs from before the option: none)
+        aux_classifier=o["aux_classifier"] > 0,
     )
     return g, d
 
@@ -331,7 +339,7 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
         half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=real.device)
         fake_y = torch.cat([half, half[: bs // 2]])
     fake = gan.g(z, fake_y)
-    aux = o.get("aux_classifier", 0) if fake_y is not None else 0
+    aux = o["aux_classifier"] if fake_y is not None else 0
 
     def judged(images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D's real/fake logits, and its class logits when the class head is trained (else None)."""
@@ -546,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume {run}: no {CHECKPOINT} there")
             checkpoint = load_checkpoint(run / CHECKPOINT)
             given = {k: v for k, v in explicit_options(parser, argv).items() if k not in ("resume", "dry_run")}
-            o = resumed_options(json.loads(checkpoint["options"]), given, RESUMABLE_OVERRIDES)
+            o = resumed_options(stored_options(checkpoint), given, RESUMABLE_OVERRIDES)
         else:
             o = resolve_options(args)
         pick_device(o["device"])  # an explicit device that is not here: refused before any work
