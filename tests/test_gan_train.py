@@ -94,7 +94,7 @@ def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
     options = json.loads(checkpoint["options"])
     del options["aux_classifier"]
     save_checkpoint(run / "checkpoint.pt", {**checkpoint, "options": json.dumps(options)})
-    generator, exported_options = load_generator(run)
+    _, exported_options = load_generator(run)
     assert exported_options["aux_classifier"] == 0
     assert main(["--resume", str(run), "--epochs", "2"]) == 0
     resumed = load_checkpoint(run / "checkpoint.pt")
