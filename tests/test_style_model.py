@@ -35,7 +35,7 @@ from training.style.model import (
     Decoder,
     StyleEncoder,
     build_decoder,
-    check_coarse_scales,
+    check_scales,
     decoder_config,
     default_scales,
     enlarge,
@@ -385,10 +385,10 @@ def test_cascade_coarse_scales_set_the_size_multiple_and_keep_the_shape():
     assert cascade.shading_radius == 2 and float((kept - repainted).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="shading radius must be 0"):
         Cascade(vgg, decoders, coarse_scales=[4, 2], shading_radius=-1)
-    assert check_coarse_scales((16, 8, 4, 2, 1)) == [16, 8, 4, 2, 1]
+    assert check_scales((16, 8, 4, 2, 1)) == [16, 8, 4, 2, 1]
     for bad in ([], [2, 4], [3], [4, 4], [0]):
         with pytest.raises(ValueError, match="powers of two"):
-            check_coarse_scales(bad)
+            check_scales(bad)
 
 
 def test_cascade_fine_scales_let_the_second_level_paint_the_pyramids_last_sizes():
@@ -426,7 +426,7 @@ def test_cascade_fine_scales_let_the_second_level_paint_the_pyramids_last_sizes(
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[4])
     with pytest.raises(ValueError, match="below the coarse ones"):
         Cascade(vgg, decoders, coarse_scales=[1], fine_scales=[2])
-    with pytest.raises(ValueError, match="powers of two"):
+    with pytest.raises(ValueError, match="fine scales must be decreasing powers of two"):
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[3])
     with pytest.raises(ValueError, match="2 or more"):
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[1])

@@ -26,7 +26,7 @@ from training.gan.train import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, export_style
-from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_coarse_scales
+from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_scales
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -176,7 +176,7 @@ def _scales(text: str, flag: str, examples: str, none: bool = False) -> list[int
     if none and text == "none":
         return []
     try:
-        return check_coarse_scales([int(part) for part in text.split(",")])
+        return check_scales([int(part) for part in text.split(",")])
     except ValueError:
         words = "auto, none" if none else "auto"
         raise ValueError(

@@ -321,7 +321,7 @@ def default_scales(levels: Sequence[str], coarse_scales: Sequence[int] | None = 
     pyramid's 1/2 size, taken from the coarsest level)."""
     fine_level = len(levels) > 1 and levels[1] == "relu1_1"
     if coarse_scales is not None:
-        coarse = check_coarse_scales(coarse_scales)
+        coarse = check_scales(coarse_scales)
     elif layer_block(levels[0]) > 2:
         coarse = [1]
     else:
@@ -330,11 +330,12 @@ def default_scales(levels: Sequence[str], coarse_scales: Sequence[int] | None = 
     return coarse, fine
 
 
-def check_coarse_scales(scales: Sequence[int]) -> list[int]:
-    """``scales``: powers of two, strictly decreasing, e.g. (16, 8, 4, 2) or (1,); returned as a list."""
+def check_scales(scales: Sequence[int], what: str = "coarse scales", examples: str = "16,8,4,2 or 1") -> list[int]:
+    """``scales``: powers of two, strictly decreasing, e.g. (16, 8, 4, 2) or (1,); returned as a list.
+    ``what`` and ``examples`` name them in the error (the coarse or the fine scales)."""
     scales = [int(s) for s in scales]
     if not scales or any(s < 1 or s & (s - 1) for s in scales) or scales != sorted(set(scales), reverse=True):
-        raise ValueError(f"coarse scales must be decreasing powers of two (e.g. 16,8,4,2 or 1), not {scales}")
+        raise ValueError(f"{what} must be decreasing powers of two (e.g. {examples}), not {scales}")
     return scales
 
 
@@ -386,8 +387,8 @@ class Cascade(nn.Module):
         self.vgg, self.decoders = vgg, nn.ModuleList(decoders)
         self.levels = [d.layer for d in decoders]
         self.transform, self.iters = transform, iters
-        self.coarse_scales = check_coarse_scales(coarse_scales)
-        self.fine_scales = check_coarse_scales(fine_scales) if len(fine_scales) else []
+        self.coarse_scales = check_scales(coarse_scales)
+        self.fine_scales = check_scales(fine_scales, "fine scales", "2 or 4,2") if len(fine_scales) else []
         if self.fine_scales:
             if len(decoders) < 2:
                 raise ValueError("fine scales need a second level to paint them")
