@@ -17,6 +17,7 @@ from training.export import load_generator
 from training.gan.data import load_dataset
 from training.gan.functions import d_loss, diff_augment
 from training.gan.train import (
+    ADDED_OPTIONS,
     build_gan,
     build_parser,
     gan_step,
@@ -24,6 +25,7 @@ from training.gan.train import (
     resolve_data_dependent,
     resolve_options,
     step_generator,
+    uses_bf16,
 )
 from training.runs import load_checkpoint, save_checkpoint
 
@@ -87,19 +89,22 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 
 def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
-    """A checkpoint written before --aux-classifier existed stores no such option: --resume and the
-    export read it as that run trained (no class head) instead of failing on the missing key."""
+    """A checkpoint written before --aux-classifier and --precision existed stores neither option:
+    --resume and the export read it as that run trained (no class head, float32) instead of
+    failing on the missing keys."""
     run = train_tiny_gan(tmp_path, extra=["--epochs", "1"])
     checkpoint = load_checkpoint(run / "checkpoint.pt")
     options = json.loads(checkpoint["options"])
-    del options["aux_classifier"]
+    for key in ("aux_classifier", "precision"):
+        del options[key]
     save_checkpoint(run / "checkpoint.pt", {**checkpoint, "options": json.dumps(options)})
     _, exported_options = load_generator(run)
-    assert exported_options["aux_classifier"] == 0
+    assert exported_options["aux_classifier"] == 0 and exported_options["precision"] == "fp32"
     assert main(["--resume", str(run), "--epochs", "2"]) == 0
     resumed = load_checkpoint(run / "checkpoint.pt")
     assert resumed["epoch"] == 2
-    assert json.loads(resumed["options"])["aux_classifier"] == 0  # written back complete
+    written = json.loads(resumed["options"])
+    assert {key: written[key] for key in ADDED_OPTIONS} == {"aux_classifier": 0, "precision": "fp32"}
     assert not any(key.startswith("classify.") for key in resumed["discriminator"])
 
 
@@ -212,6 +217,35 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     loss.backward()
     for p, q in zip(gan.d.parameters(), fresh.d.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_precision_bf16_runs_the_passes_in_bfloat16_and_keeps_the_weights_float32():
+    """--precision bf16 (what auto picks on CUDA; CPU autocast runs the same code here): G's and D's
+    passes run in bfloat16, the weights, their gradients' updates and the EMA stay float32, and the
+    step's losses differ from the float32 step's by bfloat16 rounding only."""
+    cpu = torch.device("cpu")
+    assert uses_bf16({"precision": "auto"}, torch.device("cuda")) and not uses_bf16({"precision": "auto"}, cpu)
+    o = resolve_options(build_parser().parse_args(TINY_GAN_ARGS))
+    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
+    resolve_data_dependent(o, data)
+    o["d_skip_below"] = 0.0
+    real = data.train.images[: o["batch_size"]].contiguous(memory_format=torch.channels_last)
+    y = data.train.labels[: o["batch_size"]]
+    scalars, dtypes = {}, {}
+    for precision in ("fp32", "bf16"):
+        gan = build_gan({**o, "precision": precision}, cpu, None)
+        seen = dtypes[precision] = set()
+        for model in (gan.g, gan.d):
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    m.register_forward_hook(lambda _m, _i, out, seen=seen: seen.add(out.dtype))
+        scalars[precision] = gan_step(gan, o, real, y, step_generator(0, 1, cpu))["scalars"]
+        weights = [*gan.g.parameters(), *gan.d.parameters(), *gan.ema.model.parameters()]
+        assert all(p.dtype == torch.float32 for p in weights)
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    assert torch.isfinite(scalars["bf16"]).all()
+    assert not torch.equal(scalars["bf16"], scalars["fp32"])
+    torch.testing.assert_close(scalars["bf16"], scalars["fp32"], rtol=0.05, atol=0.02)
 
 
 def test_the_aux_classifier_learns_the_real_labels():

@@ -94,13 +94,16 @@ def from_main(world: World, value: Any) -> Any:
     return box[0]
 
 
-def mean_across(world: World, value: float, device: torch.device) -> float:
-    """The mean of a scalar over the ranks (the same on every rank: a decision they must agree on)."""
+def mean_across(world: World, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar tensor over the ranks, in float64 on its device (the same on every rank:
+    a decision they must agree on). Nothing is read on the host: with NCCL the all-reduce is queued
+    on the GPU like any kernel, and the caller reads the result when it needs it."""
+    t = value.detach().to(torch.float64)
     if not world.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return t
+    t = t.clone()
     dist.all_reduce(t)
-    return float(t) / world.size
+    return t / world.size
 
 
 def check_replicas(world: World, module: torch.nn.Module, device: torch.device) -> None:

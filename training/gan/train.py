@@ -77,10 +77,13 @@ PROFILES: dict[str, dict[str, Any]] = {
 # where seed 0's scores 96.2%, and every FID, precision and recall moved with it).
 CLASSIFIER_SEED = 0
 # Options a resumed run may change; any other option given must match the run's own (or it is refused).
-RESUMABLE_OVERRIDES = ("epochs", "device")
+RESUMABLE_OVERRIDES = ("epochs", "device", "precision")
 # Options added since runs were first made, at the value that does what a run from before did: a
 # checkpoint without them (read by --resume and by the export) gets these.
-ADDED_OPTIONS: dict[str, Any] = {"aux_classifier": 0.0}
+ADDED_OPTIONS: dict[str, Any] = {"aux_classifier": 0.0, "precision": "fp32"}
+# How often the progress bar shows the step's losses: reading them waits for the GPU to finish the
+# step, so the hot loop reads nothing else (the epoch's sums stay on the device until its end).
+POSTFIX_EVERY = 50
 
 
 def stored_options(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -167,8 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, help="continue this run folder from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the forward passes in bfloat16 autocast (weights, optimiser and EMA stay float32): "
+        "auto = bf16 on CUDA, fp32 elsewhere",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved options, then exit")
     return p
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def uses_bf16(o: dict[str, Any], device: torch.device) -> bool:
+    """Whether the run's forward passes autocast to bfloat16 on ``device`` (``--precision``)."""
+    return o["precision"] == "bf16" or (o["precision"] == "auto" and device.type == "cuda")
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,7 +307,16 @@ class Gan:
     world: World = ONE
     epoch: int = 0
     step: int = 0
-    last_d_loss: float = math.inf
+    # D's loss at the previous step, averaged over the ranks: the skip rule's input, kept on the
+    # device and read one step late (by then the GPU has computed it and is busy with the rest of
+    # that step, so the read does not drain its queue)
+    last_d_loss: torch.Tensor | float = math.inf
+    bf16: bool = False
+
+    def autocast(self):
+        """The forward passes' autocast context (bfloat16 with ``--precision``, else a no-op)."""
+        device = next(self.g.parameters()).device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def state(self, o: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint: everything a resumed run needs to continue exactly."""
@@ -301,7 +328,7 @@ class Gan:
             "opt_d": self.opt_d.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
-            "last_d_loss": self.last_d_loss,
+            "last_d_loss": float(self.last_d_loss),
             "options": json.dumps(o),
         }
 
@@ -318,7 +345,7 @@ def build_gan(o: dict[str, Any], device: torch.device, checkpoint: dict | None, 
     g, d = (m.to(device, memory_format=torch.channels_last) for m in (g, d))
     opt_g = torch.optim.Adam(g.parameters(), lr=o["lr_g"], betas=(o["beta1"], 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=o["lr_d"], betas=(o["beta1"], 0.999))
-    gan = Gan(g, d, opt_g, opt_d, EMA(g, o["ema_decay"]), world)
+    gan = Gan(g, d, opt_g, opt_d, EMA(g, o["ema_decay"]), world, bf16=uses_bf16(o, device))
     if checkpoint:
         g.load_state_dict(checkpoint["generator"])
         d.load_state_dict(checkpoint["discriminator"])
@@ -330,35 +357,42 @@ def build_gan(o: dict[str, Any], device: torch.device, checkpoint: dict | None, 
 
 
 def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | None, rng: torch.Generator) -> dict:
-    """One step: the discriminator (skipped while it is already winning), then the generator
-    through it; the step's losses and D's mean outputs."""
+    """One step: the discriminator (skipped while it was already winning at the previous step),
+    then the generator through it. Returns the step's losses and D's mean outputs as tensors on the
+    device, and whether D was skipped: nothing is read on the host but the previous step's D loss.
+    The forward passes run in ``gan.autocast()``; the losses are taken in float32."""
     bs, policy = real.shape[0], "" if o["diffaugment"] == "none" else o["diffaugment"]
     z = torch.randn(bs, o["latent_dim"], generator=rng, device=real.device)
     fake_y = None
     if o["num_classes"]:  # the two halves of the batch share labels (pairs for the mode-seeking term)
         half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng, device=real.device)
         fake_y = torch.cat([half, half[: bs // 2]])
-    fake = gan.g(z, fake_y)
+    with gan.autocast():
+        fake = gan.g(z, fake_y)
     aux = o["aux_classifier"] if fake_y is not None else 0
 
     def judged(images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's real/fake logits, and its class logits when the class head is trained (else None)."""
-        return gan.d(images, labels, classes=True) if aux else (gan.d(images, labels), None)
+        """D's real/fake logits, and its class logits when the class head is trained (else None), in float32."""
+        with gan.autocast():
+            logits, classes = gan.d(images, labels, classes=True) if aux else (gan.d(images, labels), None)
+        return logits.float(), None if classes is None else classes.float()
 
     # Discriminator: real -> 1, generated -> 0 (and, with the class head, the real images' labels).
     real_logits, real_classes = judged(diff_augment(real, policy, rng), y)
-    fake_logits = gan.d(diff_augment(fake.detach(), policy, rng), fake_y)
+    with gan.autocast():
+        fake_logits = gan.d(diff_augment(fake.detach(), policy, rng), fake_y).float()
     loss_d = d_loss(o["loss"], real_logits, fake_logits, o["label_smoothing"])
     if aux:
         loss_d = loss_d + aux * F.cross_entropy(real_classes, y)
-    skipped = not gan.last_d_loss >= o["d_skip_below"]  # (a NaN loss skips, as before)
+    # the skip rule reads the previous step's loss (a NaN skips, as before): the step's one read
+    skipped = not bool(gan.last_d_loss >= o["d_skip_below"])
     if not skipped:
         gan.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         average_gradients(gan.world, gan.d)
         gan.opt_d.step()
-    # the skip rule reads the loss: averaged over the ranks, so that they all decide alike
-    gan.last_d_loss = mean_across(gan.world, loss_d.item(), real.device)
+    # averaged over the ranks, so that they all decide alike at the next step
+    gan.last_d_loss = mean_across(gan.world, loss_d)
     # Generator, through the discriminator: make generated images score as real. D is frozen for
     # this pass: its weight gradients would only be thrown away.
     gan.d.requires_grad_(False)
@@ -367,34 +401,34 @@ def gan_step(gan: Gan, o: dict[str, Any], real: torch.Tensor, y: torch.Tensor | 
     if aux:
         loss_g = loss_g + aux * F.cross_entropy(fake_classes, fake_y)
     if o["mode_seeking"] > 0:
-        h = bs // 2
-        loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(fake[:h], fake[bs - h :], z[:h], z[bs - h :])
+        h, images = bs // 2, fake.float()
+        loss_g = loss_g + o["mode_seeking"] * mode_seeking_loss(images[:h], images[bs - h :], z[:h], z[bs - h :])
     gan.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     average_gradients(gan.world, gan.g)
     gan.opt_g.step()
     gan.d.requires_grad_(True)
     gan.ema.update(gan.g, gan.step)
-    return {
-        "loss_d": gan.last_d_loss,
-        "loss_g": loss_g.item(),
-        "d_real": torch.sigmoid(real_logits).mean().item(),
-        "d_fake": torch.sigmoid(fake_logits).mean().item(),
-        "d_skipped": int(skipped),
-    }
+    scalars = [gan.last_d_loss, loss_g, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()]
+    return {"scalars": torch.stack([t.detach().to(torch.float64) for t in scalars]), "d_skipped": int(skipped)}
 
 
 def steps_per_epoch(o: dict[str, Any], n: int, world: World) -> int:
     return n // (o["batch_size"] * world.size)
 
 
+# the per-step scalars ``gan_step`` returns, in its order
+SCALARS = ("loss_d", "loss_g", "d_real", "d_fake")
+
+
 def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.device, bar: tqdm) -> dict:
-    """One pass over the training split in the epoch's own order; the sums of the steps' scalars.
-    In a distributed run each step's batches are consecutive slices of the order, one per rank."""
+    """One pass over the training split in the epoch's own order; the sums of the steps' scalars
+    (summed on the device, read once at the end). In a distributed run each step's batches are
+    consecutive slices of the order, one per rank."""
     images, labels = data.train.images, data.train.labels
     n, bs, world = len(images), o["batch_size"], gan.world
     order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + gan.epoch))
-    sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_skipped": 0}
+    sums, skipped = torch.zeros(len(SCALARS), dtype=torch.float64, device=device), 0
     gan.g.train(), gan.d.train()
     for i in range(steps_per_epoch(o, n, world)):
         gan.step += 1
@@ -403,17 +437,19 @@ def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.dev
         idx = order[first : first + bs]
         y = labels[idx].to(device) if o["num_classes"] else None
         real = images[idx].to(device, memory_format=torch.channels_last)
-        scalars = gan_step(gan, o, real, y, rng)
-        for key, value in scalars.items():
-            sums[key] += value
+        out = gan_step(gan, o, real, y, rng)
+        sums += out["scalars"]
+        skipped += out["d_skipped"]
         bar.update(1)
-        bar.set_postfix(loss_d=f"{scalars['loss_d']:.3f}", loss_g=f"{scalars['loss_g']:.3f}")
+        if gan.step % POSTFIX_EVERY == 0:  # a logging interval: the one other read of the loop
+            loss_d, loss_g = out["scalars"][:2].tolist()
+            bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}")
     gan.epoch += 1
     share_buffers(world, gan.g)  # BatchNorm's running statistics: rank 0's, as a checkpoint keeps them
     share_buffers(world, gan.d)
     check_replicas(world, gan.g, device)
     check_replicas(world, gan.d, device)
-    return sums
+    return {**dict(zip(SCALARS, sums.tolist())), "d_skipped": skipped}
 
 
 def train(
