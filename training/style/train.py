@@ -175,6 +175,14 @@ def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor
     }
 
 
+def layout(device: torch.device) -> torch.memory_format:
+    """The models' and batches' memory format: channels-last on a GPU (cuDNN's layout for bf16
+    convolutions). On the CPU it took 1.15-1.2x the quick profile's steps per second in short
+    alternating runs but only 0.955x the time of a whole run, and moves every number a run gives
+    by float rounding, so CPU runs keep the default layout and repeat the runs measured before."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 def start_run(
     opt: dict[str, Any],
     run_dir: Path,
@@ -186,7 +194,7 @@ def start_run(
     """Load the VGG, build (or restore) the decoder and optimiser, write options.json (rank 0).
     Every rank builds the same decoders (same seed, same scale-measuring images)."""
     vgg, vgg_info = load_encoder(opt, resume and resume["vgg"], log)
-    vgg = vgg.to(device)
+    vgg = vgg.to(device, memory_format=layout(device))
     config = new_decoder_config(opt) if resume is None else resume["decoder_config"]
     levels = config["levels"]
     scales = None  # resumed decoders restore their own from the checkpoint
@@ -194,7 +202,7 @@ def start_run(
         images = make_images(opt)
         scales = feature_input_scales(vgg, levels, [images[i].to(device) for i in range(4)])
         log("decoder input scales (1 / RMS of the features): " + ", ".join(f"{k} {v:.4g}" for k, v in scales.items()))
-    decoders = new_decoders(config, opt["seed"], scales).to(device)
+    decoders = new_decoders(config, opt["seed"], scales).to(device, memory_format=layout(device))
     run = Run(
         opt,
         run_dir,
@@ -320,7 +328,7 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     try:
         for images in make_loader(opt, run.step, pin_memory=device.type == "cuda", shard=run.world.rank):
             t0 = time.perf_counter()
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=layout(device))
             window.append(train_step(run.model, run.optimizer, images, opt, run.step, autocast))
             run.train_seconds += time.perf_counter() - t0
             run.step += 1
