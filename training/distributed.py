@@ -98,10 +98,9 @@ def mean_across(world: World, value: torch.Tensor) -> torch.Tensor:
     """The mean of a scalar tensor over the ranks, in float64 on its device (the same on every rank:
     a decision they must agree on). Nothing is read on the host: with NCCL the all-reduce is queued
     on the GPU like any kernel, and the caller reads the result when it needs it."""
-    t = value.detach().to(torch.float64)
+    t = value.detach().to(torch.float64, copy=True)  # the all-reduce writes into it
     if not world.distributed:
         return t
-    t = t.clone()
     dist.all_reduce(t)
     return t / world.size
 

@@ -178,8 +178,9 @@ def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor
 def layout(device: torch.device) -> torch.memory_format:
     """The models' and batches' memory format: channels-last on a GPU (cuDNN's layout for bf16
     convolutions). On the CPU it took 1.15-1.2x the quick profile's steps per second in short
-    alternating runs but only 0.955x the time of a whole run (one each, a day apart), and moves every number a run gives
-    by float rounding, so CPU runs keep the default layout and repeat the runs measured before."""
+    alternating runs but only 0.955x the time of a whole run (one each, a day apart), and it moves
+    every number a run gives by float rounding, so CPU runs keep the default layout and repeat the
+    runs measured before."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
