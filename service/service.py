@@ -738,6 +738,8 @@ class Atelier:
                 {
                     "levels": st["levels"],
                     "transform": st["transform"],
+                    # the style's own texture tile added where the output is smooth (None: off)
+                    "texture": {k: st["texture"][k] for k in ("gain", "tile")} if "texture" in st else None,
                     "training": {"metrics": _finite(st.get("metrics"))},
                     "quality": _finite(st.get("quality")),
                     "presets": [p["name"] for p in st["presets"]],

@@ -7,6 +7,11 @@ upload's sha256). ``stylizer.onnx`` holds the whole cascade (encode, match the s
 decode; coarse to fine), so features never leave the device. Several styles are blended by
 mixing their statistics: the mean and covariance of the weighted mixture of their feature
 distributions.
+
+When the export has the style's texture on (the manifest's ``style.texture``), a style is also
+its fine texture: a small periodic detail tile (``service/texture.py``) that the stylizer adds where
+its output is smooth, an input named ``texture`` after ``strength``; it is computed with the
+statistics (presets at export, uploads here) and blended as the weighted mean of the tiles.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from service.images import fit_long_side, resize_to
+from service.texture import detail_tile
 
 STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
@@ -43,24 +49,38 @@ MIN_FEATURE_SIDE = 4
 # 0.43-0.60 s either way at 512 px, 2 cores), so there the padding stays minimal.
 CUDA_SHAPE_BUCKET = 64
 
-Stats = list[np.ndarray]  # mean_L (C,), cov_L (C, C) for each level L, in the manifest's order
+# mean_L (C,), cov_L (C, C) for each level L, in the manifest's order; then, with the texture on,
+# the texture tile (3, T, T)
+Stats = list[np.ndarray]
+TEXTURE = "texture"  # the stylizer's input holding the style's texture tile, and its key in the presets
 
 
 def stats_names(levels: Sequence[str]) -> list[str]:
-    """``mean_<level>``, ``cov_<level>`` for each level, in order: the graphs' input/output names."""
+    """``mean_<level>``, ``cov_<level>`` for each level, in order: the style encoder's outputs."""
     return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
 
 
-def preset_keys(name: str, levels: Sequence[str]) -> list[str]:
-    """A preset's arrays in ``style_presets.npz``, in ``stats_names`` order: ``<name>__<level>__<mean|cov>``."""
-    return [f"{name}__{level}__{kind}" for level in levels for kind in ("mean", "cov")]
+def style_inputs(levels: Sequence[str], texture: bool) -> list[str]:
+    """The stylizer's style inputs in ``Stats`` order: ``stats_names``, then ``texture`` if on."""
+    return [*stats_names(levels), *([TEXTURE] if texture else [])]
 
 
-def encode_style(encoder: ort.InferenceSession, pixels: np.ndarray, side: int, levels: Sequence[str]) -> Stats:
+def preset_keys(name: str, levels: Sequence[str], texture: bool = False) -> list[str]:
+    """A preset's arrays in ``style_presets.npz``, in ``Stats`` order: ``<name>__<level>__<mean|cov>``,
+    then ``<name>__texture`` if on."""
+    keys = [f"{name}__{level}__{kind}" for level in levels for kind in ("mean", "cov")]
+    return [*keys, *([f"{name}__{TEXTURE}"] if texture else [])]
+
+
+def encode_style(
+    encoder: ort.InferenceSession, pixels: np.ndarray, side: int, levels: Sequence[str], texture: bool = False
+) -> Stats:
     """The statistics of a style image (H, W, 3) uint8 through ``style_encoder.onnx``, resized to
-    long side ``side`` first: the one definition shared by the presets (at export) and uploads."""
-    x = _to_input(resize_long_side(pixels, side))
-    return [t[0] for t in encoder.run(stats_names(levels), {"image": x})]
+    long side ``side`` first, and with ``texture`` its texture tile (``detail_tile``) from the same
+    pixels: the one definition shared by the presets (at export) and uploads."""
+    resized = resize_long_side(pixels, side)
+    stats = [t[0] for t in encoder.run(stats_names(levels), {"image": _to_input(resized)})]
+    return [*stats, detail_tile(resized)] if texture else stats
 
 
 class StyleTransfer:
@@ -84,10 +104,12 @@ class StyleTransfer:
             bucket = CUDA_SHAPE_BUCKET if self.device == "cuda" else 0
         self.step = math.lcm(self.multiple, bucket) if bucket else self.multiple  # padded sides are multiples
         self.style_side: int = style["style_image_side"]
-        self.stats_names = stats_names(self.levels)
+        self.texture = TEXTURE in style  # the export adds the style's texture (``style.texture``)
+        self.stats_names = style_inputs(self.levels, self.texture)
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
-                p["name"]: [npz[key] for key in preset_keys(p["name"], self.levels)] for p in style["presets"]
+                p["name"]: [npz[key].astype(np.float32) for key in preset_keys(p["name"], self.levels, self.texture)]
+                for p in style["presets"]
             }
         # Each preset's statistics as tensors on the stylizer's device, uploaded once.
         self.resident: dict[str, list[ort.OrtValue]] = {
@@ -103,7 +125,7 @@ class StyleTransfer:
 
     def style_stats(self, pixels: np.ndarray) -> Stats:
         """The statistics of a style image (H, W, 3) uint8, resized to long side ``style_side``."""
-        return encode_style(self.encoder, pixels, self.style_side, self.levels)
+        return encode_style(self.encoder, pixels, self.style_side, self.levels, self.texture)
 
     def uploaded_style_stats(self, data: bytes, decode: Callable[[], np.ndarray]) -> tuple[Stats, bool]:
         """Statistics of an uploaded style, cached by the sha256 of its bytes (a hit skips decoding);
@@ -188,18 +210,23 @@ class StyleTransfer:
 
 def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
     """The statistics of the weighted mixture of several styles' feature distributions:
-    mean = sum w_i mean_i, cov = sum w_i (cov_i + mean_i mean_i^T) - mean mean^T (weights sum to 1)."""
+    mean = sum w_i mean_i, cov = sum w_i (cov_i + mean_i mean_i^T) - mean mean^T (weights sum to 1);
+    a texture tile after the levels' pairs is mixed as the weighted mean of the tiles."""
     if len(styles) == 1:
         return styles[0]
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     out: Stats = []
-    for i in range(0, len(styles[0]), 2):
+    pairs = len(styles[0]) // 2 * 2
+    for i in range(0, pairs, 2):
         means = np.stack([s[i].astype(np.float64) for s in styles])  # (K, C)
         covs = np.stack([s[i + 1].astype(np.float64) for s in styles])  # (K, C, C)
         mean = np.einsum("k,kc->c", w, means)
         second = np.einsum("k,kcd->cd", w, covs + means[:, :, None] * means[:, None, :])
         out += [mean.astype(np.float32), (second - np.outer(mean, mean)).astype(np.float32)]
+    for i in range(pairs, len(styles[0])):  # the texture tile
+        tiles = np.stack([s[i].astype(np.float64) for s in styles])
+        out.append(np.einsum("k,k...->...", w, tiles).astype(np.float32))
     return out
 
 

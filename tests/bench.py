@@ -196,12 +196,16 @@ class Torch:
             if run is not None:
                 from training.runs import CHECKPOINT
                 from training.style.export import load_style_modules
+                from training.style.model import TexturedCascade
                 from training.style.options import load_style_checkpoint
 
                 modules = load_style_modules(
                     load_style_checkpoint(run / CHECKPOINT), style["levels"], style["transform"], log=lambda _: None
                 )
-                self.cascade = modules[-1].to(self.device)
+                cascade = modules[-1]
+                if "texture" in style:  # the exported stylizer: the cascade, then the style's texture
+                    cascade = TexturedCascade(cascade, style["texture"]["gain"], style["texture"]["radius"])
+                self.cascade = cascade.to(self.device)
             else:
                 self.notes.append("stylizer: its training run is not on this disk")
 
@@ -303,7 +307,10 @@ def bench_style(
             "http": http,
         }
         if torch is not None and torch.cascade is not None:
-            arrays = [x, np.ones(1, np.float32), *(s[None] for s in style.presets[name])]
+            stats = style.presets[name]
+            if style.texture:  # the graph's order: the texture tile before the statistics
+                stats = [stats[-1], *stats[:-1]]
+            arrays = [x, np.ones(1, np.float32), *(s[None] for s in stats)]
             calls["pytorch"] = torch.run(torch.cascade, arrays)
         if peer_model is not None:
             calls["peer_fixed"] = lambda photo=photo, side=side: peer_model.stylize(photo, 0, max_size=side)

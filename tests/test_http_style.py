@@ -130,6 +130,7 @@ def test_info_shows_the_vgg_source_levels_quality_and_providers(server):
     # both sessions on the provider this host can start: CUDA where it loads, else the CPU
     assert enc["provider"] == sty["provider"] == ("CPUExecutionProvider" if cuda_problem() else "CUDAExecutionProvider")
     assert sty["levels"] == ["relu3_1", "relu2_1", "relu1_1"] and sty["transform"] == "wct"
+    assert sty["texture"] == {"gain": 0.6, "tile": 256}
     assert set(sty["quality"]["reconstruction_psnr_db"]["relu3_1"]) >= {"china", "flower", "mean"}
 
 

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from service.runtime import open_session
-from service.style import StyleTransfer, _to_input, pad_for_cascade, padded_size, stats_names
+from service.style import TEXTURE, StyleTransfer, _to_input, pad_for_cascade, padded_size, resize_long_side, stats_names
+from service.texture import detail_tile
 from tests.hostile_images import gradient
 
 
@@ -35,7 +36,7 @@ def test_io_binding_and_resident_presets_give_the_pixels_of_a_plain_run(sessions
     feed = {
         "content": x,
         "strength": np.array([0.8], np.float32),
-        **{n: s[None] for n, s in zip(stats_names(st.levels), stats)},
+        **{n: s[None] for n, s in zip(st.stats_names, stats)},
     }
     (plain,) = st.stylizer.run(["image"], feed)
     assert isinstance(st.resident[name][0], ort.OrtValue) and st.resident[name][0].device_name() == "cpu"
@@ -79,4 +80,26 @@ def test_a_run_that_shrinks_the_arena_gives_the_same_pixels(sessions):
     np.testing.assert_array_equal(
         st.run_stylizer(st.stylizer, x, st.resident[name], 1.0, shrink_arena=True),
         st.run_stylizer(st.stylizer, x, st.resident[name], 1.0),
+    )
+
+
+def test_a_style_carries_its_texture_tile_and_the_stylizer_paints_it(sessions):
+    """The session's export has the texture on: presets and uploads carry the style's detail tile
+    after their statistics (the upload's computed from the picture as the style encoder sees it),
+    and the stylizer adds it: a zero tile gives another picture at strength 1, the same at strength 0."""
+    st = style(sessions)
+    assert st.texture and st.stats_names == [*stats_names(st.levels), TEXTURE]
+    assert TEXTURE in {i.name for i in st.stylizer.get_inputs()}
+    picture = gradient(90, 70)
+    stats = st.style_stats(picture)
+    assert len(stats) == 2 * len(st.levels) + 1
+    np.testing.assert_array_equal(stats[-1], detail_tile(resize_long_side(picture, st.style_side)))
+    name, preset = next(iter(st.presets.items()))
+    assert preset[-1].shape == (3, 256, 256) and preset[-1].dtype == np.float32 and preset[-1].any()
+    content = gradient(48, 40)
+    without = [*preset[:-1], np.zeros_like(preset[-1])]
+    painted = st.stylize(content, name, 1.0, False, 512)
+    assert not np.array_equal(painted, st.stylize(content, without, 1.0, False, 512))
+    np.testing.assert_array_equal(
+        st.stylize(content, name, 0.0, False, 512), st.stylize(content, without, 0.0, False, 512)
     )

@@ -190,8 +190,9 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     import onnxruntime as ort
     from PIL import Image
 
+    from service.texture import detail_tile
     from training.style.export import export_style, load_decoders
-    from training.style.model import Cascade, StyleEncoder
+    from training.style.model import TEXTURE_GAIN, Cascade, StyleEncoder, TexturedCascade
     from training.vgg import load_vgg
 
     styles = tmp_path / "my styles"
@@ -223,6 +224,8 @@ def test_export_style_round_trip(tmp_path, tiny_run):
             assert npz[f"{name}__relu3_1__mean"].shape == (256,)
             assert npz[f"{name}__relu3_1__cov"].shape == (256, 256)
             assert npz[f"{name}__relu1_1__cov"].dtype == np.float32
+            assert npz[f"{name}__texture"].shape == (3, 256, 256) and npz[f"{name}__texture"].dtype == np.float16
+    assert style["texture"]["gain"] == TEXTURE_GAIN and style["texture"]["input"] == "texture"
 
     # both graphs through ONNX Runtime on non-square inputs match the torch modules
     enc = ort.InferenceSession(str(out / "style_encoder.onnx"), providers=["CPUExecutionProvider"])
@@ -232,11 +235,15 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     vgg, _ = load_vgg("random", last_layer="relu3_1", log=lambda s: None)
     levels = ["relu3_1", "relu1_1"]
     decoders = load_decoders(load_checkpoint(tiny_run / "checkpoint.pt"), levels)
+    tile = detail_tile((style_img[0].permute(1, 2, 0) * 255).round().byte().numpy())[None]
     with torch.no_grad():
         stats = StyleEncoder(vgg, levels)(style_img)
-        expected = Cascade(vgg, decoders, "wct")(image, torch.tensor([0.7]), *stats)
+        cascade = TexturedCascade(Cascade(vgg, decoders, "wct"), TEXTURE_GAIN)
+        expected = cascade(image, torch.tensor([0.7]), torch.from_numpy(tile), *stats)
+        untextured = Cascade(vgg, decoders, "wct")(image, torch.tensor([0.7]), *stats)
+    assert float((expected - untextured).abs().max()) > 0.01  # the texture is in the graph
     got_stats = enc.run(None, {"image": style_img.numpy()})
-    feed = {"content": image.numpy(), "strength": np.array([0.7], np.float32)}
+    feed = {"content": image.numpy(), "strength": np.array([0.7], np.float32), "texture": tile}
     feed.update(
         {f"{k}_{lv}": got_stats[2 * i + j] for i, lv in enumerate(levels) for j, k in enumerate(("mean", "cov"))}
     )
@@ -245,6 +252,13 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     for g, e in zip(got_stats, stats):
         np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
+
+    # --style-texture-gain 0: the stylizer is the cascade alone, the presets have no tile
+    plain = export_style(tiny_run, tmp_path / "plain", None, log=lambda s: None, style_side=96, texture_gain=0)
+    assert "texture" not in plain["style"]
+    assert "texture" not in {i["name"] for i in plain["models"]["stylizer"]["inputs"]}
+    with np.load(tmp_path / "plain" / "style_presets.npz") as npz:
+        assert not any(key.endswith("__texture") for key in npz.files)
 
 
 def test_a_run_of_the_earlier_adain_trainer_is_refused_clearly(tmp_path, tiny_run, capsys):

@@ -26,7 +26,7 @@ from training.gan.train import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, export_style
-from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_scales
+from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, TEXTURE_GAIN, check_scales
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -124,7 +124,8 @@ def export_all(
     style_options: dict[str, Any] | None = None,
 ) -> dict:
     """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
-    ``coarse_scales``, ``fine_scales``, ``shading_radius`` and ``conv1_2_energy`` for ``export_style``."""
+    ``coarse_scales``, ``fine_scales``, ``shading_radius``, ``conv1_2_energy`` and ``texture_gain`` for
+    ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the served encoder's conv1_2 as a low-rank pair keeping this share of its singular values' "
         "energy (a 3x3 conv into fewer channels, then 1x1; recorded in the manifest); 1: exact",
     )
+    p.add_argument(
+        "--style-texture-gain",
+        type=float,
+        default=TEXTURE_GAIN,
+        help="how much of the style's own fine texture (a tile synthesised from the style image: stars, "
+        "speckle) the stylizer adds where its output is smooth; 0: none",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
     if args.style_shading_radius < 0:
@@ -252,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 0 < args.style_conv1_2_energy <= 1:
         print(f"error: --style-conv1-2-energy must be in (0, 1], not {args.style_conv1_2_energy}", file=sys.stderr)
+        return 2
+    if not 0 <= args.style_texture_gain <= 4:
+        print(f"error: --style-texture-gain must be in [0, 4], not {args.style_texture_gain}", file=sys.stderr)
         return 2
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
     style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
@@ -272,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fine_scales": _scales(args.style_fine_scales, "--style-fine-scales", "2 or 4,2", none=True),
                 "shading_radius": args.style_shading_radius,
                 "conv1_2_energy": args.style_conv1_2_energy,
+                "texture_gain": args.style_texture_gain,
             },
         )
     except (ExportError, ValueError) as e:

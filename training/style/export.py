@@ -9,8 +9,13 @@
   cascade (encode, match the statistics, decode; coarse to fine) in one graph, so features never
   leave the device;
 - ``style_presets.npz`` (``<name>__<level>__mean`` (C,), ``<name>__<level>__cov`` (C, C),
-  float32) computed with the exported style encoder through ONNX Runtime, and
-  ``presets/<name>.jpg`` thumbnails.
+  float32) computed with the exported style encoder through ONNX Runtime, with the texture on
+  ``<name>__texture`` (3, T, T) float16 (``service/texture.py``), and ``presets/<name>.jpg``
+  thumbnails.
+
+With the style's texture on (``texture_gain`` > 0, the default), the stylizer is a
+``TexturedCascade``: its inputs are ``content``, ``strength``, ``texture`` (the style's detail tile),
+then the statistics.
 
 Parity: both graphs against PyTorch, and the Newton-Schulz transform inside the stylizer against
 a float64 eigendecomposition on real features. It returns the manifest fragment; the top-level
@@ -28,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.style import encode_style, preset_keys, resize_long_side, stats_names
+from service.style import TEXTURE, encode_style, preset_keys, resize_long_side, stats_names
+from service.texture import BANDS, DETAIL_BANDS, ITERATIONS, QUANTILES, TILE, detail_tile
 from training.onnx_export import FP16_MIN_PSNR_DB, ExportResult, ParityError, export_checked, fp16_parity, fp16_variant
 from training.runs import CHECKPOINT, MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
@@ -44,9 +50,12 @@ from training.style.functions import (
 from training.style.model import (
     MIN_FEATURE_SIDE,
     SHADING_RADIUS,
+    TEXTURE_GAIN,
+    TEXTURE_RADIUS,
     Cascade,
     Decoder,
     StyleEncoder,
+    TexturedCascade,
     build_decoder,
     decoder_config,
     default_scales,
@@ -89,6 +98,7 @@ def export_style(
     shading_radius: int = SHADING_RADIUS,
     conv1_2_energy: float = CONV1_2_ENERGY,
     fine_scales: Sequence[int] | None = None,
+    texture_gain: float = TEXTURE_GAIN,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
@@ -98,8 +108,11 @@ def export_style(
     coarsest level runs on and ``fine_scales`` the sizes the next level paints in it (``Cascade``;
     default ``default_scales``); ``shading_radius``: the coarsest level's pyramid passes keep the
     photo's shading above this scale (``Cascade``); ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the
-    exact encoder).
+    exact encoder); ``texture_gain``: how much of the style's texture tile the stylizer adds
+    (``add_texture``; 0: none, the stylizer is the cascade alone).
     """
+    if texture_gain < 0:
+        raise ValueError(f"texture gain must be 0 (off) or more, not {texture_gain}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
@@ -110,11 +123,13 @@ def export_style(
     served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
 
     m = cascade.size_multiple
+    stylizer = TexturedCascade(cascade, texture_gain).eval() if texture_gain > 0 else cascade
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
-    dec = export_stylizer(encoder, cascade, m, out_dir / "stylizer.onnx", log)
-    fp16 = stylizer_fp16(encoder, cascade, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
+    dec = export_stylizer(encoder, stylizer, m, out_dir / "stylizer.onnx", log)
+    fp16 = stylizer_fp16(encoder, stylizer, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
     transform_error = check_transform(encoder, transform, log)
-    presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log)
+    textured = texture_gain > 0
+    presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log, textured)
     quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
 
     vgg_fields = {
@@ -188,6 +203,7 @@ def export_style(
             "kept), RGB float32 / 255, then the style encoder",
             "presets_file": "style_presets.npz",
             "presets": presets,
+            **({TEXTURE: texture_fields(texture_gain)} if textured else {}),
             "training": opt,
             "run": str(run_dir.resolve()),
             "metrics": training_metrics(run_dir, ckpt),
@@ -218,6 +234,24 @@ def held_out_psnr(
             out[decoder.layer] = {**scores, "mean": round(float(np.mean(list(scores.values()))), 2)}
     log("held-out reconstruction PSNR: " + ", ".join(f"{k} {v['mean']:.1f} dB" for k, v in out.items()))
     return out
+
+
+def texture_fields(gain: float) -> dict[str, Any]:
+    """The manifest's ``style.texture``: how a style's texture tile is made and added."""
+    return {
+        "input": TEXTURE,
+        "tile": TILE,
+        "gain": gain,
+        "radius": TEXTURE_RADIUS,
+        "synthesis": f"Heeger & Bergen (1995) band histograms: the style image (as given to the style encoder) in "
+        f"its principal colour axes, a {BANDS}-band Laplacian pyramid (5-tap binomial), {QUANTILES} quantiles of "
+        f"each band; a periodic {TILE} x {TILE} noise tile given those histograms band by band, {ITERATIONS} "
+        f"times; the tile is its {DETAIL_BANDS} finest bands back in RGB (service/texture.py), float16 in the presets",
+        "rule": "image + gain * strength * w * tile (repeated), w = e_t / (e_t + e_i): e_t the tile's mean energy, "
+        "e_i the output's own fine detail (minus two 3x3 box filters) squared, summed over RGB, smoothed by two "
+        f"{2 * TEXTURE_RADIUS + 1}x{2 * TEXTURE_RADIUS + 1} box filters; clamped to [0, 1]",
+        "blend": "the weighted mean of the styles' tiles",
+    }
 
 
 def load_style_modules(
@@ -326,21 +360,28 @@ def export_style_encoder(encoder: StyleEncoder, path: Path, log: Callable[[str],
     return result
 
 
+def stylizer_names(stylizer: Cascade | TexturedCascade) -> list[str]:
+    """The stylizer graph's input names, in its forward's order."""
+    styles = stats_names(stylizer.levels)
+    return ["content", "strength", *([TEXTURE] if isinstance(stylizer, TexturedCascade) else []), *styles]
+
+
 def export_stylizer(
-    encoder: StyleEncoder, cascade: Cascade, multiple: int, path: Path, log: Callable[[str], None]
+    encoder: StyleEncoder, cascade: Cascade | TexturedCascade, multiple: int, path: Path, log: Callable[[str], None]
 ) -> ExportResult:
-    """``content``, ``strength``, mean and cov per level -> ``image``; dynamic N, H, W."""
+    """``content``, ``strength`` (``texture``), mean and cov per level -> ``image``; dynamic N, H, W."""
     dims = _dims(multiple)
 
     def fit(side: int) -> int:  # the next multiple, and at least as many as the service pads thin images to
         return max(MIN_FEATURE_SIDE, -(-side // multiple)) * multiple
 
-    example = _stylizer_inputs(encoder, 2, fit(96), fit(160), seed=4)
+    textured = isinstance(cascade, TexturedCascade)
+    example = _stylizer_inputs(encoder, 2, fit(96), fit(160), seed=4, textured=textured)
     checks = [
-        _stylizer_inputs(encoder, 1, fit(160), fit(56), seed=5),
-        _stylizer_inputs(encoder, 3, fit(64), fit(192), seed=6),
+        _stylizer_inputs(encoder, 1, fit(160), fit(56), seed=5, textured=textured),
+        _stylizer_inputs(encoder, 3, fit(64), fit(192), seed=6, textured=textured),
     ]
-    names = ["content", "strength", *stats_names(cascade.levels)]
+    names = stylizer_names(cascade)
     shapes = {name: {0: dims["batch"]} for name in names}
     shapes["content"] = {0: dims["batch"], 2: dims["height"], 3: dims["width"]}
     result = export_checked(cascade, example, path, names, ["image"], shapes, checks, atol=STYLIZER_ATOL)
@@ -350,7 +391,7 @@ def export_stylizer(
 
 def stylizer_fp16(
     encoder: StyleEncoder,
-    cascade: Cascade,
+    cascade: Cascade | TexturedCascade,
     multiple: int,
     source: Path,
     path: Path,
@@ -369,11 +410,11 @@ def stylizer_fp16(
             x = data.resize_long_side(data.to_tensor(photo)[None], side, multiple)
             for style in styles:
                 stats = encoder(data.resize_long_side(data.to_tensor(style)[None], side))
+                if isinstance(cascade, TexturedCascade):
+                    stats = (torch.from_numpy(detail_tile(resize_long_side(style, side)))[None], *stats)
                 inputs = (x, torch.ones(1), *stats)
                 reference.append(cascade(*inputs).numpy())
-                feeds.append(
-                    dict(zip(["content", "strength", *stats_names(cascade.levels)], (t.numpy() for t in inputs)))
-                )
+                feeds.append(dict(zip(stylizer_names(cascade), (t.numpy() for t in inputs))))
     entry = fp16_parity(path, reference, feeds, "image", 1.0, ops)
     log(
         f"{path.name}: PSNR vs PyTorch fp32 >= {entry['parity']['min_psnr_db']} dB "
@@ -420,11 +461,17 @@ def _images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return (0.8 * smooth + 0.2 * torch.rand(n, 3, h, w, generator=g)).clamp(0, 1)
 
 
-def _stylizer_inputs(encoder: StyleEncoder, n: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Images of one set, strengths in [0, 1], the statistics of another set."""
+def _stylizer_inputs(
+    encoder: StyleEncoder, n: int, h: int, w: int, seed: int, textured: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Images of one set, strengths in [0, 1], (the texture tiles and) the statistics of another set."""
+    styles = _images(n, w, h, seed + 100)
     with torch.no_grad():
-        stats = encoder(_images(n, w, h, seed + 100))
+        stats = encoder(styles)
     strength = torch.linspace(1.0, 0.25, n) if n > 1 else torch.ones(1)
+    if textured:
+        pixels = (styles * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        stats = (torch.stack([torch.from_numpy(detail_tile(p)) for p in pixels]), *stats)
     return (_images(n, h, w, seed), strength, *stats)
 
 
@@ -471,15 +518,19 @@ def write_presets(
     styles_dir: Path | None,
     side: int,
     log: Callable[[str], None],
+    texture: bool = False,
 ) -> list[dict[str, str]]:
-    """Statistics (through the exported style encoder on ONNX Runtime) and thumbnails of every preset."""
+    """Statistics (through the exported style encoder on ONNX Runtime), with ``texture`` the texture
+    tile (float16), and thumbnails of every preset."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(encoder_onnx), providers=["CPUExecutionProvider"])
     arrays: dict[str, np.ndarray] = {}
     presets = []
     for name, source, img in collect_styles(styles_dir):
-        arrays.update(zip(preset_keys(name, levels), encode_style(session, img, side, levels)))
+        stats = encode_style(session, img, side, levels, texture)
+        stats[2 * len(levels) :] = [t.astype(np.float16) for t in stats[2 * len(levels) :]]  # the tile
+        arrays.update(zip(preset_keys(name, levels, texture), stats))
         thumb = f"presets/{name}.jpg"
         atomic_write_bytes(out_dir / thumb, thumbnail_jpeg(img))
         presets.append({"name": name, "thumbnail": thumb, "source": source})

@@ -46,6 +46,11 @@ FINE_SCALES = (2,)
 # had painted blotches over them, and still styles more than the peer (docs/style-transfer.md).
 SHADING_RADIUS = 2
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
+# How much of the style's texture tile (service/texture.py) ``add_texture`` adds where the stylised image
+# is smooth, and the scale (the ``smooth`` radius) over which its own detail is measured there. Chosen
+# on the held-out pairs (docs/style-transfer.md, "The style's texture").
+TEXTURE_GAIN = 0.6
+TEXTURE_RADIUS = 2
 # The smallest features a decoder is given, a side: the service pads thin images up to this
 # (``MIN_FEATURE_SIDE`` in service/style.py), so a decoder may mirror by up to one less (``padding_plan``).
 MIN_FEATURE_SIDE = 4
@@ -294,6 +299,28 @@ def keep_shading(painted: Tensor, photo: Tensor, radius: int = SHADING_RADIUS) -
     return painted + smooth(target - y_painted, radius)
 
 
+def add_texture(
+    image: Tensor, tile: Tensor, strength: Tensor, gain: float = TEXTURE_GAIN, radius: int = TEXTURE_RADIUS
+) -> Tensor:
+    """``image`` (N, 3, H, W) in [0, 1] with the style's fine texture added where it has little detail
+    of its own: ``tile`` (N, 3, T, T) is a zero-mean periodic detail tile (``service/texture.py``),
+    repeated over the image; it is added with the weight e_t / (e_t + e_i) per pixel, e_t the tile's
+    mean energy, e_i the image's own fine-detail energy around that pixel (what a 3x3 ``smooth``
+    removes, squared, summed over R, G, B and smoothed over ``radius``), times ``gain`` and ``strength``.
+    A smooth sky gets the tile's stars or speckle at full weight; edges and textured areas keep theirs.
+    """
+    h, w = image.shape[-2:]
+    side = tile.shape[-1]
+    rows = torch.arange(h, device=image.device) % side  # the tile repeated: row i is the tile's i mod T
+    cols = torch.arange(w, device=image.device) % side
+    detail = tile.index_select(2, rows).index_select(3, cols)
+    e_tile = tile.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (N, 1, 1, 1)
+    e_image = smooth((image - smooth(image, 1)).pow(2).sum(1, keepdim=True), radius)  # (N, 1, H, W)
+    weight = e_tile / (e_tile + e_image + 1e-12)
+    s = strength.reshape(-1, 1, 1, 1).to(image.dtype)
+    return (image + gain * s * weight * detail).clamp(0.0, 1.0)
+
+
 # Bicubic interpolation (a = -0.75, PyTorch's and ONNX Runtime's) at twice the size, as a 5x5 convolution
 # per output phase: even rows and columns sit 1/4 pixel before a source pixel, odd ones 1/4 after.
 _CUBIC_EVEN = (-0.03515625, 0.26171875, 0.87890625, -0.10546875, 0.0)  # taps i-2 .. i+2
@@ -498,3 +525,34 @@ class Cascade(nn.Module):
         for level, decoder, (mean, factor) in zip(self.levels[1:], self.decoders[1:], stats[1:]):
             x = self._stage(x, level, decoder, mean, factor, strength)
         return x
+
+
+class TexturedCascade(nn.Module):
+    """The exported stylizer when the style's texture is on: ``Cascade``, then ``add_texture`` with
+    the style's detail tile. Inputs: image (N, 3, H, W), strength (N,), texture (N, 3, T, T), then
+    the style's mean and cov for each level as ``Cascade`` takes them."""
+
+    def __init__(self, cascade: Cascade, gain: float = TEXTURE_GAIN, radius: int = TEXTURE_RADIUS):
+        super().__init__()
+        if not gain > 0:
+            raise ValueError(f"texture gain must be more than 0 (no texture: the Cascade alone), not {gain}")
+        self.cascade, self.gain, self.radius = cascade, float(gain), int(radius)
+        self.levels, self.size_multiple = cascade.levels, cascade.size_multiple
+
+    # A fixed signature (no *args), as Cascade's.
+    def forward(
+        self,
+        image: Tensor,
+        strength: Tensor,
+        texture: Tensor,
+        mean_0: Tensor,
+        cov_0: Tensor,
+        mean_1: Tensor | None = None,
+        cov_1: Tensor | None = None,
+        mean_2: Tensor | None = None,
+        cov_2: Tensor | None = None,
+        mean_3: Tensor | None = None,
+        cov_3: Tensor | None = None,
+    ) -> Tensor:
+        painted = self.cascade(image, strength, mean_0, cov_0, mean_1, cov_1, mean_2, cov_2, mean_3, cov_3)
+        return add_texture(painted, texture, strength, self.gain, self.radius)
