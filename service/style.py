@@ -108,7 +108,9 @@ class StyleTransfer:
         self.stats_names = style_inputs(self.levels, self.texture)
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
-                p["name"]: [npz[key].astype(np.float32) for key in preset_keys(p["name"], self.levels, self.texture)]
+                p["name"]: [
+                    npz[key].astype(np.float32, copy=False) for key in preset_keys(p["name"], self.levels, self.texture)
+                ]
                 for p in style["presets"]
             }
         # Each preset's statistics as tensors on the stylizer's device, uploaded once.
