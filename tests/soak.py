@@ -16,7 +16,7 @@ the end. Acceptance (the exit status): no unexpected answer (ramp-up included), 
 the ramp-up (the steady state a soak is about). The ramp-up's own latencies are printed beside:
 clients that all start in the same millisecond are a burst, whose queueing no 2-core server
 answers within 5 x its steady median. ``tests/test_resilience.py`` runs a short version in
-``make test``.
+``make test``, judged on its answers and memory only: latency is the benchmark's to judge.
 """
 
 from __future__ import annotations
