@@ -8,7 +8,7 @@ import torch
 
 from service import sampling
 from tests.pipeline import run_fresh
-from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss
+from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss, r1_penalty
 
 
 def test_ns_losses_match_their_definitions():
@@ -134,6 +134,20 @@ def test_generator_output_to_uint8_rounds_like_training():
 
     x = np.linspace(-1, 1, 2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
     assert np.array_equal(sampling.to_uint8(x), train_to_uint8(torch.from_numpy(x)))
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_at_the_real_images():
+    """For D(x) = sum(w * x^2) the gradient is 2 w x: the penalty is the batch mean of |2 w x|^2,
+    and its own gradient reaches w (the graph is kept)."""
+    w = torch.tensor([[[[1.0, -2.0], [0.5, 3.0]]]], requires_grad=True)
+    x = torch.tensor([[[[1.0, 1.0], [2.0, 0.0]]], [[[0.0, -1.0], [1.0, 1.0]]]], requires_grad=True)
+    penalty = r1_penalty(x, (w * x**2).flatten(1).sum(1))
+    expected = ((2 * w * x) ** 2).flatten(1).sum(1).mean()
+    assert penalty.item() == pytest.approx(expected.item())  # (4+16+4+0 + 0+16+1+36) / 2 = 38.5
+    assert penalty.item() == pytest.approx(38.5)
+    penalty.backward()
+    # d/dw mean_n sum 4 w^2 x^2 = 8 w mean_n x^2
+    torch.testing.assert_close(w.grad, 8 * w.detach() * (x.detach() ** 2).mean(0, keepdim=True))
 
 
 def test_mode_seeking_loss_rewards_different_images_for_different_latents():

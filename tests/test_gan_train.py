@@ -15,7 +15,7 @@ from PIL import Image
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.export import load_generator
 from training.gan.data import load_dataset
-from training.gan.functions import d_loss, diff_augment
+from training.gan.functions import d_loss, diff_augment, r1_penalty
 from training.gan.train import (
     ADDED_OPTIONS,
     build_gan,
@@ -89,13 +89,13 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 
 def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
-    """A checkpoint written before --aux-classifier and --precision existed stores neither option:
-    --resume and the export read it as that run trained (no class head, float32) instead of
-    failing on the missing keys."""
-    run = train_tiny_gan(tmp_path, extra=["--epochs", "1"])
+    """A checkpoint written before --aux-classifier, --precision and --r1 existed stores none of
+    them: --resume and the export read it as that run trained (no class head, float32, no R1)
+    instead of failing on the missing keys."""
+    run = train_tiny_gan(tmp_path, extra=["--epochs", "1", "--aux-classifier", "0", "--r1", "0"])
     checkpoint = load_checkpoint(run / "checkpoint.pt")
     options = json.loads(checkpoint["options"])
-    for key in ("aux_classifier", "precision"):
+    for key in ADDED_OPTIONS:
         del options[key]
     save_checkpoint(run / "checkpoint.pt", {**checkpoint, "options": json.dumps(options)})
     _, exported_options = load_generator(run)
@@ -104,7 +104,12 @@ def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
     resumed = load_checkpoint(run / "checkpoint.pt")
     assert resumed["epoch"] == 2
     written = json.loads(resumed["options"])
-    assert {key: written[key] for key in ADDED_OPTIONS} == {"aux_classifier": 0, "precision": "fp32"}
+    assert {key: written[key] for key in ADDED_OPTIONS} == {
+        "aux_classifier": 0,
+        "precision": "fp32",
+        "r1": 0,
+        "r1_every": 16,
+    }
     assert not any(key.startswith("classify.") for key in resumed["discriminator"])
 
 
@@ -126,6 +131,8 @@ def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
         (["--lr-d", "3"], "lr-d"),
         (["--dataset", "mnist", "--channels", "3"], "grayscale"),
         (["--aux-classifier", "-1"], "aux-classifier"),
+        (["--r1", "-1"], "--r1"),
+        (["--r1-every", "0"], "--r1"),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
@@ -185,7 +192,8 @@ def test_mnist_is_padded_to_32_and_split_stratified():
 def test_a_step_trains_both_models_and_leaves_d_trainable():
     """D is frozen only for the generator's backward: after a step both models have moved, D is
     trainable again, and D's gradients are those of its own loss (none leaked in from G's pass)."""
-    o = resolve_options(build_parser().parse_args(TINY_GAN_ARGS))
+    # the plain losses (the class head and R1 add terms of their own, tested below)
+    o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--aux-classifier", "0", "--r1", "0"]))
     data = load_dataset(o["dataset"], o["image_size"], o["channels"])
     resolve_data_dependent(o, data)
     o["d_skip_below"] = 0.0
@@ -246,6 +254,35 @@ def test_precision_bf16_runs_the_passes_in_bfloat16_and_keeps_the_weights_float3
     assert torch.isfinite(scalars["bf16"]).all()
     assert not torch.equal(scalars["bf16"], scalars["fp32"])
     torch.testing.assert_close(scalars["bf16"], scalars["fp32"], rtol=0.05, atol=0.02)
+
+
+def test_lazy_r1_acts_on_every_nth_step_only():
+    """``--r1 G --r1-every N``: on a step that is a multiple of N, D's update adds G/2 * N times the
+    R1 penalty's gradient; on other steps the update is the plain one."""
+    o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--r1", "5", "--r1-every", "4"]))
+    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
+    resolve_data_dependent(o, data)
+    o["d_skip_below"] = 0.0
+    cpu = torch.device("cpu")
+    real = data.train.images[: o["batch_size"]].contiguous(memory_format=torch.channels_last)
+    y = data.train.labels[: o["batch_size"]]
+
+    def d_grads(r1: float, step: int) -> list[torch.Tensor]:
+        gan = build_gan({**o, "r1": r1}, cpu, None)
+        gan.step = step
+        gan_step(gan, {**o, "r1": r1}, real, y, step_generator(0, step, cpu))
+        return [p.grad.clone() for p in gan.d.parameters()]
+
+    for p, q in zip(d_grads(5.0, 3), d_grads(0.0, 3)):  # not an R1 step: the same update
+        torch.testing.assert_close(p, q)
+    with_r1, plain = d_grads(5.0, 4), d_grads(0.0, 4)
+    assert any(not torch.allclose(p, q) for p, q in zip(with_r1, plain))
+    # the difference is G/2 * N * grad R1, taken from a fresh D at the same start
+    fresh = build_gan(o, cpu, None)
+    sharp = real.detach().requires_grad_(True)
+    (5.0 / 2 * 4 * r1_penalty(sharp, fresh.d(sharp, y))).backward()
+    for p, q, r in zip(with_r1, plain, fresh.d.parameters()):  # (the head's bias has no say in the gradient)
+        torch.testing.assert_close(p - q, torch.zeros_like(p) if r.grad is None else r.grad, rtol=1e-3, atol=1e-6)
 
 
 def test_the_aux_classifier_learns_the_real_labels():

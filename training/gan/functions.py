@@ -34,6 +34,16 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}: use one of {LOSSES}")
 
 
+def r1_penalty(real: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the mean over the batch of |grad_x D(x)|^2 at the real images.
+
+    ``real`` must require grad and ``real_logits`` come from it; the graph is kept, so the
+    penalty's own gradient reaches D's weights.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
 def mode_seeking_loss(
     x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
