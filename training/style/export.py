@@ -123,12 +123,12 @@ def export_style(
     served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
 
     m = cascade.size_multiple
-    stylizer = TexturedCascade(cascade, texture_gain).eval() if texture_gain > 0 else cascade
+    textured = texture_gain > 0
+    stylizer = TexturedCascade(cascade, texture_gain).eval() if textured else cascade
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
     dec = export_stylizer(encoder, stylizer, m, out_dir / "stylizer.onnx", log)
     fp16 = stylizer_fp16(encoder, stylizer, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
     transform_error = check_transform(encoder, transform, log)
-    textured = texture_gain > 0
     presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log, textured)
     quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
 
