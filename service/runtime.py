@@ -24,9 +24,8 @@ CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_pro
 
 
 # The ONNX Runtime CUDA provider options an operator may set (ATELIER_CUDA_OPTIONS, key=value,...):
-# the value each takes. Unset, ONNX Runtime's defaults apply: an exhaustive cuDNN algorithm
-# search for every new input shape, no device memory limit, an arena that grows by powers of two.
-# No GPU has been lent to this project yet to measure other choices (`make bench` runs with them).
+# the value each takes. CUDA_DEFAULTS apply unless set; every other option is ONNX Runtime's default
+# (no device memory limit, an arena that grows by powers of two).
 CUDA_OPTIONS = {
     "device_id": (r"\d+", "a GPU index"),
     "gpu_mem_limit": (r"\d+", "bytes"),
@@ -36,6 +35,14 @@ CUDA_OPTIONS = {
     "prefer_nhwc": ("[01]", "0 or 1"),
     "use_tf32": ("[01]", "0 or 1"),
 }
+
+
+# Chosen by measurement on an NVIDIA H200 (ONNX Runtime 1.31.1, cuDNN 9; `python -m tests.cuda_options`,
+# docs/performance.md): ONNX Runtime's default, an exhaustive cuDNN search, cost 350-1200 ms on the
+# first call in each new input shape and, with shapes alternating as mixed uploads make them, 343 ms
+# a call (fp32, 512-1024 px) against 40 ms with cuDNN's default algorithms (first calls 48-75 ms).
+# Operators whose every input has one shape can set cudnn_conv_algo_search=EXHAUSTIVE.
+CUDA_DEFAULTS = {"cudnn_conv_algo_search": "DEFAULT"}
 
 
 def parse_cuda_options(spec: str) -> dict[str, str]:
@@ -113,7 +120,7 @@ def choose_providers(spec: str, log=logger.warning, cuda_options: str = "") -> P
     unknown = [w for w in requested if w not in PROVIDER_NAMES]
     if unknown or not requested:
         raise ValueError(f"ATELIER_PROVIDERS={spec!r}: use a comma-separated list of {', '.join(PROVIDER_NAMES)}")
-    options = parse_cuda_options(cuda_options)
+    options = {**CUDA_DEFAULTS, **parse_cuda_options(cuda_options)}
     wanted, fallback = requested, None
     if "cuda" in requested and (problem := cuda_problem()) is not None:
         wanted = [w for w in requested if w != "cuda"]  # what is left is the CPU, or nothing

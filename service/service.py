@@ -18,7 +18,7 @@ Configuration (environment variables, the one mechanism):
   ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
                             under CUDA, where each new shape costs an algorithm search; minimal on CPU)
   ATELIER_SAMPLE_BATCHING   1: generator calls that arrive together run as one batch; 0: each alone
-                            (default: 1 under CUDA, 0 on CPU)
+                            (default 0: on an H200 it served fewer samples a second, docs/performance.md)
   ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
   ATELIER_DRAIN_SECONDS     on SIGTERM, seconds of readyz 503 before the listener closes (default 2)
   ATELIER_SHUTDOWN_TIMEOUT  on SIGTERM, seconds until unfinished work is abandoned (default 25)
@@ -215,8 +215,7 @@ class Atelier:
         )
         self.gan = None
         if "generator" in models:
-            batching = os.environ.get("ATELIER_SAMPLE_BATCHING")  # default: under CUDA
-            batching = batching == "1" if batching else self.provider("generator") == PROVIDER_NAMES["cuda"]
+            batching = os.environ.get("ATELIER_SAMPLE_BATCHING", "0") == "1"  # off: measured slower on a GPU
             self.gan = GanSampler(self.sessions["generator"], models["generator"], batching=batching)
         self.style = None
         if "stylizer" in models:

@@ -110,7 +110,12 @@ def test_cuda_options_are_read_on_any_machine():
         "gpu_mem_limit": "4294967296",
         "prefer_nhwc": "1",
     }
-    assert choose_providers("cpu").cuda_options == {}
+    # unset, cuDNN's default algorithms (CUDA_DEFAULTS, chosen on an H200), which a setting overrides
+    assert choose_providers("cpu").cuda_options == {"cudnn_conv_algo_search": "DEFAULT"}
+    assert choose_providers("cpu", cuda_options="use_tf32=0").cuda_options == {
+        "cudnn_conv_algo_search": "DEFAULT",
+        "use_tf32": "0",
+    }
 
 
 def test_a_wrong_cuda_option_is_refused_at_start(exports_dir, tmp_path):
@@ -121,8 +126,8 @@ def test_a_wrong_cuda_option_is_refused_at_start(exports_dir, tmp_path):
 
 
 def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unbatched(exports_dir, server, tmp_path):
-    """Shape buckets and sample batching, the CUDA defaults, forced on here: same answers, exact sizes;
-    CUDA provider options are shown (and left unused by the CPU)."""
+    """Shape buckets (a CUDA default) and sample batching (opt-in), forced on here: same answers,
+    exact sizes; CUDA provider options are shown (and left unused by the CPU)."""
     env = {
         "ATELIER_SHAPE_BUCKET": "64",
         "ATELIER_SAMPLE_BATCHING": "1",

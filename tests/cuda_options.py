@@ -1,0 +1,135 @@
+"""CUDA provider options for the stylizer, measured: ``python -m tests.cuda_options --exports exports``.
+
+For each precision the export has (fp32, and fp16 where it was exported) and each combination of
+cuDNN's convolution algorithm search (``EXHAUSTIVE``, ONNX Runtime's default; ``HEURISTIC``;
+``DEFAULT``) and ``prefer_nhwc`` (0, the default; 1), it opens the stylizer as the service does
+(``open_session`` with those ``ATELIER_CUDA_OPTIONS``) and measures:
+
+- the session's opening time;
+- the **first** call in each of four shapes the session has not run (512², 1024×768, 768×1024,
+  1024²: cuDNN chooses its algorithms per shape, so this is what a request in a cold shape bucket
+  pays), then
+- the **warm** median of each shape, in rounds over all the sessions (each round in a new random
+  order), so that a GPU whose clock drifts slows them alike.
+
+Prints a Markdown table and writes ``reports/cuda_options.json``. Needs ONNX Runtime's CUDA provider;
+elsewhere it says why not and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from service.manifest import load_manifest
+from service.runtime import PROVIDER_NAMES, cuda_problem, open_session
+from service.style import StyleTransfer, _to_input, pad_for_cascade
+from tests.hostile_images import gradient
+from tests.pipeline import REPO
+
+SHAPES = ((512, 512), (1024, 768), (768, 1024), (1024, 1024))  # (width, height)
+SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+# prefer_nhwc=1 logged "Conv running in Fallback mode" for every convolution on the H200 and did
+# not finish 15 rounds in the time the others took; 0 (the default) is measured.
+NHWC = ("0",)
+
+
+def variants(manifest: dict) -> dict[str, str]:
+    """``precision -> file`` of the stylizer's variants in the export."""
+    entry = manifest["models"]["stylizer"]
+    out = {"fp32": entry["path"]}
+    for precision, variant in entry.get("variants", {}).items():
+        out[precision] = variant["path"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.cuda_options", description=__doc__.split("\n\n")[0])
+    p.add_argument("--exports", type=Path, default=REPO / "exports")
+    p.add_argument("--rounds", type=int, default=15, help="warm rounds per shape and session")
+    p.add_argument("--out", type=Path, default=REPO / "reports" / "cuda_options.json")
+    args = p.parse_args(argv)
+    problem = cuda_problem()
+    if problem:
+        print(f"CUDA provider not usable here: {problem}", file=sys.stderr)
+        return 1
+    exports = args.exports.resolve()
+    manifest = load_manifest(exports)
+    names = [PROVIDER_NAMES["cuda"], PROVIDER_NAMES["cpu"]]
+    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], names)
+    preset = manifest["style"]["presets"][0]["name"]
+    entries = []
+    for precision, file in variants(manifest).items():
+        for search in SEARCH:
+            for nhwc in NHWC:
+                options = {"cudnn_conv_algo_search": search, "prefer_nhwc": nhwc}
+                start = time.perf_counter()
+                session = open_session(exports / file, names, cuda_options=options)
+                opened = time.perf_counter() - start
+                assert session.get_providers()[0] == PROVIDER_NAMES["cuda"], session.get_providers()
+                style = StyleTransfer(exports, manifest, encoder, session)
+                inputs = [_to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step)) for w, h in SHAPES]
+                first = []
+                for x in inputs:
+                    start = time.perf_counter()
+                    style.run_stylizer(session, x, style.resident[preset], 1.0)
+                    first.append((time.perf_counter() - start) * 1000)
+                print(
+                    f"{precision} {search} nhwc={nhwc}: opened in {opened:.2f} s, first calls (ms) {first}", flush=True
+                )
+                entries.append(
+                    {
+                        "precision": precision,
+                        **options,
+                        "open_s": opened,
+                        "first_ms": first,
+                        "warm": [],
+                        "run": (style, session, inputs),
+                    }
+                )
+    order = np.random.default_rng(0)
+    for _ in range(args.rounds):
+        for i in order.permutation(len(entries)):
+            style, session, inputs = entries[i]["run"]
+            times = []
+            for x in inputs:
+                start = time.perf_counter()
+                style.run_stylizer(session, x, style.resident[preset], 1.0)
+                times.append((time.perf_counter() - start) * 1000)
+            entries[i]["warm"].append(times)
+    shapes = [f"{w}x{h}" for w, h in SHAPES]
+    lines = [
+        "| precision | cudnn_conv_algo_search | prefer_nhwc | open (s) | "
+        + " | ".join(f"{s} first / warm (ms)" for s in shapes)
+        + " | worst first / warm |",
+        "|---|---|---|---|" + "---|" * len(shapes) + "---|",
+    ]
+    for e in entries:
+        del e["run"]
+        e["warm_ms"] = [statistics.median(t[k] for t in e["warm"]) for k in range(len(SHAPES))]
+        del e["warm"]
+        worst = max(f / w for f, w in zip(e["first_ms"], e["warm_ms"]))
+        e["worst_first_over_warm"] = worst
+        lines.append(
+            f"| {e['precision']} | {e['cudnn_conv_algo_search']} | {e['prefer_nhwc']} | {e['open_s']:.2f} | "
+            + " | ".join(f"{f:.1f} / {w:.2f}" for f, w in zip(e["first_ms"], e["warm_ms"]))
+            + f" | {worst:.1f}× |"
+        )
+    import onnxruntime as ort
+
+    report = {"onnxruntime": ort.__version__, "shapes": shapes, "rounds": args.rounds, "results": entries}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
