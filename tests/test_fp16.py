@@ -1,5 +1,6 @@
 """fp16 variants: written beside each fp32 model, verified like every file, their parity against
-PyTorch fp32 recorded and true, and chosen by the service only where they are meant to run."""
+PyTorch fp32 recorded and true (on the CPU provider and in fp16 arithmetic), and chosen by the
+service only where they are meant to run."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import torch
 from service.manifest import ManifestError, choose_precision, load_manifest
 from service.runtime import open_session
 from service.sampling import latents_for_seeds
-from service.style import StyleTransfer
+from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests.hostile_images import gradient
 from training.export import load_generator
-from training.onnx_export import FP16_MIN_PSNR_DB, psnr_db
+from training.onnx_export import FP16_MIN_PSNR_DB, fp16_arithmetic_scores, fp16_parity, fp16_variant, psnr_db
 
 CPU = ["CPUExecutionProvider"]
 
@@ -29,7 +30,70 @@ def test_every_variant_is_a_verified_file_with_its_parity_recorded(exports_dir):
         assert fp16["path"] in assets and fp16["path"] != manifest["models"][role]["path"]
         parity = fp16["parity"]
         assert parity["vs"] == "PyTorch fp32" and parity["bound_psnr_db"] == FP16_MIN_PSNR_DB
-        assert parity["within_bound"] == (parity["min_psnr_db"] >= FP16_MIN_PSNR_DB)
+        arithmetic = parity["fp16_arithmetic"]
+        assert arithmetic["finite"] == (arithmetic["min_psnr_db"] is not None)
+        assert parity["within_bound"] == (
+            parity["min_psnr_db"] >= FP16_MIN_PSNR_DB
+            and arithmetic["finite"]
+            and arithmetic["min_psnr_db"] >= FP16_MIN_PSNR_DB
+        )
+
+
+class Overflows(torch.nn.Module):
+    """y = (x W) / 1000: with x and W all 40 over 64 channels, x W is 102400, past float16's 65504,
+    while y (102.4) is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((64, 64), 40.0))
+
+    def forward(self, x):
+        return (x @ self.w) / 1000.0
+
+
+def test_the_fp16_arithmetic_check_refuses_an_overflow_the_cpu_provider_computes_past(tmp_path):
+    """As the stylizer did on CUDA (all-NaN images from a variant with 39 dB on the CPU provider):
+    the CPU provider computes the fp16 MatMul in float32 and matches PyTorch; fp16 arithmetic gives inf."""
+    x = torch.full((2, 64), 40.0)
+    torch.onnx.export(Overflows().eval(), (x,), tmp_path / "m.onnx", input_names=["x"], output_names=["y"])
+    ops = fp16_variant(tmp_path / "m.onnx", tmp_path / "m.fp16.onnx")
+    assert "MatMul" in ops
+    reference, feed = Overflows()(x).detach().numpy(), {"x": x.numpy()}
+    entry = fp16_parity(
+        tmp_path / "m.fp16.onnx", [reference], [feed], "y", 200.0, ops, arithmetic=([reference], [feed])
+    )
+    parity = entry["parity"]
+    assert parity["min_psnr_db"] is None or parity["min_psnr_db"] >= FP16_MIN_PSNR_DB  # the CPU provider: fine
+    assert parity["fp16_arithmetic"] == {**parity["fp16_arithmetic"], "finite": False, "min_psnr_db": None}
+    assert not parity["within_bound"]
+    with pytest.raises(ManifestError, match="overflows float16"):
+        choose_precision("m", {"path": "m.onnx", "variants": {"fp16": entry}}, "fp16", on_cuda=True)
+    assert choose_precision("m", {"path": "m.onnx", "variants": {"fp16": entry}}, "auto", on_cuda=True)[1] == "fp32"
+
+
+def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_dir):
+    """The stylizer's fp16 graph, in fp16 arithmetic, on a picture and a style the export did not
+    check: finite exactly when the export recorded it finite, and then within the bound."""
+    manifest = json.loads((exports_dir / "manifest.json").read_text())
+    entry = manifest["models"]["stylizer"]
+    cpu = StyleTransfer(
+        exports_dir,
+        manifest,
+        open_session(exports_dir / manifest["models"]["style_encoder"]["path"], CPU),
+        open_session(exports_dir / entry["path"], CPU),
+    )
+    name = list(cpu.presets)[-1]
+    x = _to_input(pad_for_cascade(gradient(96, 80), cpu.multiple, cpu.step))
+    feed = {"content": x, "strength": np.ones(1, np.float32)}
+    feed.update((n, np.ascontiguousarray(v[None])) for n, v in zip(cpu.stats_names, cpu.presets[name]))
+    reference = cpu.run_stylizer(cpu.stylizer, x, cpu.presets[name], 1.0)
+    (score,) = fp16_arithmetic_scores(
+        exports_dir / entry["variants"]["fp16"]["path"], [reference], [feed], "image", 1.0
+    )
+    recorded = entry["variants"]["fp16"]["parity"]["fp16_arithmetic"]
+    assert np.isfinite(score) == recorded["finite"]
+    if recorded["finite"]:
+        assert score >= min(FP16_MIN_PSNR_DB, recorded["min_psnr_db"] - 3)
 
 
 def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(exports_dir, tiny_gan_run):
@@ -65,18 +129,24 @@ def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir):
 
 
 def test_precision_is_fp16_only_on_cuda_by_default_and_refused_when_out_of_bound(exports_dir):
-    entry = json.loads((exports_dir / "manifest.json").read_text())["models"]["stylizer"]
+    entry = json.loads((exports_dir / "manifest.json").read_text())["models"]["generator"]
     assert entry["variants"]["fp16"]["parity"]["within_bound"]
-    assert choose_precision("stylizer", entry, "auto", on_cuda=False) == ("stylizer.onnx", "fp32")
-    assert choose_precision("stylizer", entry, "auto", on_cuda=True) == ("stylizer.fp16.onnx", "fp16")
-    assert choose_precision("stylizer", entry, "fp32", on_cuda=True) == ("stylizer.onnx", "fp32")
-    assert choose_precision("stylizer", entry, "fp16", on_cuda=False) == ("stylizer.fp16.onnx", "fp16")
+    assert choose_precision("generator", entry, "auto", on_cuda=False) == ("generator.onnx", "fp32")
+    assert choose_precision("generator", entry, "auto", on_cuda=True) == ("generator.fp16.onnx", "fp16")
+    assert choose_precision("generator", entry, "fp32", on_cuda=True) == ("generator.onnx", "fp32")
+    assert choose_precision("generator", entry, "fp16", on_cuda=False) == ("generator.fp16.onnx", "fp16")
     worse = copy.deepcopy(entry)
     worse["variants"]["fp16"]["parity"].update(min_psnr_db=20.0, within_bound=False)
-    assert choose_precision("stylizer", worse, "auto", on_cuda=True) == ("stylizer.onnx", "fp32")
+    assert choose_precision("generator", worse, "auto", on_cuda=True) == ("generator.onnx", "fp32")
     with pytest.raises(ManifestError, match="20.0 dB from PyTorch fp32, below its 35.0 dB bound"):
-        choose_precision("stylizer", worse, "fp16", on_cuda=True)
+        choose_precision("generator", worse, "fp16", on_cuda=True)
+    # an export from before the fp16-arithmetic check: its CPU-provider parity alone is not trusted
+    older = copy.deepcopy(entry)
+    del older["variants"]["fp16"]["parity"]["fp16_arithmetic"]
+    assert choose_precision("generator", older, "auto", on_cuda=True) == ("generator.onnx", "fp32")
+    with pytest.raises(ManifestError, match="checked on the CPU provider only"):
+        choose_precision("generator", older, "fp16", on_cuda=True)
     with pytest.raises(ManifestError, match="no fp16 variant"):
-        choose_precision("stylizer", {"path": "stylizer.onnx"}, "fp16", on_cuda=True)
+        choose_precision("generator", {"path": "generator.onnx"}, "fp16", on_cuda=True)
     with pytest.raises(ManifestError, match="use one of auto, fp32, fp16"):
-        choose_precision("stylizer", entry, "int4", on_cuda=True)
+        choose_precision("generator", entry, "int4", on_cuda=True)
