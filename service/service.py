@@ -63,7 +63,7 @@ from service.images import (
 )
 from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
 from service.limits import BodyGuard
-from service.manifest import ExportWatch, choose_precision, load_manifest
+from service.manifest import ExportWatch, ManifestError, choose_precision, load_manifest
 from service.runtime import (
     PROVIDER_NAMES,
     available_memory,
@@ -73,7 +73,8 @@ from service.runtime import (
     open_session,
     providers_from_environment,
 )
-from service.style import StyleTransfer, mix_stats, resize_long_side
+from service.sampling import latents_for_seeds, seed_range
+from service.style import StyleTransfer, _to_input, mix_stats, pad_for_cascade, resize_long_side
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
@@ -170,6 +171,9 @@ def _heavy_work() -> HeavyWork:
     )
 
 
+FP16_ROLES = ("generator", "stylizer")  # the models `make export` writes an fp16 variant of
+
+
 @bentoml.service(
     name="atelier",
     workers=1,
@@ -194,7 +198,11 @@ class Atelier:
 
         precision = os.environ.get("ATELIER_PRECISION", "auto")
         on_cuda = providers[0] == PROVIDER_NAMES["cuda"]
-        self.files = {role: choose_precision(role, entry, precision, on_cuda) for role, entry in models.items()}
+        # The style encoder (uploaded styles' statistics) is exported in fp32 only, whatever is asked.
+        self.files = {
+            role: choose_precision(role, entry, precision if role in FP16_ROLES else "fp32", on_cuda)
+            for role, entry in models.items()
+        }
 
         def session(role: str, **options: Any):
             return open_session(
@@ -213,6 +221,44 @@ class Atelier:
                 lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}
             )
         )
+        self.precision_fallback: dict[str, str] = {}
+        self._build(models, session)
+        # A variant's parity is measured at export on the CPU; each fp16 model is also run once here,
+        # on the provider it will serve on, and must give finite numbers (the stylizer's fp16
+        # variant gave NaN on every pixel on CUDA while the CPU provider scored it at 39 dB).
+        for role in [r for r in ("generator", "stylizer") if r in self.sessions and self.files[r][1] == "fp16"]:
+            problem = self.heavy.on_heavy_thread(lambda role=role: self._not_finite(role))
+            if problem is None:
+                continue
+            if precision == "fp16":
+                raise ManifestError(f"ATELIER_PRECISION=fp16: {role}'s fp16 variant {problem}; use auto or fp32")
+            logger.error("%s: its fp16 variant %s on %s; serving the fp32 model", role, problem, self.provider(role))
+            self.precision_fallback[role] = problem
+            self.files[role] = (models[role]["path"], "fp32")
+            self.sessions[role] = self.heavy.on_heavy_thread(
+                lambda role=role: session(role, spinning=role not in heavy_roles)
+            )
+            self._build(models, session)
+        self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
+        self._export_provider_gauges()
+        self.warm_up()
+        LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
+        # Everything alive now (BentoML, pydantic, ONNX Runtime bindings, the models' metadata) lives
+        # as long as the worker: out of the collector's sight, so that a full collection under load
+        # scans only what requests allocate (measured: 67-127 ms pauses of the whole worker without).
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+        logger.info(
+            "ready on %s, thread pools sized to %d cores (%s): the playground is at /playground/, "
+            "the API docs (Swagger UI) at /",
+            ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})),
+            CPUS.count,
+            CPUS.source,
+        )
+
+    def _build(self, models: dict[str, Any], session: Any) -> None:
+        """The GAN sampler and the style transfer over the current sessions."""
         self.gan = None
         if "generator" in models:
             batching = os.environ.get("ATELIER_SAMPLE_BATCHING", "0") == "1"  # off: measured slower on a GPU
@@ -231,23 +277,23 @@ class Atelier:
                 large,
                 bucket=int(bucket) if bucket else None,
             )
-        self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
-        self._export_provider_gauges()
-        self.warm_up()
-        LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
-        # Everything alive now (BentoML, pydantic, ONNX Runtime bindings, the models' metadata) lives
-        # as long as the worker: out of the collector's sight, so that a full collection under load
-        # scans only what requests allocate (measured: 67-127 ms pauses of the whole worker without).
-        gc.collect()
-        gc.freeze()
-        self.ready = True
-        logger.info(
-            "ready on %s, thread pools sized to %d cores (%s): the playground is at /playground/, "
-            "the API docs (Swagger UI) at /",
-            ", ".join(sorted({f"{self.provider(r)} {self.files[r][1]}" for r in self.sessions})),
-            CPUS.count,
-            CPUS.source,
-        )
+
+    def _not_finite(self, role: str) -> str | None:
+        """None when ``role``'s model gives finite outputs on a fixed input (4 seeds; a 96x80
+        gradient in the first preset), else what it gave."""
+        if role == "generator":
+            feed = {"z": latents_for_seeds(seed_range(0, 4), self.gan.latent_dim)}
+            if self.gan.num_classes:
+                feed["label"] = np.arange(4, dtype=np.int64) % self.gan.num_classes
+            (out,) = self.gan.session.run(["image"], feed)
+        else:
+            ramp = np.linspace(0, 255, 96, dtype=np.float32)
+            picture = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:80, None], np.float32(128)), -1)
+            x = _to_input(pad_for_cascade(picture.astype(np.uint8), self.style.multiple, self.style.step))
+            preset = next(iter(self.style.presets))
+            out = self.style.run_stylizer(self.style.stylizer, x, self.style.resident[preset], 1.0)
+        bad = ~np.isfinite(out)
+        return f"gave non-finite values ({bad.mean():.0%} of its output)" if bad.any() else None
 
     def warm_up(self) -> None:
         """Run each model once at the shapes served most, so the first request pays no set-up cost.
@@ -709,6 +755,7 @@ class Atelier:
                 "parity": entry["parity"],
                 "provider": self.provider(role),
                 "precision": self.files[role][1],  # fp16: the export's variant, entry["variants"]["fp16"]
+                **({"precision_fallback": self.precision_fallback[role]} if role in self.precision_fallback else {}),
                 "variants": entry.get("variants", {}),
             }
         if "generator" in models:

@@ -5,14 +5,17 @@ options are checked on any machine."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import onnx
 import pytest
 import requests
 
-from service.manifest import load_manifest
+from service.manifest import load_manifest, sha256_file
 from service.runtime import choose_providers, cuda_problem
 from tests import hostile_images as hi
 from tests.pipeline import REPO, Server
@@ -162,3 +165,40 @@ def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unb
             return len(shapes["warm_shapes"]) == 22  # long side 512: 15 shapes, long side 256: 7
 
         wait_until(all_warm, 120, "the background warm-up of every shape")
+
+
+def test_an_fp16_variant_giving_nan_on_its_provider_is_refused_at_start(exports_dir, tmp_path):
+    """The generator's fp16 variant made to output NaN (its image times NaN, checksums updated: a
+    variant whose export checks passed, as the stylizer's passed on the CPU provider before it gave
+    NaN on CUDA). The service runs each fp16 model once at start: under ATELIER_PRECISION=fp16 it
+    refuses to start, naming the model; under auto (fp32 on the CPU) it serves."""
+    exports = Path(shutil.copytree(exports_dir, tmp_path / "exports"))
+    manifest = json.loads((exports / "manifest.json").read_text())
+    variant = exports / manifest["models"]["generator"]["variants"]["fp16"]["path"]
+    model = onnx.load(str(variant))
+    (last,) = [n for n in model.graph.node if "image" in n.output]
+    last.output[list(last.output).index("image")] = "image_before_nan"
+    nan = onnx.helper.make_tensor("nan", onnx.TensorProto.FLOAT, [], [float("nan")])
+    model.graph.initializer.append(nan)
+    model.graph.node.append(onnx.helper.make_node("Mul", ["image_before_nan", "nan"], ["image"]))
+    onnx.save(model, str(variant))
+    for asset in manifest["assets"]:
+        if asset["path"] == variant.name:
+            asset["sha256"] = sha256_file(variant)
+    # the tiny stylizer's fp16 variant recorded as within its bound, whatever its export measured, so
+    # that ATELIER_PRECISION=fp16 reaches the check at start (the CPU computes it in float32: finite)
+    manifest["models"]["stylizer"]["variants"]["fp16"]["parity"].update(
+        within_bound=True, fp16_arithmetic={"finite": True, "min_psnr_db": 40.0}
+    )
+    (exports / "manifest.json").write_text(json.dumps(manifest))
+
+    env = {"ATELIER_PRECISION": "fp16", **CONTAINER}
+    with pytest.raises(RuntimeError, match="bentoml serve exited with [1-9]"):
+        Server(exports, tmp_path / "fp16.log", startup_timeout=120, env=env).__enter__()
+    log = (tmp_path / "fp16.log").read_text()
+    assert "ATELIER_PRECISION=fp16: generator's fp16 variant gave non-finite values (100% of its output)" in log
+    with Server(exports, tmp_path / "auto.log") as auto:
+        r = requests.post(f"{auto.url}/sample", json={"n": 2, "seed": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        info = requests.post(f"{auto.url}/info", json={}, timeout=10).json()
+        assert info["models"]["generator"]["precision"] == "fp32"
