@@ -226,7 +226,7 @@ class Atelier:
         # A variant's parity is measured at export on the CPU; each fp16 model is also run once here,
         # on the provider it will serve on, and must give finite numbers (the stylizer's fp16
         # variant gave NaN on every pixel on CUDA while the CPU provider scored it at 39 dB).
-        for role in [r for r in ("generator", "stylizer") if r in self.sessions and self.files[r][1] == "fp16"]:
+        for role in [r for r in FP16_ROLES if r in self.sessions and self.files[r][1] == "fp16"]:
             problem = self.heavy.on_heavy_thread(lambda role=role: self._not_finite(role))
             if problem is None:
                 continue
@@ -235,8 +235,10 @@ class Atelier:
             logger.error("%s: its fp16 variant %s on %s; serving the fp32 model", role, problem, self.provider(role))
             self.precision_fallback[role] = problem
             self.files[role] = (models[role]["path"], "fp32")
-            self.sessions[role] = self.heavy.on_heavy_thread(
-                lambda role=role: session(role, spinning=role not in heavy_roles)
+            self.sessions[role] = (
+                self.heavy.on_heavy_thread(lambda role=role: session(role, spinning=False))
+                if role in heavy_roles
+                else session(role)
             )
             self._build(models, session)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")

@@ -212,7 +212,7 @@ def fp16_arithmetic_scores(
 
     ONNX Runtime's CPU provider cannot tell: it has no fp16 kernel for most ops and computes them in
     float32 between casts, so an fp16 variant that overflows on a GPU passes there (measured: the
-    stylizer gave 35+ dB on the CPU provider and all-NaN images on CUDA, an H200). The evaluator's
+    stylizer gave 39 dB on the CPU provider and all-NaN images on CUDA, an H200). The evaluator's
     convolutions also add up in fp16 (cuDNN adds up in fp32), so this check is the stricter one."""
     from onnx.reference import ReferenceEvaluator
 
