@@ -203,20 +203,40 @@ def topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _accumulating_in_fp32(base: type) -> type:
+    """``base`` (a reference evaluator op) with float16 inputs computed in float32 and the result
+    rounded to float16, as a GPU's matrix products and convolutions do (fp32 accumulators)."""
+
+    def _run(self, *inputs, **attributes):
+        if not any(getattr(x, "dtype", None) == np.float16 for x in inputs):
+            return base._run(self, *inputs, **attributes)
+        wide = [x.astype(np.float32) if getattr(x, "dtype", None) == np.float16 else x for x in inputs]
+        return tuple(y.astype(np.float16) for y in base._run(self, *wide, **attributes))
+
+    return type(base.__name__, (base,), {"op_domain": "", "_run": _run})
+
+
 def fp16_arithmetic_scores(
     path: Path, reference: Sequence[np.ndarray], feeds: Sequence[Mapping[str, np.ndarray]], output: str, peak: float
 ) -> list[float]:
-    """PSNR of the fp16 graph at ``path`` computed in float16 arithmetic (ONNX's reference evaluator,
-    numpy float16: each op's result rounded to fp16, a value past 65504 becoming inf) against
-    ``reference``; -inf where an output is not finite.
+    """PSNR of the fp16 graph at ``path`` computed in float16 arithmetic against ``reference``;
+    -inf where an output is not finite. ONNX's reference evaluator (numpy) runs the graph: every
+    op's result is a float16, so a value past 65504 becomes inf; matrix products and convolutions
+    add up in float32 before their result is rounded, as cuBLAS and cuDNN do (and numpy's own
+    float16 products, without BLAS, would take minutes for 512-channel covariances).
 
     ONNX Runtime's CPU provider cannot tell: it has no fp16 kernel for most ops and computes them in
     float32 between casts, so an fp16 variant that overflows on a GPU passes there (measured: the
-    stylizer gave 39 dB on the CPU provider and all-NaN images on CUDA, an H200). The evaluator's
-    convolutions also add up in fp16 (cuDNN adds up in fp32), so this check is the stricter one."""
+    stylizer gave 39 dB on the CPU provider and all-NaN images on CUDA, an H200)."""
     from onnx.reference import ReferenceEvaluator
+    from onnx.reference.ops.op_conv import Conv
+    from onnx.reference.ops.op_conv_transpose import ConvTranspose
+    from onnx.reference.ops.op_matmul import MatMul
 
-    evaluator = ReferenceEvaluator(topologically_sorted(onnx.load(str(path))))
+    evaluator = ReferenceEvaluator(
+        topologically_sorted(onnx.load(str(path))),
+        new_ops=[_accumulating_in_fp32(op) for op in (MatMul, Conv, ConvTranspose)],
+    )
     scores = []
     with np.errstate(all="ignore"):
         for ref, feed in zip(reference, feeds, strict=True):
