@@ -13,7 +13,8 @@ measures, in one run:
   fixed-style network) and with a style image (its arbitrary-style network), at the same size;
 
 and the first request in a shape never seen before against the warm one, for ONNX Runtime and
-over HTTP. The device, provider and precision head the table.
+over HTTP, and on ONNX Runtime three shapes in turn against each repeated (mixed uploads change
+the shape from call to call). The device, provider and precision head the table.
 
 The columns of a case are timed **interleaved**: round after round, each of them called once (in
 a random order), so a machine whose speed drifts during the run (a shared host, a CPU's clock)
@@ -334,20 +335,41 @@ def bench_style(
 
 def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: Providers) -> list[dict]:
     """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
-    at 512², then 4:3 shapes; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
+    at 512², then 4:3 shapes; then those three shapes in turn (each call in a shape other than the
+    last call's) vs each repeated; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
     name = manifest["style"]["presets"][0]["name"]
     warm = _to_input(pad_for_cascade(gradient(512, 512), style.multiple, style.step))
     style.run_stylizer(stylizer, warm, style.resident[name], 1.0)
     rows = []
+    inputs = [warm]
     for w, h in ((512, 384), (1024, 768)):
         x = _to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step))
+        inputs.append(x)
         rows.append(
             {
                 "where": "onnxruntime",
                 "shape": f"{x.shape[3]}x{x.shape[2]}",
                 **first_and_warm(lambda: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3),
+            }
+        )
+    # Mixed uploads change the shape from call to call: each of the three (now warm) shapes in turn,
+    # against the same shape repeated. cuDNN's exhaustive search made this 27x slower on an H200.
+    alternating: list[list[float]] = [[] for _ in inputs]
+    for _ in range(3):
+        for i, x in enumerate(inputs):
+            start = time.perf_counter()
+            style.run_stylizer(stylizer, x, style.resident[name], 1.0)
+            alternating[i].append((time.perf_counter() - start) * 1000)
+    for x, times in zip(inputs, alternating):
+        repeated = timed(lambda x=x: style.run_stylizer(stylizer, x, style.resident[name], 1.0), 3)["median_ms"]
+        rows.append(
+            {
+                "where": "onnxruntime, 3 shapes in turn",
+                "shape": f"{x.shape[3]}x{x.shape[2]}",
+                "first_ms": statistics.median(times),
+                "warm_ms": repeated,
             }
         )
     content = hi.png(1024, 768)
@@ -399,7 +421,12 @@ def table(report: dict[str, Any]) -> str:
             f"{ratio(r, 'onnxruntime', 'peer_fixed')} | {ratio(r, 'onnxruntime', 'peer_arbitrary')} |"
         )
     if report["new_shapes"]:
-        lines += ["", "| first call in a new shape | shape | first | warm | first / warm |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| first call in a new shape (or, 3 shapes in turn: a call in a changed shape) | shape | first "
+            "| warm (the same shape repeated) | first / warm |",
+            "|---|---|---|---|---|",
+        ]
         lines += [
             f"| {r['where']} | {r['shape']} | {r['first_ms']:.1f} | {r['warm_ms']:.1f} | "
             f"{r['first_ms'] / r['warm_ms']:.2f} |"
