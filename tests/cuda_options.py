@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.manifest import load_manifest
+from service.manifest import choose_precision, load_manifest
 from service.runtime import PROVIDER_NAMES, cuda_problem, open_session
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 from tests.hostile_images import gradient
@@ -46,9 +46,10 @@ def variants(manifest: dict) -> dict[str, str]:
     """``precision -> file`` of the stylizer's variants in the export."""
     entry = manifest["models"]["stylizer"]
     out = {"fp32": entry["path"]}
+    served = choose_precision("stylizer", entry, "auto", on_cuda=True)[1]  # what the service picks on CUDA
     for precision, variant in entry.get("variants", {}).items():
-        served = variant["parity"]["within_bound"] and "fp16_arithmetic" in variant["parity"]
-        out[precision if served else f"{precision} (not served: out of its parity bound)"] = variant["path"]
+        label = precision if precision == served else f"{precision} (not served: out of its parity bound)"
+        out[label] = variant["path"]
     return out
 
 

@@ -181,28 +181,6 @@ def psnr_db(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
 
 
-def topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its nodes in an order where each comes after what it reads (the fp16
-    converter appends its casts; ONNX Runtime does not mind, the reference evaluator does)."""
-    graph = model.graph
-    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, order = list(graph.node), []
-    while pending:
-        waiting = []
-        for node in pending:
-            if all(name in known for name in node.input):
-                order.append(node)
-                known.update(node.output)
-            else:
-                waiting.append(node)
-        if len(waiting) == len(pending):
-            raise ValueError(f"{len(waiting)} nodes read values nothing produces (first: {waiting[0].name})")
-        pending = waiting
-    del graph.node[:]
-    graph.node.extend(order)
-    return model
-
-
 def _accumulating_in_fp32(base: type) -> type:
     """``base`` (a reference evaluator op) with float16 inputs computed in float32 and the result
     rounded to float16, as a GPU's matrix products and convolutions do (fp32 accumulators)."""
@@ -232,11 +210,12 @@ def fp16_arithmetic_scores(
     from onnx.reference.ops.op_conv import Conv
     from onnx.reference.ops.op_conv_transpose import ConvTranspose
     from onnx.reference.ops.op_matmul import MatMul
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    evaluator = ReferenceEvaluator(
-        topologically_sorted(onnx.load(str(path))),
-        new_ops=[_accumulating_in_fp32(op) for op in (MatMul, Conv, ConvTranspose)],
-    )
+    model = onnx.load(str(path))
+    # the converter appends its casts; ONNX Runtime does not mind, the reference evaluator does
+    OnnxModel.graph_topological_sort(model.graph)
+    evaluator = ReferenceEvaluator(model, new_ops=[_accumulating_in_fp32(op) for op in (MatMul, Conv, ConvTranspose)])
     scores = []
     with np.errstate(all="ignore"):
         for ref, feed in zip(reference, feeds, strict=True):
@@ -286,3 +265,11 @@ def fp16_parity(
             },
         },
     }
+
+
+def fp16_verdict(parity: Mapping[str, Any]) -> str:
+    """The fp16-arithmetic half of a ``variants.fp16.parity`` entry and what it decides, for the export's log."""
+    arithmetic = parity["fp16_arithmetic"]
+    score = f"{arithmetic['min_psnr_db']} dB" if arithmetic["finite"] else "not finite"
+    served = "served" if parity["within_bound"] else "not served"
+    return f"{score} in fp16 arithmetic (bound {parity['bound_psnr_db']:g} dB): {served} on CUDA"
