@@ -213,14 +213,13 @@ class Atelier:
                 **options,
             )
 
-        # The style sessions are created on a heavy-work thread: their thread pools inherit its low priority.
-        heavy_roles = {"style_encoder", "stylizer"}
-        self.sessions: dict[str, Any] = {role: session(role) for role in models if role not in heavy_roles}
-        self.sessions.update(
-            self.heavy.on_heavy_thread(
-                lambda: {role: session(role, spinning=False) for role in models if role in heavy_roles}
-            )
-        )
+        def open_role(role: str):
+            """The style sessions are created on a heavy-work thread: their thread pools inherit its low priority."""
+            if role in ("style_encoder", "stylizer"):
+                return self.heavy.on_heavy_thread(lambda: session(role, spinning=False))
+            return session(role)
+
+        self.sessions: dict[str, Any] = {role: open_role(role) for role in models}
         self.precision_fallback: dict[str, str] = {}
         self._build(models, session)
         # A variant's parity is measured at export on the CPU; each fp16 model is also run once here,
@@ -235,11 +234,7 @@ class Atelier:
             logger.error("%s: its fp16 variant %s on %s; serving the fp32 model", role, problem, self.provider(role))
             self.precision_fallback[role] = problem
             self.files[role] = (models[role]["path"], "fp32")
-            self.sessions[role] = (
-                self.heavy.on_heavy_thread(lambda role=role: session(role, spinning=False))
-                if role in heavy_roles
-                else session(role)
-            )
+            self.sessions[role] = open_role(role)
             self._build(models, session)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
         self._export_provider_gauges()
