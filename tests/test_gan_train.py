@@ -52,16 +52,24 @@ def test_run_folder_has_everything(tiny_gan_run):
         assert 0 <= r["label_agreement"] <= 1
     metrics = json.loads((tiny_gan_run / "metrics.json").read_text())
     assert {"fid", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"} <= set(metrics)
-    assert sum(metrics["coverage"]["histogram"]) == metrics["samples"]
+    # the final measures average ten disjoint sample sets (the quick profile's --eval-sets); the
+    # first is the set every epoch's log scores, so it repeats the last epoch's FID exactly
+    assert metrics["sets"] == 10 and len(metrics["fid_sets"]) == 10
+    assert metrics["fid_sets"][0] == records[-1]["fid"]
+    assert len(set(metrics["fid_sets"])) == 10, "the sets are not different latents"
+    assert metrics["fid"] == pytest.approx(np.mean(metrics["fid_sets"]))
+    assert sum(metrics["coverage"]["histogram"]) == metrics["sets"] * metrics["samples"]
     # the grid: 4 class rows x 10 seed columns of 32 px tiles with 2 px gaps
     assert Image.open(tiny_gan_run / "grid.png").size == (10 * 32 + 9 * 2, 4 * 32 + 3 * 2)
 
 
 def test_killed_run_resumes_exactly(tmp_path):
     """Kill a run with SIGKILL after its first checkpoint; --resume must end where an uninterrupted run ends."""
-    reference = train_tiny_gan(tmp_path / "a", extra=["--epochs", "3"])
+    # the learning rates decay over the last two epochs: the resumed run must set them by its epoch,
+    # not keep the ones its checkpoint's optimiser state was saved with
+    reference = train_tiny_gan(tmp_path / "a", extra=["--epochs", "3", "--lr-decay", "0.67"])
     runs = tmp_path / "b"
-    args = [*TINY_GAN_ARGS, "--epochs", "3", "--runs-root", str(runs), "--name", "killed"]
+    args = [*TINY_GAN_ARGS, "--epochs", "3", "--lr-decay", "0.67", "--runs-root", str(runs), "--name", "killed"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "training.gan.train", *args],
         cwd=REPO,
@@ -81,6 +89,8 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert main(["--resume", str(runs / "gan" / "killed")]) == 0
     a, b = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(checkpoint)
     assert b["epoch"] == 3 and b["step"] == a["step"]
+    for opt in ("opt_g", "opt_d"):  # the last epoch ran at half the rate (1/2 of the two decaying epochs)
+        assert [g["lr"] for g in b[opt]["param_groups"]] == [pytest.approx(1e-4)]
     for key in ("generator", "generator_ema", "discriminator"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
@@ -106,11 +116,19 @@ def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
     written = json.loads(resumed["options"])
     assert {key: written[key] for key in ADDED_OPTIONS} == {
         "aux_classifier": 0,
+        "eval_sets": 1,
+        "lr_decay": 0,
         "precision": "fp32",
         "r1": 0,
         "r1_every": 16,
     }
     assert not any(key.startswith("classify.") for key in resumed["discriminator"])
+    assert json.loads((run / "metrics.json").read_text())["sets"] == 1  # measured as runs were then
+    # a finished run is measured again, with more sets, by resuming it with --eval-sets alone
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(["--resume", str(run), "--eval-sets", "3"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["sets"] == 3
+    assert (run / "checkpoint.pt").read_bytes() == before  # no epoch ran
 
 
 def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
@@ -133,6 +151,8 @@ def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
         (["--aux-classifier", "-1"], "aux-classifier"),
         (["--r1", "-1"], "--r1"),
         (["--r1-every", "0"], "--r1"),
+        (["--eval-sets", "0"], "eval-sets"),
+        (["--lr-decay", "1.5"], "lr-decay"),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, capsys, args, message):
@@ -153,6 +173,9 @@ def test_resume_refuses_changed_training_options_as_the_style_trainer_does(tiny_
     err = capsys.readouterr().err
     assert "--lr-g 0.1 differs from the run's 0.0002" in err and "it may change --epochs, --device" in err
     assert (tiny_gan_run / "checkpoint.pt").read_bytes() == before  # nothing ran
+    with pytest.raises(SystemExit) as e:
+        main(["--resume", str(tiny_gan_run), "--eval-sets", "0"])
+    assert e.value.code == 2 and "--eval-sets must be at least 1" in capsys.readouterr().err
 
 
 def _write_images(folder, n, size, mode, fmt, colour):

@@ -64,6 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ema_decay": 0.99,
         "r1": 0.03,
         "aux_classifier": 0.5,
+        "lr_decay": 0.25,
+        "eval_sets": 10,
     },
     "full": {
         "epochs": 60,
@@ -76,6 +78,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # weights for 64 px folders on a GPU are unmeasured, so the full profile leaves them off.
         "r1": 0.0,
         "aux_classifier": 0.0,
+        "lr_decay": 0.0,
+        "eval_sets": 10,
     },
 }
 # The evaluation classifier's seed, the same for every run: runs of different --seed are then
@@ -83,13 +87,22 @@ PROFILES: dict[str, dict[str, Any]] = {
 # where seed 0's scores 96.2%, and every FID, precision and recall moved with it).
 CLASSIFIER_SEED = 0
 # Options a resumed run may change; any other option given must match the run's own (or it is refused).
-RESUMABLE_OVERRIDES = ("epochs", "device", "precision")
+RESUMABLE_OVERRIDES = ("epochs", "device", "precision", "eval_sets")
 # Options added since runs were first made, at the value that does what a run from before did: a
 # checkpoint without them (read by --resume and by the export) gets these.
-ADDED_OPTIONS: dict[str, Any] = {"aux_classifier": 0.0, "precision": "fp32", "r1": 0.0, "r1_every": 16}
+ADDED_OPTIONS: dict[str, Any] = {
+    "aux_classifier": 0.0,
+    "eval_sets": 1,
+    "lr_decay": 0.0,
+    "precision": "fp32",
+    "r1": 0.0,
+    "r1_every": 16,
+}
 # How often the progress bar shows the step's losses: reading them waits for the GPU to finish the
 # step, so the hot loop reads nothing else (the epoch's sums stay on the device until its end).
 POSTFIX_EVERY = 50
+# The first latent seed of the evaluation samples (the BatchNorm calibration's start at 2,000,000).
+EVAL_SEED = 1_000_000
 
 
 def stored_options(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default="ns", help="non-saturating (ns) or hinge")
     p.add_argument("--lr-g", type=float, default=2e-4)
     p.add_argument("--lr-d", type=float, default=2e-4)
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="both learning rates fall linearly towards 0 over this share of the last epochs, set at each "
+        "epoch's start (0 = constant; profile default)",
+    )
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1, help="one-sided: real target is 1 - this (ns loss)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=False, help="spectral norm on D")
@@ -180,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classifier-epochs", type=int, default=None, help="epochs of the evaluation classifier (profile default)"
     )
+    p.add_argument(
+        "--eval-sets",
+        type=int,
+        default=None,
+        help="the final measures average this many disjoint sample sets of the held-out split's size "
+        "(each epoch's log scores the first); profile default",
+    )
     p.add_argument("--quality-vgg", default="auto", help="VGG weights for the generic feature space of unlabelled data")
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
     p.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
@@ -221,12 +248,14 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--image-size must be one of {SUPPORTED_SIZES}")
     if kind == "mnist" and o["channels"] != 1:
         raise ValueError("--channels: mnist is grayscale (1 channel)")
-    for key in ("latent_dim", "g_channels", "d_channels", "batch_size", "epochs", "classifier_epochs"):
+    for key in ("latent_dim", "g_channels", "d_channels", "batch_size", "epochs", "classifier_epochs", "eval_sets"):
         if o[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
     for key in ("lr_g", "lr_d"):
         if not 0 < o[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1)")
+    if not 0 <= o["lr_decay"] <= 1:
+        raise ValueError("--lr-decay must be in [0, 1]")
     if not 0 <= o["label_smoothing"] < 0.5:
         raise ValueError("--label-smoothing must be in [0, 0.5)")
     if o["mode_seeking"] < 0:
@@ -444,10 +473,21 @@ def steps_per_epoch(o: dict[str, Any], n: int, world: World) -> int:
 SCALARS = ("loss_d", "loss_g", "d_real", "d_fake")
 
 
+def learning_rate_scale(o: dict[str, Any], epoch: int) -> float:
+    """The learning rates' factor in (0-based) ``epoch``: 1, then over the last ``lr_decay`` share of
+    the epochs a linear fall that would reach 0 after the last (1/k in the k-th epoch from the end)."""
+    decaying = round(o["lr_decay"] * o["epochs"])
+    return min(1.0, (o["epochs"] - epoch) / decaying) if decaying else 1.0
+
+
 def run_epoch(gan: Gan, o: dict[str, Any], data: DatasetSplit, device: torch.device, bar: tqdm) -> dict:
-    """One pass over the training split in the epoch's own order; the sums of the steps' scalars
-    (summed on the device, read once at the end). In a distributed run each step's batches are
-    consecutive slices of the order, one per rank."""
+    """One pass over the training split in the epoch's own order, at the epoch's learning rates; the
+    sums of the steps' scalars (summed on the device, read once at the end). In a distributed run
+    each step's batches are consecutive slices of the order, one per rank."""
+    scale = learning_rate_scale(o, gan.epoch)
+    for opt, key in ((gan.opt_g, "lr_g"), (gan.opt_d, "lr_d")):
+        for group in opt.param_groups:
+            group["lr"] = o[key] * scale
     images, labels = data.train.images, data.train.labels
     n, bs, world = len(images), o["batch_size"], gan.world
     order = torch.randperm(n, generator=torch.Generator().manual_seed(o["seed"] * 7919 + gan.epoch))
@@ -527,7 +567,7 @@ def train(
         plot_losses(log.read(), ["loss_d", "loss_g"], run / "loss.png", f"GAN losses ({o['dataset']})")
     bar.close()
     save_png(grid(to_uint8(generate(gan.ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
-    final = measure_quality(o, gan.ema.model, reference, n_eval, device)
+    final = measure_quality(o, gan.ema.model, reference, n_eval, device, sets=o["eval_sets"])
     final["training_seconds"] = sum_training_seconds(log.read())
     atomic_write_json(run / "metrics.json", final)
     return final
@@ -579,10 +619,10 @@ def quality_reference(o: dict[str, Any], run: Path, data: DatasetSplit, device: 
 
 
 def evaluation_samples(
-    o: dict[str, Any], g: Generator, n: int, device: torch.device
+    o: dict[str, Any], g: Generator, n: int, device: torch.device, first_seed: int = EVAL_SEED
 ) -> tuple[torch.Tensor, np.ndarray | None]:
-    """``n`` EMA samples from fixed evaluation seeds (1,000,000 on), classes cycling when conditional."""
-    z = latents_for_seeds(list(range(1_000_000, 1_000_000 + n)), o["latent_dim"])
+    """``n`` EMA samples from the evaluation seeds ``first_seed`` on, classes cycling when conditional."""
+    z = latents_for_seeds(list(range(first_seed, first_seed + n)), o["latent_dim"])
     labels = np.arange(n) % o["num_classes"] if o["num_classes"] else None
     return generate(g.eval(), z, labels, device), labels
 
@@ -591,12 +631,16 @@ def evaluation_samples(
 EPOCH_MEASURES = ("fid", "precision", "recall", "label_agreement")
 
 
-def measure_quality(o: dict[str, Any], g: Generator, reference: Reference, n: int, device: torch.device) -> dict:
-    """FID, precision/recall and class coverage of ``n`` samples from the fixed evaluation seeds and,
-    for a conditional generator, how often the classifier agrees with the label asked for."""
-    fake, labels = evaluation_samples(o, g, n, device)
-    result = reference.evaluate(fake, labels)  # the images featurized once, every epoch
-    if labels is not None:
+def measure_quality(
+    o: dict[str, Any], g: Generator, reference: Reference, n: int, device: torch.device, sets: int = 1
+) -> dict:
+    """FID, precision/recall and class coverage of ``sets`` disjoint sets of ``n`` samples from the
+    evaluation seeds (set k from seed 1,000,000 + k n; each epoch's log scores set 0), averaged over
+    the sets, and, for a conditional generator, how often the classifier agrees with the label asked for."""
+    result = reference.evaluate_sets(
+        evaluation_samples(o, g, n, device, EVAL_SEED + k * n) for k in range(sets)
+    )  # each set featurized once
+    if o["num_classes"]:
         result["classifier_held_out_accuracy"] = o["classifier_held_out_accuracy"]
     return result
 
@@ -614,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = load_checkpoint(run / CHECKPOINT)
             given = {k: v for k, v in explicit_options(parser, argv).items() if k not in ("resume", "dry_run")}
             o = resumed_options(stored_options(checkpoint), given, RESUMABLE_OVERRIDES)
+            for key in ("epochs", "eval_sets"):
+                if o[key] < 1:
+                    raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
         else:
             o = resolve_options(args)
         pick_device(o["device"])  # an explicit device that is not here: refused before any work
