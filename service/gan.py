@@ -102,13 +102,17 @@ class GanSampler:
 
     def run(self, z: np.ndarray, labels: list[int] | None) -> np.ndarray:
         """Latents (N, D) float32 [and labels] -> uint8 images (N, H, W, C)."""
+        return to_uint8(self.generate(z, labels))
+
+    def generate(self, z: np.ndarray, labels: list[int] | None) -> np.ndarray:
+        """Latents (N, D) float32 [and labels] -> the generator's output as it is: float (N, C, H, W) in [-1, 1]."""
         feed = {"z": np.ascontiguousarray(z, dtype=np.float32)}
         if self.num_classes:
             feed["label"] = np.asarray(labels, dtype=np.int64)
         if self.batcher is not None:
-            return to_uint8(self.batcher.run(feed))
+            return self.batcher.run(feed)
         (images,) = self.session.run(["image"], feed)
-        return to_uint8(images)
+        return images
 
     def sample(self, seed: int, n: int, truncation: float, labels: list[int] | None) -> tuple[list[int], np.ndarray]:
         seeds = seed_range(seed, n)

@@ -74,7 +74,7 @@ from service.runtime import (
     providers_from_environment,
 )
 from service.sampling import latents_for_seeds, seed_range
-from service.style import StyleTransfer, _to_input, mix_stats, pad_for_cascade, resize_long_side
+from service.style import StyleTransfer, mix_stats, resize_long_side
 
 DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
@@ -279,16 +279,13 @@ class Atelier:
         """None when ``role``'s model gives finite outputs on a fixed input (4 seeds; a 96x80
         gradient in the first preset), else what it gave."""
         if role == "generator":
-            feed = {"z": latents_for_seeds(seed_range(0, 4), self.gan.latent_dim)}
-            if self.gan.num_classes:
-                feed["label"] = np.arange(4, dtype=np.int64) % self.gan.num_classes
-            (out,) = self.gan.session.run(["image"], feed)
+            out = self.gan.generate(
+                latents_for_seeds(seed_range(0, 4), self.gan.latent_dim), self.gan.default_labels(4)
+            )
         else:
             ramp = np.linspace(0, 255, 96, dtype=np.float32)
             picture = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:80, None], np.float32(128)), -1)
-            x = _to_input(pad_for_cascade(picture.astype(np.uint8), self.style.multiple, self.style.step))
-            preset = next(iter(self.style.presets))
-            out = self.style.run_stylizer(self.style.stylizer, x, self.style.resident[preset], 1.0)
+            out = self.style.stylize_padded(picture.astype(np.uint8), next(iter(self.style.presets)), 1.0)
         bad = ~np.isfinite(out)
         return f"gave non-finite values ({bad.mean():.0%} of its output)" if bad.any() else None
 

@@ -169,19 +169,24 @@ class StyleTransfer:
         if max(content.shape[:2]) > max_side:
             content = resize_long_side(content, max_side)
         h, w = content.shape[:2]
+        image = self.stylize_padded(content, stats, strength)
+        out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
+        return keep_colors(content, out) if preserve_color else out
+
+    def stylize_padded(self, content: np.ndarray, stats: Stats | str, strength: float) -> np.ndarray:
+        """Content (H, W, 3) uint8 -> the cascade's output as it is: float (1, 3, H', W') in [0, 1]
+        over the content padded for the session, on the session its size calls for."""
         padded = pad_for_cascade(content, self.multiple, self.step)
         area = padded.shape[0] * padded.shape[1]
         session = self.large_stylizer if area > SHRINK_MAX_PIXELS else self.stylizer
         shrink = self.device == "cpu" and ARENA_MAX_PIXELS < area <= SHRINK_MAX_PIXELS
-        image = self.run_stylizer(
+        return self.run_stylizer(
             session,
             _to_input(padded),
             self.resident[stats] if isinstance(stats, str) else stats,
             strength,
             shrink_arena=shrink,
         )
-        out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
-        return keep_colors(content, out) if preserve_color else out
 
     def run_stylizer(
         self,
