@@ -232,6 +232,13 @@ def uses_bf16(o: dict[str, Any], device: torch.device) -> bool:
     return o["precision"] == "bf16" or (o["precision"] == "auto" and device.type == "cuda")
 
 
+def require_positive(o: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """ValueError naming the first of the counts ``keys`` that is below 1."""
+    for key in keys:
+        if o[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
+
+
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     """Fill profile and dataset defaults and validate everything before any work starts."""
     o = vars(args).copy()
@@ -248,9 +255,9 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--image-size must be one of {SUPPORTED_SIZES}")
     if kind == "mnist" and o["channels"] != 1:
         raise ValueError("--channels: mnist is grayscale (1 channel)")
-    for key in ("latent_dim", "g_channels", "d_channels", "batch_size", "epochs", "classifier_epochs", "eval_sets"):
-        if o[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
+    require_positive(
+        o, ("latent_dim", "g_channels", "d_channels", "batch_size", "epochs", "classifier_epochs", "eval_sets")
+    )
     for key in ("lr_g", "lr_d"):
         if not 0 < o[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be in (0, 1)")
@@ -658,9 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = load_checkpoint(run / CHECKPOINT)
             given = {k: v for k, v in explicit_options(parser, argv).items() if k not in ("resume", "dry_run")}
             o = resumed_options(stored_options(checkpoint), given, RESUMABLE_OVERRIDES)
-            for key in ("epochs", "eval_sets"):
-                if o[key] < 1:
-                    raise ValueError(f"--{key.replace('_', '-')} must be at least 1")
+            require_positive(o, ("epochs", "eval_sets"))  # the counts --resume may change
         else:
             o = resolve_options(args)
         pick_device(o["device"])  # an explicit device that is not here: refused before any work
