@@ -211,14 +211,11 @@ class Reference:
             merged["label_agreement"] = float((np.concatenate(predictions) == np.concatenate(asked)).mean())
         return merged
 
-    def evaluate(self, fake_images: torch.Tensor, labels: np.ndarray | None = None) -> dict[str, object]:
-        """FID, precision/recall (k=3) and class coverage of ``fake_images``, beside the real-vs-real
-        baseline; with the ``labels`` they were asked for (and a classifier), how often it agrees."""
-        return self._scored(*self.featurize(fake_images), labels)
-
     def _scored(
         self, features: np.ndarray, predictions: np.ndarray | None, labels: np.ndarray | None
     ) -> dict[str, object]:
+        """FID, precision/recall (k=3) and class coverage of one set's features, beside the real-vs-real
+        baseline; with the ``labels`` they were asked for (and a classifier), how often it agrees."""
         result = {
             **self._measures(features, predictions),
             "baseline_real_vs_real": self.baseline,
