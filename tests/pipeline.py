@@ -28,6 +28,8 @@ TINY_GAN_ARGS = [
     "32",
     "--classifier-epochs",
     "1",
+    "--calibration-latents",
+    "4096",
 ]
 
 

@@ -12,14 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
+from service.sampling import latents_for_seeds
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.export import load_generator
 from training.gan.data import load_dataset
-from training.gan.functions import d_loss, diff_augment, r1_penalty
+from training.gan.functions import EMA, d_loss, diff_augment, r1_penalty
 from training.gan.train import (
     ADDED_OPTIONS,
     build_gan,
     build_parser,
+    calibration_batches,
     gan_step,
     main,
     resolve_data_dependent,
@@ -52,15 +54,42 @@ def test_run_folder_has_everything(tiny_gan_run):
         assert 0 <= r["label_agreement"] <= 1
     metrics = json.loads((tiny_gan_run / "metrics.json").read_text())
     assert {"fid", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"} <= set(metrics)
-    # the final measures average ten disjoint sample sets (the quick profile's --eval-sets); the
-    # first is the set every epoch's log scores, so it repeats the last epoch's FID exactly
+    # the final measures average ten disjoint sample sets (the quick profile's --eval-sets)
     assert metrics["sets"] == 10 and len(metrics["fid_sets"]) == 10
-    assert metrics["fid_sets"][0] == records[-1]["fid"]
+    assert metrics["calibration_latents"] == 4096
     assert len(set(metrics["fid_sets"])) == 10, "the sets are not different latents"
     assert metrics["fid"] == pytest.approx(np.mean(metrics["fid_sets"]))
     assert sum(metrics["coverage"]["histogram"]) == metrics["sets"] * metrics["samples"]
     # the grid: 4 class rows x 10 seed columns of 32 px tiles with 2 px gaps
     assert Image.open(tiny_gan_run / "grid.png").size == (10 * 32 + 9 * 2, 4 * 32 + 3 * 2)
+
+
+def test_the_exported_generator_keeps_batchnorm_statistics_of_many_latents(tiny_gan_run):
+    """Each epoch estimates the EMA generator's BatchNorm statistics from 16 batches; the end estimates
+    them again from --calibration-latents (4096 here, 8 times as many), and those are what the
+    checkpoint, and so the export, keeps: closer to the statistics of a large independent draw."""
+    generator, options = load_generator(tiny_gan_run)
+
+    def statistics(batches) -> list[torch.Tensor]:
+        ema = EMA(generator, 0.0)
+        if batches is not None:
+            ema.recalibrate(batches)
+        norms = [m for m in ema.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        return [torch.cat([m.running_mean, m.running_var.sqrt()]) for m in norms]
+
+    def independent(n_batches: int):  # latents the run never drew (seeds 9,000,000 on), in its batch size,
+        bs = options["batch_size"]  # for a batch's variance is what the generator trained with
+        for b in range(n_batches):
+            z = latents_for_seeds(list(range(9_000_000 + b * bs, 9_000_000 + (b + 1) * bs)), options["latent_dim"])
+            yield torch.from_numpy(z), torch.arange(bs) % options["num_classes"]
+
+    truth = statistics(independent(1024))
+    kept = statistics(None)
+    per_epoch = statistics(calibration_batches(options, torch.device("cpu")))
+    assert len(truth) >= 2
+    for t, k, e in zip(truth, kept, per_epoch):
+        error_kept, error_epoch = (k - t).norm().item(), (e - t).norm().item()
+        assert error_kept < 0.6 * error_epoch, (error_kept, error_epoch)
 
 
 def test_killed_run_resumes_exactly(tmp_path):
@@ -116,6 +145,7 @@ def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
     written = json.loads(resumed["options"])
     assert {key: written[key] for key in ADDED_OPTIONS} == {
         "aux_classifier": 0,
+        "calibration_latents": 65_536,
         "eval_sets": 1,
         "lr_decay": 0,
         "precision": "fp32",
@@ -125,10 +155,16 @@ def test_a_run_from_before_an_option_existed_resumes_and_exports(tmp_path):
     assert not any(key.startswith("classify.") for key in resumed["discriminator"])
     assert json.loads((run / "metrics.json").read_text())["sets"] == 1  # measured as runs were then
     # a finished run is measured again, with more sets, by resuming it with --eval-sets alone
-    before = (run / "checkpoint.pt").read_bytes()
     assert main(["--resume", str(run), "--eval-sets", "3"]) == 0
-    assert json.loads((run / "metrics.json").read_text())["sets"] == 3
-    assert (run / "checkpoint.pt").read_bytes() == before  # no epoch ran
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["sets"] == 3
+    # the calibration changes no training: a run from before it gets today's default
+    assert metrics["calibration_latents"] == 65_536
+    again = load_checkpoint(run / "checkpoint.pt")
+    assert again["step"] == resumed["step"]  # no epoch ran
+    for key in ("generator", "discriminator"):
+        for name, tensor in resumed[key].items():
+            assert torch.equal(tensor, again[key][name]), f"{key}.{name} changed"
 
 
 def test_dry_run_validates_and_writes_nothing(tmp_path, capsys):
