@@ -66,10 +66,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "aux_classifier": 0.5,
         "lr_decay": 0.25,
         "eval_sets": 10,
-        # With R1, the class head and mode-seeking, these two no longer measurably help: off
-        # (docs/gan.md, "The stability tricks at the current default").
-        "minibatch_std": False,
-        "label_smoothing": 0.0,
     },
     "full": {
         "epochs": 60,
@@ -84,9 +80,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "aux_classifier": 0.0,
         "lr_decay": 0.0,
         "eval_sets": 10,
-        # Without R1 and the class head these helped (docs/gan.md, "Ablation of the stability tricks").
-        "minibatch_std": True,
-        "label_smoothing": 0.1,
     },
 }
 # The evaluation classifier's seed, the same for every run: runs of different --seed are then
@@ -162,12 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch's start (0 = constant; profile default)",
     )
     p.add_argument("--beta1", type=float, default=0.5)
-    p.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=None,
-        help="one-sided: real target is 1 - this (ns loss); profile default",
-    )
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="one-sided: real target is 1 - this (ns loss)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=False, help="spectral norm on D")
     p.add_argument(
         "--mode-seeking",
@@ -195,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--minibatch-std",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="minibatch standard-deviation feature in D, against mode collapse (profile default)",
+        default=True,
+        help="minibatch standard-deviation feature in D, against mode collapse",
     )
     p.add_argument(
         "--diffaugment",
