@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from service.sampling import latents_for_seeds
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.export import load_generator
 from training.gan.data import load_dataset
@@ -77,15 +76,10 @@ def test_the_exported_generator_keeps_batchnorm_statistics_of_many_latents(tiny_
         norms = [m for m in ema.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         return [torch.cat([m.running_mean, m.running_var.sqrt()]) for m in norms]
 
-    def independent(n_batches: int):  # latents the run never drew (seeds 9,000,000 on), in its batch size,
-        bs = options["batch_size"]  # for a batch's variance is what the generator trained with
-        for b in range(n_batches):
-            z = latents_for_seeds(list(range(9_000_000 + b * bs, 9_000_000 + (b + 1) * bs)), options["latent_dim"])
-            yield torch.from_numpy(z), torch.arange(bs) % options["num_classes"]
-
-    truth = statistics(independent(1024))
+    cpu = torch.device("cpu")
+    truth = statistics(calibration_batches(options, cpu, 1024, first_seed=9_000_000))  # latents the run never drew
     kept = statistics(None)
-    per_epoch = statistics(calibration_batches(options, torch.device("cpu")))
+    per_epoch = statistics(calibration_batches(options, cpu))
     assert len(truth) >= 2
     for t, k, e in zip(truth, kept, per_epoch):
         error_kept, error_epoch = (k - t).norm().item(), (e - t).norm().item()

@@ -103,8 +103,9 @@ ADDED_OPTIONS: dict[str, Any] = {
 # How often the progress bar shows the step's losses: reading them waits for the GPU to finish the
 # step, so the hot loop reads nothing else (the epoch's sums stay on the device until its end).
 POSTFIX_EVERY = 50
-# The first latent seed of the evaluation samples (the BatchNorm calibration's start at 2,000,000).
+# The first latent seeds of the evaluation samples and of the BatchNorm calibration's latents.
 EVAL_SEED = 1_000_000
+CALIBRATION_SEED = 2_000_000
 # Batches of latents the EMA generator's BatchNorm statistics are estimated from before each epoch's
 # samples and measures (the end uses --calibration-latents: docs/gan.md, "BatchNorm statistics").
 EPOCH_CALIBRATION_BATCHES = 16
@@ -355,13 +356,18 @@ def generate(
     return torch.cat(out)
 
 
-def calibration_batches(o: dict[str, Any], device: torch.device, batches: int = EPOCH_CALIBRATION_BATCHES):
-    """Fixed latents (seeds 2,000,000 on) and cycling labels for the EMA generator's BatchNorm statistics."""
+def calibration_batches(
+    o: dict[str, Any],
+    device: torch.device,
+    batches: int = EPOCH_CALIBRATION_BATCHES,
+    first_seed: int = CALIBRATION_SEED,
+):
+    """Batches of fixed latents (seeds ``first_seed`` on) and cycling labels, in the run's batch size
+    (a batch's variance is what the generator trained with), for the EMA generator's BatchNorm statistics."""
     bs = o["batch_size"]
     for b in range(batches):
-        z = torch.from_numpy(
-            latents_for_seeds(list(range(2_000_000 + b * bs, 2_000_000 + (b + 1) * bs)), o["latent_dim"])
-        )
+        first = first_seed + b * bs
+        z = torch.from_numpy(latents_for_seeds(list(range(first, first + bs)), o["latent_dim"]))
         labels = (torch.arange(bs) % o["num_classes"]).to(device) if o["num_classes"] else None
         yield (z.to(device), labels) if labels is not None else (z.to(device),)
 
@@ -597,7 +603,7 @@ def train(
     bar.close()
     # The statistics the exported generator keeps, from many latents: those of 16 batches are noisy
     # enough to move its FID by a third of the baseline (docs/gan.md, "BatchNorm statistics").
-    batches = -(-o["calibration_latents"] // o["batch_size"])  # rounded up to whole batches
+    batches = math.ceil(o["calibration_latents"] / o["batch_size"])  # whole batches
     gan.ema.recalibrate(calibration_batches(o, device, batches))
     save_checkpoint(run / CHECKPOINT, gan.state(o))
     save_png(grid(to_uint8(generate(gan.ema.model, grid_z, grid_labels, device)), grid_cols), run / "grid.png")
