@@ -5,7 +5,7 @@ Configuration (environment variables, the one mechanism):
   ATELIER_PROVIDERS         ONNX Runtime provider preference: ``cuda,cpu`` (default: CUDA, else CPU, said in the
                             log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
   ATELIER_CUDA_OPTIONS      ONNX Runtime CUDA provider options, key=value,... (service/runtime.py CUDA_OPTIONS;
-                            default: none, ONNX Runtime's own)
+                            default: cudnn_conv_algo_search=DEFAULT, the rest ONNX Runtime's own)
   ATELIER_PRECISION         auto (default: fp16 variants under CUDA when within their parity bound, else fp32),
                             fp32, or fp16 (refuses to start without a variant within its bound)
   ATELIER_CPUS              cores to size every thread pool to: each ONNX Runtime session's, the request

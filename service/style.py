@@ -35,9 +35,10 @@ STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
 # arena (fast; its high-water mark is reached at warm-up). Up to SHRINK_MAX_PIXELS they run there
 # too, and the CPU arena is shrunk after the run (memory given back). Larger ones run on the session
-# without an arena (see service/runtime.open_session). Measured on 2 cores, quick profile, extra
-# peak memory and time per call: 1024 px: arena + shrink 1.5 GB, 3.2-3.3 s; no arena 1.4 GB,
-# 5.3 s. 2048 px: arena + shrink 9.9 GB, 30 s; no arena 5.8 GB, 22 s.
+# without an arena (see service/runtime.open_session). Measured on 2 cores (the AMD EPYC, an earlier
+# and several times slower stylizer), extra peak memory and time per call: 1024 px: arena + shrink
+# 1.5 GB, 3.2-3.3 s; no arena 1.4 GB, 5.3 s. 2048 px: arena + shrink 9.9 GB, 30 s; no arena 5.8 GB,
+# 22 s.
 ARENA_MAX_PIXELS = 512 * 512
 SHRINK_MAX_PIXELS = 1024 * 1024
 # The coarsest feature map must be at least this many pixels on each side (the decoders' reflection
