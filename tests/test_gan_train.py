@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -222,7 +223,9 @@ def test_folder_dataset_recursive_labels_and_formats(tmp_path):
     split = load_dataset(f"folder:{tmp_path}", 32, 3)
     assert split.train.class_names == ["cats", "dogs"]
     assert split.train.images.shape[1:] == (3, 32, 32)
-    assert len(split.train) + len(split.held_out) == 16 and len(split.held_out) == 2  # stratified 10%
+    # 10% of each class is one image each: topped up to the 4 the measures need, from the larger class
+    assert len(split.train) + len(split.held_out) == 16 and len(split.held_out) == 4
+    assert sorted(split.held_out.labels.tolist()) == [0, 1, 1, 1]
     cats = split.train.images[split.train.labels == 0]
     assert torch.allclose(cats[:, 0], torch.ones_like(cats[:, 0]))  # red stays red after resize/crop
     grey = load_dataset(f"folder:{tmp_path}", 32, 1)
@@ -230,9 +233,64 @@ def test_folder_dataset_recursive_labels_and_formats(tmp_path):
 
 
 def test_folder_without_class_folders_is_unlabelled(tmp_path):
-    _write_images(tmp_path, 5, (32, 32), "RGB", "png", (10, 20, 30))
+    _write_images(tmp_path, 8, (32, 32), "RGB", "png", (10, 20, 30))
     split = load_dataset(f"folder:{tmp_path}", 32, 3)
     assert split.train.labels is None and split.train.class_names is None
+    assert (len(split.train), len(split.held_out)) == (4, 4)
+
+
+def test_a_folder_too_small_to_measure_is_refused_before_any_work(tmp_path, capsys):
+    _write_images(tmp_path / "photos", 7, (32, 32), "RGB", "png", (10, 20, 30))
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", f"folder:{tmp_path / 'photos'}", "--runs-root", str(tmp_path / "runs")])
+    assert e.value.code == 2
+    assert "has 7 image(s): too few to train a GAN on and measure it by (at least 8" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def _photo_tiles(folder, photo, n, fmt):
+    """``n`` 80-px tiles of a scikit-image photo, as real image files (resized to 64 px on loading)."""
+    import skimage.data
+
+    img = getattr(skimage.data, photo)()
+    folder.mkdir(parents=True, exist_ok=True)
+    step = (img.shape[1] - 80) // n
+    for i in range(n):
+        Image.fromarray(img[40 : 40 + 80, i * step : i * step + 80]).save(folder / f"{photo}{i}.{fmt}")
+
+
+def test_a_folder_of_colour_photos_trains_exports_and_samples_at_64_px(tmp_path):
+    """A user's folder (``--dataset folder:PATH``): 64 px RGB, the class names from the sub-folders,
+    through the trainer, the export and the service's sampler on a real ONNX Runtime session; and an
+    unlabelled folder, scored in generic features, exported unconditional."""
+    from service.gan import GanSampler
+    from service.manifest import load_manifest
+    from training.export import export_all
+
+    photos = tmp_path / "photos"
+    _photo_tiles(photos / "coffee", "coffee", 20, "png")
+    _photo_tiles(photos / "cat", "chelsea", 20, "jpg")
+    tiny = ["--epochs", "1", "--g-channels", "8", "--d-channels", "8", "--batch-size", "16", "--eval-sets", "1"]
+    tiny += ["--classifier-epochs", "1", "--calibration-latents", "512", "--runs-root", str(tmp_path / "runs")]
+    assert main(["--dataset", f"folder:{photos}", *tiny, "--name", "labelled"]) == 0
+    assert main(["--dataset", f"folder:{photos / 'coffee'}", "--quality-vgg", "random", *tiny, "--name", "flat"]) == 0
+
+    for name, labels in (("labelled", ["cat", "coffee"]), ("flat", None)):
+        metrics = json.loads((tmp_path / "runs" / "gan" / name / "metrics.json").read_text())
+        assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["baseline_real_vs_real"]["fid"])
+        assert ("classifier_held_out_accuracy" in metrics) == (labels is not None)
+        assert metrics["feature_space"].startswith("generic: VGG") == (labels is None)
+        out = tmp_path / f"exports_{name}"
+        export_all(tmp_path / "runs" / "gan" / name, None, out, None, log=lambda line: None)
+        entry = load_manifest(out)["models"]["generator"]  # checksums verified
+        assert (entry["image_size"], entry["channels"], entry.get("class_labels")) == (64, 3, labels)
+        session = ort.InferenceSession(str(out / entry["path"]), providers=["CPUExecutionProvider"])
+        sampler = GanSampler(session, entry)
+        z = np.random.default_rng(0).standard_normal((2, entry["latent_dim"])).astype(np.float32)
+        images = sampler.run(np.concatenate([z, z]), [0, 0, 1, 1] if labels else None)
+        assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
+        if labels:  # the label reaches the generator: the same latents, another class, other pixels
+            assert np.array_equal(images[0], sampler.run(z[:1], [0])[0]) and not np.array_equal(images[0], images[2])
 
 
 def test_mnist_is_padded_to_32_and_split_stratified():

@@ -14,8 +14,11 @@ import torch
 from PIL import Image, ImageOps
 
 from training.folders import find_images
+from training.gan.metrics import NEIGHBOURS
 
 SPLIT_SEED = 20240601
+# The fewest images held out (and left to train on): the quality measures' k-NN balls need k + 1 points.
+MIN_SPLIT = NEIGHBOURS + 1
 
 
 @dataclass
@@ -63,20 +66,34 @@ def load_dataset(spec: str, image_size: int, channels: int, held_out_fraction: f
         data = image_folder(Path(path), image_size, channels)
     if data.images.shape[1] != channels:
         raise ValueError(f"dataset {spec} has {data.images.shape[1]} channel(s), not {channels}")
-    train_idx, held_idx = split_indices(data.labels, len(data), held_out_fraction)
+    if len(data) < 2 * MIN_SPLIT:
+        raise ValueError(
+            f"dataset {spec} has {len(data)} image(s): too few to train a GAN on and measure it by "
+            f"(at least {2 * MIN_SPLIT}: {MIN_SPLIT} are held out)"
+        )
+    train_idx, held_idx = split_indices(data.labels, len(data), held_out_fraction, MIN_SPLIT)
     return DatasetSplit(spec, data.subset(train_idx), data.subset(held_idx))
 
 
-def split_indices(labels: torch.Tensor | None, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified (per class) split with a fixed seed, so every run holds out the same images."""
+def split_indices(
+    labels: torch.Tensor | None, n: int, fraction: float, min_held: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified (per class) split with a fixed seed, so every run holds out the same images:
+    ``fraction`` of each class (at least one of a class of two or more), topped up to ``min_held`` in
+    all from the classes with the most left to train on (a small folder only: at 10% a folder of 40
+    images or more already holds out 4)."""
     rng = np.random.default_rng(SPLIT_SEED)
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels.numpy() == c) for c in labels.unique()]
-    train, held = [], []
-    for group in groups:
-        group = rng.permutation(group)
-        k = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
-        held.append(group[:k])
-        train.append(group[k:])
+    groups = [rng.permutation(group) for group in groups]
+    ks = [max(1, round(len(group) * fraction)) if len(group) > 1 else 0 for group in groups]
+    while sum(ks) < min_held:
+        left = [len(group) - k for group, k in zip(groups, ks)]
+        most = int(np.argmax(left))
+        if left[most] <= 1:
+            break
+        ks[most] += 1
+    held = [group[:k] for group, k in zip(groups, ks)]
+    train = [group[k:] for group, k in zip(groups, ks)]
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
 
 

@@ -96,7 +96,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def knn_radii(x: np.ndarray, k: int = 3) -> np.ndarray:
+# Precision and recall's k: each point's ball reaches its k-th nearest neighbour, so a set needs k + 1 points.
+NEIGHBOURS = 3
+
+
+def knn_radii(x: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     """Distance from each point to its k-th nearest neighbour within the same set."""
     return np.partition(_pairwise(x, x), k, axis=1)[:, k]  # column 0 is the point itself
 
@@ -107,7 +111,7 @@ def ball_coverage(ref: np.ndarray, ref_radii: np.ndarray, query: np.ndarray) -> 
 
 
 def precision_recall(
-    real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None
+    real: np.ndarray, fake: np.ndarray, k: int = NEIGHBOURS, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
     """Improved precision/recall (Kynkäänniemi et al. 2019): each set's share inside the other's k-NN balls."""
     real_radii = knn_radii(real, k) if real_radii is None else real_radii
