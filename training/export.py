@@ -25,7 +25,7 @@ from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.train import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
-from training.style.export import CONV1_2_ENERGY, export_style
+from training.style.export import CONV1_2_ENERGY, check_styles_dir, export_style
 from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, TEXTURE_GAIN, check_scales
 
 MANIFEST_VERSION = 1
@@ -130,6 +130,8 @@ def export_all(
     ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
+    if style_run is not None and styles_dir is not None:
+        check_styles_dir(styles_dir)  # before minutes of export, not after
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:

@@ -1,12 +1,48 @@
-"""The user's image folders, for every trainer: which files count as images."""
+"""The user's image folders, for every trainer: which files count as images, and what to do with
+one that cannot be read (a download cut short, a file that only has an image's name)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# What Pillow raises for a file that is no readable image: UnidentifiedImageError and truncated data
+# are OSErrors, a damaged PNG chunk a SyntaxError, some malformed headers a ValueError, an image
+# past its pixel limit a DecompressionBombError.
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def find_images(folder: Path) -> list[Path]:
     """Every jpg/jpeg/png/webp under ``folder`` (recursive, case-insensitive suffix), sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def readable(path: Path) -> bool:
+    """Whether Pillow decodes ``path`` to its last pixel (a file cut short has a good header)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return True
+    except UNREADABLE:
+        return False
+
+
+def describe_unreadable(skipped: Sequence[tuple[Path, BaseException]], folder: Path, shown: int = 5) -> str:
+    """One line naming the files skipped (the first ``shown`` of them, each with Pillow's reason)."""
+    names = "; ".join(f"{p.relative_to(folder).as_posix()} ({type(e).__name__}: {e})" for p, e in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} unreadable image file(s) under {folder}: {names}{more}"
+
+
+_warned: set[Path] = set()
+
+
+def warn_unreadable_once(path: Path, error: BaseException) -> None:
+    """On stderr, once per file and process (data-loading workers are processes of their own)."""
+    if path not in _warned:
+        _warned.add(path)
+        print(f"skipping unreadable image {path} ({type(error).__name__}: {error})", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ labels when it has classes, and is split once (stratified, fixed seed) into trai
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from training.folders import find_images
+from training.folders import UNREADABLE, describe_unreadable, find_images
 from training.gan.metrics import NEIGHBOURS
 
 SPLIT_SEED = 20240601
@@ -118,24 +119,34 @@ def fake(image_size: int, channels: int, n: int = 256, num_classes: int = 4) -> 
 
 
 def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
-    """Every jpg/png/webp under ``root``; sub-folders of ``root`` are classes when all images are in them."""
+    """Every jpg/png/webp under ``root``; sub-folders of ``root`` are classes when all images are in them.
+    Files that cannot be read are skipped, and said so on stderr."""
     if not root.is_dir():
         raise ValueError(f"dataset folder {root} does not exist")
     files = find_images(root)
     if not files:
         raise ValueError(f"no .jpg/.png/.webp images under {root}")
-    class_dirs = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
-    labelled = len(class_dirs) > 1 and all(len(f.relative_to(root).parts) > 1 for f in files)
     mode = "L" if channels == 1 else "RGB"
-    arrays, labels = [], []
+    arrays, kept, skipped = [], [], []
     for f in files:
-        with Image.open(f) as img:
-            img = ImageOps.exif_transpose(img).convert(mode)
-            img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
+        try:
+            with Image.open(f) as img:
+                img = ImageOps.exif_transpose(img).convert(mode)
+                img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
+        except UNREADABLE as e:
+            skipped.append((f, e))
+            continue
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        if labelled:
-            labels.append(class_dirs.index(f.relative_to(root).parts[0]))
+        kept.append(f)
+    if skipped:
+        print(describe_unreadable(skipped, root), file=sys.stderr, flush=True)
+    if not kept:
+        raise ValueError(f"none of the {len(files)} .jpg/.png/.webp files under {root} is a readable image")
+    files = kept
+    class_dirs = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+    labelled = len(class_dirs) > 1 and all(len(f.relative_to(root).parts) > 1 for f in files)
+    labels = [class_dirs.index(f.relative_to(root).parts[0]) for f in files] if labelled else []
     images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 127.5 - 1.0)
     if not labelled:
         return ImageSet(images, None, None)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from training.folders import find_images  # noqa: F401 - also imported from here by the style modules
+from training.folders import UNREADABLE, find_images, readable, warn_unreadable_once
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = (
@@ -128,10 +128,17 @@ class ImageSource:
         return len(self.names)
 
     def get(self, i: int) -> np.ndarray:
-        """Image ``i`` as (H, W, 3) uint8."""
+        """Image ``i`` as (H, W, 3) uint8. A file that cannot be read is skipped (said once on stderr)
+        for the next one that can, so a damaged file in a large folder costs no run."""
         if self.arrays is not None:
             return self.arrays[i]
-        return load_image(self.paths[i], self.max_side)
+        for j in range(len(self.paths)):
+            path = self.paths[(i + j) % len(self.paths)]
+            try:
+                return load_image(path, self.max_side)
+            except UNREADABLE as e:
+                warn_unreadable_once(path, e)
+        raise ValueError(f"none of the {len(self.paths)} image files can be read")
 
     @classmethod
     def from_arrays(cls, images: dict[str, np.ndarray]) -> ImageSource:
@@ -142,6 +149,8 @@ class ImageSource:
         paths = find_images(folder)
         if not paths:
             raise ValueError(f"no jpg/png/webp images under {folder}")
+        if not any(readable(p) for p in paths):  # stops at the first readable one
+            raise ValueError(f"none of the {len(paths)} jpg/png/webp files under {folder} is a readable image")
         names = tuple(str(p.relative_to(folder)) for p in paths)
         return cls(names=names, paths=tuple(paths), max_side=max_side)
 

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from training.folders import find_images, readable
 from training.runs import CHECKPOINT, load_checkpoint, resumed_options
-from training.style.data import find_images
 from training.style.model import ENCODER_LAYERS, size_multiple
 from training.vgg import SOURCES
 
@@ -203,8 +203,12 @@ def validate(opt: dict[str, Any]) -> None:
         raise ValueError(f"--lr must be > 0, not {opt['lr']}")
     if opt["vgg"] not in SOURCES and not Path(opt["vgg"]).expanduser().is_file():
         raise ValueError(f"--vgg {opt['vgg']!r}: neither one of {', '.join(SOURCES)} nor a file")
-    if opt["content_dir"] is not None and not find_images(Path(opt["content_dir"])):
-        raise ValueError(f"--content-dir {opt['content_dir']}: no jpg/png/webp images found")
+    if opt["content_dir"] is not None:
+        files = find_images(Path(opt["content_dir"]))
+        if not files:
+            raise ValueError(f"--content-dir {opt['content_dir']}: no jpg/png/webp images found")
+        if not any(readable(f) for f in files):  # stops at the first readable one
+            raise ValueError(f"--content-dir {opt['content_dir']}: none of its {len(files)} image files is readable")
     if opt["device"] != "auto" and opt["device"].split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda[:N], not {opt['device']!r}")
 

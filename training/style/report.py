@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from training.folders import UNREADABLE, describe_unreadable
 from training.runs import atomic_write_json, pick_device
 from training.style.data import HELD_OUT_STYLES, bundled_images, find_images, held_out_photos, load_image
 from training.style.functions import psnr
@@ -124,8 +125,14 @@ def held_out_pictures(
     contents = held_out_photos()
     styles = bundled_images(HELD_OUT_STYLES)
     for folder, into in ((content_dir, contents), (style_dir, styles)):
+        skipped = []
         for path in find_images(folder) if folder else []:
-            into[path.relative_to(folder).as_posix()] = load_image(path, max_side=2048)
+            try:
+                into[path.relative_to(folder).as_posix()] = load_image(path, max_side=2048)
+            except UNREADABLE as e:
+                skipped.append((path, e))
+        if skipped:
+            print(describe_unreadable(skipped, folder), file=sys.stderr, flush=True)
     return contents, styles
 
 

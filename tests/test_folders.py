@@ -1,0 +1,106 @@
+"""A user's image folders with files that are no readable image (a download cut short, a web page
+saved under an image's name, a header claiming billions of pixels): the trainers skip them and say
+which; a folder with none readable, and a styles folder with any, are refused before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import hostile_images as hostile
+from tests.pipeline import TINY_STYLE_ARGS
+from training.gan import train as gan_train
+from training.gan.data import load_dataset
+from training.style import train as style_train
+from training.style.data import TrainingImages, content_source
+from training.style.report import held_out_pictures
+
+DAMAGED = {
+    "cut-short.jpg": hostile.jpeg(96, 80)[:300],  # the scan data ends early
+    "cut-short.png": hostile.truncated_png(),
+    "page.jpg": b"<html><body>404 Not Found</body></html>",
+    "empty.webp": hostile.empty(),
+    "bomb.png": hostile.huge_header_png(),
+}
+
+
+def _damaged(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in DAMAGED.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _photos(folder: Path, n: int, colour: tuple[int, int, int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(sum(colour))
+    for i in range(n):
+        pixels = np.clip(np.array(colour) + rng.integers(-30, 30, size=(80, 96, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"photo{i}.{'png' if i % 2 else 'jpg'}")
+    return folder
+
+
+def test_the_gan_trains_on_the_readable_files_and_names_the_others(tmp_path, capsys):
+    _photos(tmp_path / "red", 10, (200, 40, 40))
+    _photos(tmp_path / "blue", 10, (40, 40, 200))
+    _damaged(tmp_path / "blue")
+    split = load_dataset(f"folder:{tmp_path}", 32, 3)
+    assert len(split.train) + len(split.held_out) == 20 and split.train.class_names == ["blue", "red"]
+    err = capsys.readouterr().err
+    assert f"skipped {len(DAMAGED)} unreadable image file(s) under {tmp_path}" in err
+    for name in DAMAGED:
+        assert f"blue/{name} (" in err
+
+
+def test_the_gan_trainer_refuses_a_folder_with_no_readable_image(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        gan_train.main(["--dataset", f"folder:{_damaged(tmp_path / 'photos')}", "--runs-root", str(tmp_path / "runs")])
+    assert e.value.code == 2
+    assert f"none of the {len(DAMAGED)} .jpg/.png/.webp files under {tmp_path / 'photos'} is a readable" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_style_batches_skip_damaged_files_for_readable_ones(tmp_path, capsys):
+    folder = _damaged(_photos(tmp_path / "photos", 2, (30, 160, 60)))
+    source = content_source(folder)
+    assert len(source) == 2 + len(DAMAGED)  # damaged files are found, and skipped when read
+    images = TrainingImages(source, crop=32, batch_size=8, seed=0)
+    batches = [images[step] for step in range(4)]  # 32 draws, most of them damaged files
+    assert all(b.shape == (8, 3, 32, 32) and np.isfinite(b.numpy()).all() for b in batches)
+    err = capsys.readouterr().err
+    for name in DAMAGED:  # each said once in this process, however often it was drawn
+        assert err.count(f"skipping unreadable image {folder / name} (") <= 1
+    assert "skipping unreadable image" in err
+
+
+def test_the_style_trainer_refuses_a_content_dir_with_no_readable_image(tmp_path, capsys):
+    folder = _damaged(tmp_path / "photos")
+    with pytest.raises(SystemExit) as e:
+        style_train.main([*TINY_STYLE_ARGS, "--content-dir", str(folder), "--runs-root", str(tmp_path / "runs")])
+    assert e.value.code == 2
+    assert f"--content-dir {folder}: none of its {len(DAMAGED)} image files is readable" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_report_leaves_damaged_pictures_out_and_says_which(tmp_path, capsys):
+    folder = _damaged(_photos(tmp_path / "mine", 1, (90, 90, 200)))
+    contents, _ = held_out_pictures(folder, None)
+    assert "photo0.jpg" in contents and not any(name in contents for name in DAMAGED)
+    assert f"skipped {len(DAMAGED)} unreadable image file(s) under {folder}" in capsys.readouterr().err
+
+
+def test_export_refuses_a_styles_folder_with_a_damaged_file_before_writing(tmp_path, tiny_style_run, capsys):
+    from training.export import main
+
+    styles = _photos(tmp_path / "styles", 1, (200, 200, 40))
+    (styles / "page.jpg").write_bytes(DAMAGED["page.jpg"])
+    out = tmp_path / "exports"
+    code = main(["--style-run", str(tiny_style_run), "--no-gan", "--styles-dir", str(styles), "--out", str(out)])
+    assert code == 2
+    assert f"styles folder {styles}: not a readable image: page.jpg (fix or remove it)" in capsys.readouterr().err
+    assert not out.exists()
