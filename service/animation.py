@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from service.images import ImageInputError, _load_pixels, _open_checked, _to_rgb_array, fit_within, resize_to
+from service.images import ImageInputError, _load_pixels, _open_checked, fit_within, resize_to, to_rgb_array
 
 DEFAULT_DURATION_MS = 100  # a frame without a duration (what browsers assume)
 PALETTE_SAMPLE_PIXELS = 512 * 512  # pixels drawn from the frames to choose a GIF's shared palette
@@ -48,7 +48,7 @@ def decode_animation(
                 raise ImageInputError(field, f"truncated or corrupt animation (frame {index} is missing)") from None
             _load_pixels(opened, field)
             durations.append(int(opened.info.get("duration") or DEFAULT_DURATION_MS))
-            frames.append(resize_to(_to_rgb_array(opened, field), target))
+            frames.append(resize_to(to_rgb_array(opened, field), target))
     return Animation(frames, durations, loop, fmt)
 
 

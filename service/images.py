@@ -85,7 +85,7 @@ def decode_image(
         _load_pixels(opened, field)
         image = _reduce_towards(opened, target, transposed=orientation in _TRANSPOSING)
         upright = _apply_orientation(image, orientation)
-        pixels = _to_rgb_array(upright, field)
+        pixels = to_rgb_array(upright, field)
     return pixels if target is None else resize_to(pixels, target)
 
 
@@ -312,7 +312,7 @@ def _reduce_towards(img: Image.Image, target: tuple[int, int] | None, transposed
     return img.reduce(factor) if factor >= 2 else img
 
 
-def _to_rgb_array(img: Image.Image, field: str) -> np.ndarray:
+def to_rgb_array(img: Image.Image, field: str) -> np.ndarray:
     """Convert any decoded Pillow mode to uint8 RGB; transparency is composited over white."""
     if img.mode.startswith("I") or img.mode == "F":
         gray = _high_depth_to_uint8(np.asarray(img), img.mode)

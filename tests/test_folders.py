@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests import hostile_images as hostile
@@ -15,7 +16,7 @@ from tests.pipeline import TINY_STYLE_ARGS
 from training.gan import train as gan_train
 from training.gan.data import load_dataset
 from training.style import train as style_train
-from training.style.data import TrainingImages, content_source
+from training.style.data import TrainingImages, content_source, load_image
 from training.style.report import held_out_pictures
 
 DAMAGED = {
@@ -104,3 +105,32 @@ def test_export_refuses_a_styles_folder_with_a_damaged_file_before_writing(tmp_p
     assert code == 2
     assert f"styles folder {styles}: not a readable image: page.jpg (fix or remove it)" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_training_reads_pixels_as_the_service_does(tmp_path):
+    """16-bit grey scaled (Pillow's own conversion clips it nearly white), transparency over white,
+    EXIF orientation applied: in the GAN's folders and the style trainer's alike."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "deep.png")  # mode I;16
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[:, :32] = (255, 0, 0, 255)  # left half opaque red, right half fully transparent (black)
+    Image.fromarray(rgba).save(folder / "cutout.png")
+    tall = Image.fromarray(np.full((64, 32, 3), 90, np.uint8))  # stored 32 wide, 64 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees to show it upright (64 wide, 32 tall)
+    tall.save(folder / "phone.jpg", exif=exif)
+
+    deep, cutout, phone = (load_image(folder / n) for n in ("deep.png", "cutout.png", "phone.jpg"))
+    assert 120 <= deep.mean() <= 135 and deep[0, 0, 0] == 0 and deep[-1, -1, 0] == 255
+    assert (cutout[:, :32] == (255, 0, 0)).all() and (cutout[:, 32:] == 255).all()
+    assert phone.shape == (32, 64, 3)
+
+    for copy in range(2):  # the GAN needs 8 images: three more of each
+        for name in ("deep.png", "cutout.png", "phone.jpg"):
+            (folder / f"{copy}{name}").write_bytes((folder / name).read_bytes())
+    split = load_dataset(f"folder:{folder}", 32, 3)
+    images = torch.cat([split.train.images, split.held_out.images])
+    means = [float(x.mean()) for x in (images + 1) * 127.5]  # each 85-170; Pillow's own: 254 and 42
+    assert len(means) == 9 and all(80 < m < 180 for m in means)

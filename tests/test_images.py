@@ -12,12 +12,12 @@ from PIL import Image, ImageFile
 from service.images import (
     FORMATS,
     ImageInputError,
-    _to_rgb_array,
     check_header,
     decode_image,
     encode_image,
     fit_long_side,
     tile_grid,
+    to_rgb_array,
 )
 from tests import hostile_images as hostile
 
@@ -248,7 +248,7 @@ def test_colour_spaces_in_tiff(mode):
 
 def test_hsv_converts_to_rgb():
     # No accepted file format stores HSV; check the conversion step itself.
-    pixels = _to_rgb_array(Image.new("HSV", (4, 4), (0, 255, 255)), "content")
+    pixels = to_rgb_array(Image.new("HSV", (4, 4), (0, 255, 255)), "content")
     assert (pixels == hostile.RED).all() and pixels.dtype == np.uint8
 
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # What Pillow raises for a file that is no readable image: UnidentifiedImageError and truncated data
@@ -19,6 +20,17 @@ UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 def find_images(folder: Path) -> list[Path]:
     """Every jpg/jpeg/png/webp under ``folder`` (recursive, case-insensitive suffix), sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def open_rgb(path: Path) -> np.ndarray:
+    """A file's pixels as (H, W, 3) uint8, read as the service reads an upload: turned upright by its
+    EXIF orientation, 16-bit and float grey scaled into 0..255 (not clipped white), transparency over
+    white. Raises one of ``UNREADABLE`` for a file Pillow cannot decode."""
+    from service.images import to_rgb_array
+
+    with Image.open(path) as img:
+        pixels = to_rgb_array(ImageOps.exif_transpose(img), str(path))
+    return pixels if pixels.flags.writeable else pixels.copy()  # Pillow's buffer is read-only
 
 
 def readable(path: Path) -> bool:

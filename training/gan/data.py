@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from training.folders import UNREADABLE, describe_unreadable, find_images
+from training.folders import UNREADABLE, describe_unreadable, find_images, open_rgb
 from training.gan.metrics import NEIGHBOURS
 
 SPLIT_SEED = 20240601
@@ -130,9 +130,8 @@ def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
     arrays, kept, skipped = [], [], []
     for f in files:
         try:
-            with Image.open(f) as img:
-                img = ImageOps.exif_transpose(img).convert(mode)
-                img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
+            img = Image.fromarray(open_rgb(f)).convert(mode)
+            img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
         except UNREADABLE as e:
             skipped.append((f, e))
             continue

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from training.folders import UNREADABLE, find_images, readable, warn_unreadable_once
+from training.folders import UNREADABLE, find_images, open_rgb, readable, warn_unreadable_once
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = (
@@ -105,14 +105,15 @@ def bundled_style_images() -> dict[str, np.ndarray]:
 
 
 def load_image(path: Path, max_side: int | None = None) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8, shrunk (aspect kept) so its long side <= ``max_side``."""
+    """Read an image file as (H, W, 3) uint8 (``open_rgb``), shrunk (aspect kept) so its long side <= ``max_side``."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if max_side and max(im.size) > max_side:
-            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        return np.asarray(im, dtype=np.uint8).copy()
+    pixels = open_rgb(path)
+    if max_side and max(pixels.shape[:2]) > max_side:
+        im = Image.fromarray(pixels)
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        pixels = np.asarray(im, dtype=np.uint8).copy()
+    return pixels
 
 
 @dataclass(frozen=True)
