@@ -134,3 +134,24 @@ def test_training_reads_pixels_as_the_service_does(tmp_path):
     images = torch.cat([split.train.images, split.held_out.images])
     means = [float(x.mean()) for x in (images + 1) * 127.5]  # each 85-170; Pillow's own: 254 and 42
     assert len(means) == 9 and all(80 < m < 180 for m in means)
+
+
+def test_a_large_jpeg_decoded_smaller_matches_the_full_decode(tmp_path):
+    """The GAN's folder read decodes a JPEG at a fraction of its size (no smaller than twice the
+    training side): the square it gives is within 45 dB of the full decode's, resized alike."""
+    import skimage.data
+    from PIL import ImageOps
+
+    from training.gan.data import _read_square
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(skimage.data.astronaut()).resize((640, 480), Image.Resampling.BICUBIC).save(path, quality=92)
+    with Image.open(path) as img:
+        img.draft("RGB", (128, 128))
+        assert img.size == (320, 240)  # decoded at 1/2: the full 640 x 480 is never made
+    drafted, error = _read_square(path, "RGB", 64)
+    with Image.open(path) as img:
+        full = np.asarray(ImageOps.fit(img.convert("RGB"), (64, 64), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+    assert error is None and drafted.shape == full.shape == (3, 64, 64)
+    mse = float(((drafted.astype(np.float64) - full) ** 2).mean())
+    assert 10 * np.log10(255**2 / mse) >= 45

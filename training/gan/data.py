@@ -6,8 +6,11 @@ labels when it has classes, and is split once (stratified, fixed seed) into trai
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +121,17 @@ def fake(image_size: int, channels: int, n: int = 256, num_classes: int = 4) -> 
     return ImageSet(images, labels, [f"class{c}" for c in range(num_classes)])
 
 
+def _read_square(path: Path, mode: str, side: int) -> tuple[np.ndarray | None, BaseException | None]:
+    """(C, side, side) uint8 of the file's centre square, or the error that makes it unreadable. A
+    JPEG is decoded no smaller than twice ``side`` (``open_rgb``), then resized by bicubic."""
+    try:
+        img = Image.fromarray(open_rgb(path, at_least=2 * side)).convert(mode)
+    except UNREADABLE as e:
+        return None, e
+    a = np.asarray(ImageOps.fit(img, (side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), None
+
+
 def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
     """Every jpg/png/webp under ``root``; sub-folders of ``root`` are classes when all images are in them.
     Files that cannot be read are skipped, and said so on stderr."""
@@ -126,18 +140,16 @@ def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
     files = find_images(root)
     if not files:
         raise ValueError(f"no .jpg/.png/.webp images under {root}")
-    mode = "L" if channels == 1 else "RGB"
+    read = partial(_read_square, mode="L" if channels == 1 else "RGB", side=image_size)
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        results = list(pool.map(read, files))
     arrays, kept, skipped = [], [], []
-    for f in files:
-        try:
-            img = Image.fromarray(open_rgb(f)).convert(mode)
-            img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
-        except UNREADABLE as e:
-            skipped.append((f, e))
-            continue
-        a = np.asarray(img, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        kept.append(f)
+    for f, (a, error) in zip(files, results):
+        if error is not None:
+            skipped.append((f, error))
+        else:
+            arrays.append(a)
+            kept.append(f)
     if skipped:
         print(describe_unreadable(skipped, root), file=sys.stderr, flush=True)
     if not kept:
