@@ -48,12 +48,23 @@ def test_the_gan_trains_on_the_readable_files_and_names_the_others(tmp_path, cap
     _photos(tmp_path / "red", 10, (200, 40, 40))
     _photos(tmp_path / "blue", 10, (40, 40, 200))
     _damaged(tmp_path / "blue")
+    (tmp_path / "green").mkdir()
+    (tmp_path / "green" / "page.jpg").write_bytes(DAMAGED["page.jpg"])  # a class with nothing readable
     split = load_dataset(f"folder:{tmp_path}", 32, 3)
     assert len(split.train) + len(split.held_out) == 20 and split.train.class_names == ["blue", "red"]
     err = capsys.readouterr().err
-    assert f"skipped {len(DAMAGED)} unreadable image file(s) under {tmp_path}" in err
-    for name in DAMAGED:
+    assert f"no readable image in green under {tmp_path}: not a class of this dataset" in err
+    assert f"skipped {len(DAMAGED) + 1} unreadable image file(s)" in err
+    for name in DAMAGED:  # the first five are named (blue's, in path order); green's is the one more
         assert f"blue/{name} (" in err
+    assert "and 1 more" in err
+
+
+def test_a_gan_folder_of_one_image_classes_is_refused(tmp_path):
+    for i in range(8):  # 8 images, but a class of one image is never held out
+        _photos(tmp_path / f"day{i}", 1, (20 * i, 100, 100))
+    with pytest.raises(ValueError, match=r"0 of its 8 images can be held out, and the measures need 4"):
+        load_dataset(f"folder:{tmp_path}", 32, 3)
 
 
 def test_the_gan_trainer_refuses_a_folder_with_no_readable_image(tmp_path, capsys):
@@ -74,9 +85,19 @@ def test_style_batches_skip_damaged_files_for_readable_ones(tmp_path, capsys):
     batches = [images[step] for step in range(4)]  # 32 draws, most of them damaged files
     assert all(b.shape == (8, 3, 32, 32) and np.isfinite(b.numpy()).all() for b in batches)
     err = capsys.readouterr().err
-    for name in DAMAGED:  # each said once in this process, however often it was drawn
-        assert err.count(f"skipping unreadable image {folder / name} (") <= 1
-    assert "skipping unreadable image" in err
+    for name in DAMAGED:  # each drawn, said once in this process however often, and not read again
+        assert err.count(f"skipping unreadable image {folder / name} (") == 1
+
+
+def test_an_unreadable_file_is_replaced_by_a_random_readable_one(tmp_path):
+    """Not by its neighbour in the listing, which would then be drawn for every damaged file too."""
+    folder = _damaged(tmp_path / "photos")  # sorted, the five damaged files come before the two photos
+    Image.fromarray(np.full((64, 64, 3), (220, 30, 30), np.uint8)).save(folder / "photo0.png")
+    Image.fromarray(np.full((64, 64, 3), (30, 30, 220), np.uint8)).save(folder / "photo1.png")
+    images = TrainingImages(content_source(folder), crop=16, batch_size=8, seed=0, colour=False)
+    crops = torch.cat([images[step] for step in range(8)])  # 64 crops, 5 in 7 of them drawn damaged
+    red = int((crops[:, 0].mean((1, 2)) > crops[:, 2].mean((1, 2))).sum())
+    assert 20 <= red <= 44  # about half each; the next readable file instead would be red in 6 of 7
 
 
 def test_the_style_trainer_refuses_a_content_dir_with_no_readable_image(tmp_path, capsys):

@@ -54,11 +54,16 @@ def describe_unreadable(skipped: Sequence[tuple[Path, BaseException]], folder: P
     return f"skipped {len(skipped)} unreadable image file(s) under {folder}: {names}{more}"
 
 
-_warned: set[Path] = set()
+# The files this process found unreadable: each is said once on stderr and never decoded again
+# (data-loading workers are processes of their own, and each says so once).
+_unreadable: set[Path] = set()
 
 
-def warn_unreadable_once(path: Path, error: BaseException) -> None:
-    """On stderr, once per file and process (data-loading workers are processes of their own)."""
-    if path not in _warned:
-        _warned.add(path)
+def note_unreadable(path: Path, error: BaseException) -> None:
+    if path not in _unreadable:
+        _unreadable.add(path)
         print(f"skipping unreadable image {path} ({type(error).__name__}: {error})", file=sys.stderr, flush=True)
+
+
+def known_unreadable(path: Path) -> bool:
+    return path in _unreadable

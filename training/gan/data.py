@@ -76,6 +76,12 @@ def load_dataset(spec: str, image_size: int, channels: int, held_out_fraction: f
             f"(at least {2 * MIN_SPLIT}: {MIN_SPLIT} are held out)"
         )
     train_idx, held_idx = split_indices(data.labels, len(data), held_out_fraction, MIN_SPLIT)
+    if len(held_idx) < MIN_SPLIT:  # classes of one image each: none of them can be held out
+        raise ValueError(
+            f"dataset {spec}: {len(held_idx)} of its {len(data)} images can be held out, and the measures need "
+            f"{MIN_SPLIT}: 10% of each class is held out, and a class of one image never is (add images, "
+            "or put them in fewer class folders)"
+        )
     return DatasetSplit(spec, data.subset(train_idx), data.subset(held_idx))
 
 
@@ -141,7 +147,8 @@ def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
     if not files:
         raise ValueError(f"no .jpg/.png/.webp images under {root}")
     read = partial(_read_square, mode="L" if channels == 1 else "RGB", side=image_size)
-    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # not macOS
+    with ThreadPoolExecutor(max_workers=min(16, cores)) as pool:  # Pillow decodes without the GIL
         results = list(pool.map(read, files))
     arrays, kept, skipped = [], [], []
     for f, (a, error) in zip(files, results):
@@ -154,8 +161,12 @@ def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
         print(describe_unreadable(skipped, root), file=sys.stderr, flush=True)
     if not kept:
         raise ValueError(f"none of the {len(files)} .jpg/.png/.webp files under {root} is a readable image")
+    found_dirs = {f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1}
     files = kept
     class_dirs = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+    if found_dirs - set(class_dirs):
+        lost = ", ".join(sorted(found_dirs - set(class_dirs)))
+        print(f"no readable image in {lost} under {root}: not a class of this dataset", file=sys.stderr, flush=True)
     labelled = len(class_dirs) > 1 and all(len(f.relative_to(root).parts) > 1 for f in files)
     labels = [class_dirs.index(f.relative_to(root).parts[0]) for f in files] if labelled else []
     images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 127.5 - 1.0)

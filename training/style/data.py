@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from training.folders import UNREADABLE, find_images, open_rgb, readable, warn_unreadable_once
+from training.folders import UNREADABLE, find_images, known_unreadable, note_unreadable, open_rgb, readable
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = (
@@ -128,18 +128,27 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.names)
 
-    def get(self, i: int) -> np.ndarray:
-        """Image ``i`` as (H, W, 3) uint8. A file that cannot be read is skipped (said once on stderr)
-        for the next one that can, so a damaged file in a large folder costs no run."""
+    def read(self, i: int) -> np.ndarray | None:
+        """Image ``i`` as (H, W, 3) uint8, or None when its file cannot be read (said once on stderr,
+        and not read again in this process), so a damaged file in a large folder costs no run."""
         if self.arrays is not None:
             return self.arrays[i]
-        for j in range(len(self.paths)):
-            path = self.paths[(i + j) % len(self.paths)]
-            try:
-                return load_image(path, self.max_side)
-            except UNREADABLE as e:
-                warn_unreadable_once(path, e)
-        raise ValueError(f"none of the {len(self.paths)} image files can be read")
+        path = self.paths[i]
+        if known_unreadable(path):
+            return None
+        try:
+            return load_image(path, self.max_side)
+        except UNREADABLE as e:
+            note_unreadable(path, e)
+            return None
+
+    def get(self, i: int) -> np.ndarray:
+        """Image ``i``; in place of a file that cannot be read, the next one that can."""
+        for j in range(len(self)):
+            img = self.read((i + j) % len(self))
+            if img is not None:
+                return img
+        raise ValueError(f"none of the {len(self)} image files can be read")
 
     @classmethod
     def from_arrays(cls, images: dict[str, np.ndarray]) -> ImageSource:
@@ -262,7 +271,17 @@ class TrainingImages(Dataset):
     def __getitem__(self, step: int) -> Tensor:
         rng = np.random.default_rng([self.seed, step] if self.shard == 0 else [self.seed, step, self.shard])
         picks = rng.integers(0, len(self.source), size=self.batch_size)
-        return torch.stack([augment(self.source.get(int(i)), self.crop, self.zoom, rng, self.colour) for i in picks])
+        return torch.stack([augment(self._pick(int(i), rng), self.crop, self.zoom, rng, self.colour) for i in picks])
+
+    def _pick(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        """Image ``i``, or in place of an unreadable file one drawn at random (not its neighbour, which
+        would be drawn twice as often); the draws are the same as ever for a folder that reads."""
+        img = self.source.read(i)
+        for _ in range(len(self.source)):
+            if img is not None:
+                return img
+            img = self.source.read(int(rng.integers(0, len(self.source))))
+        return img if img is not None else self.source.get(i)
 
 
 def pick_evenly(source: ImageSource, k: int, prefer: Sequence[str] = ()) -> list[int]:

@@ -35,7 +35,7 @@ import torch
 
 from service.style import TEXTURE, encode_style, preset_keys, resize_long_side, stats_names
 from service.texture import BANDS, DETAIL_BANDS, ITERATIONS, QUANTILES, TILE, detail_tile
-from training.folders import readable
+from training.folders import UNREADABLE
 from training.onnx_export import ExportResult, ParityError, export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, MetricsLog, atomic_write_bytes
 from training.style.data import bundled_style_images, find_images, load_image
@@ -501,7 +501,12 @@ def preset_name(stem: str, taken: set[str]) -> str:
 def check_styles_dir(styles_dir: Path) -> None:
     """Refuse a styles folder with a file Pillow cannot open (each file there becomes a preset the
     service promises, so one is not silently left out): a ValueError naming the files."""
-    bad = [p.relative_to(styles_dir).as_posix() for p in find_images(styles_dir) if not readable(p)]
+    bad = []
+    for path in find_images(styles_dir):
+        try:
+            load_image(path)  # as the export reads it
+        except UNREADABLE:
+            bad.append(path.relative_to(styles_dir).as_posix())
     if bad:
         raise ValueError(f"styles folder {styles_dir}: not a readable image: {', '.join(bad)} (fix or remove it)")
 
