@@ -176,3 +176,20 @@ def test_a_large_jpeg_decoded_smaller_matches_the_full_decode(tmp_path):
     assert error is None and drafted.shape == full.shape == (3, 64, 64)
     mse = float(((drafted.astype(np.float64) - full) ** 2).mean())
     assert 10 * np.log10(255**2 / mse) >= 45
+
+
+def test_a_large_jpeg_for_the_style_trainer_is_decoded_smaller_and_alike(tmp_path):
+    import skimage.data
+
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(skimage.data.astronaut()).resize((2048, 1536), Image.Resampling.BICUBIC).save(path, quality=92)
+    from training.folders import open_rgb
+
+    assert open_rgb(path, at_least=512).shape == (768, 1024, 3)  # decoded at 1/2: both sides still >= 512
+    small = load_image(path, max_side=512)
+    with Image.open(path) as img:
+        full = img.convert("RGB")
+        full.thumbnail((512, 512), Image.Resampling.LANCZOS)
+    assert small.shape == (384, 512, 3)
+    mse = float(((small.astype(np.float64) - np.asarray(full)) ** 2).mean())
+    assert 10 * np.log10(255**2 / mse) >= 45

@@ -108,7 +108,7 @@ def load_image(path: Path, max_side: int | None = None) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 (``open_rgb``), shrunk (aspect kept) so its long side <= ``max_side``."""
     from PIL import Image
 
-    pixels = open_rgb(path)
+    pixels = open_rgb(path, at_least=max_side)  # a 12-MP JPEG at 1/2: 0.08 s instead of 0.33 s, 55 dB alike
     if max_side and max(pixels.shape[:2]) > max_side:
         im = Image.fromarray(pixels)
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
