@@ -8,6 +8,7 @@ DATASET ?= mnist
 RUNS ?= runs
 EXPORTS ?= exports
 STYLES_DIR ?=
+CONTENT_DIR ?=
 PORT ?= 3000
 PYTHON ?= python3
 
@@ -26,7 +27,7 @@ help:
 	@echo "make bench-train          style training throughput in 1 and N processes (torchrun), scaling efficiency"
 	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
-	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= PORT=$(PORT)"
+	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= CONTENT_DIR= PORT=$(PORT)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,16 +61,16 @@ browser:
 train: train-gan train-style
 
 train-gan: $(VENV)/.training
-	$(PY) -m training.gan.train --profile $(PROFILE) --dataset $(DATASET) --runs-root $(RUNS)
+	$(PY) -m training.gan.train --profile $(PROFILE) --dataset "$(DATASET)" --runs-root "$(RUNS)"
 
 train-style: $(VENV)/.training
-	$(PY) -m training.style.train --profile $(PROFILE) --runs-root $(RUNS)
+	$(PY) -m training.style.train --profile $(PROFILE) --runs-root "$(RUNS)" $(if $(CONTENT_DIR),--content-dir "$(CONTENT_DIR)")
 
 export: $(VENV)/.training
-	$(PY) -m training.export --runs-root $(RUNS) --out $(EXPORTS) $(if $(STYLES_DIR),--styles-dir $(STYLES_DIR))
+	$(PY) -m training.export --runs-root "$(RUNS)" --out "$(EXPORTS)" $(if $(STYLES_DIR),--styles-dir "$(STYLES_DIR)")
 
 serve: $(VENV)/.service
-	ATELIER_EXPORTS=$(EXPORTS) $(VENV)/bin/bentoml serve service.service:Atelier --port $(PORT)
+	ATELIER_EXPORTS="$(EXPORTS)" $(VENV)/bin/bentoml serve service.service:Atelier --port $(PORT)
 
 test: lint $(VENV)/.dev browser
 	$(PY) -m pytest
@@ -86,7 +87,7 @@ smoke: $(VENV)/.dev
 	$(PY) -m tests.smoke
 
 bench: $(VENV)/.dev
-	$(PY) -m tests.bench --exports $(EXPORTS)
+	$(PY) -m tests.bench --exports "$(EXPORTS)"
 
 bench-train: $(VENV)/.training
 	$(PY) -m tests.bench_train
@@ -94,10 +95,10 @@ bench-train: $(VENV)/.training
 CLIENTS ?= 64
 DURATION ?= 180
 soak: $(VENV)/.dev
-	$(PY) -m tests.soak --exports $(EXPORTS) --clients $(CLIENTS) --duration $(DURATION)
+	$(PY) -m tests.soak --exports "$(EXPORTS)" --clients $(CLIENTS) --duration $(DURATION)
 
 report: $(VENV)/.dev
-	$(PY) -m training.style.report --exports $(EXPORTS) --out reports/style --peer
+	$(PY) -m training.style.report --exports "$(EXPORTS)" --out reports/style --peer
 
 clean:
 	rm -rf $(EXPORTS)/*.onnx $(EXPORTS)/*.npz $(EXPORTS)/manifest.json $(EXPORTS)/presets .pytest_cache
