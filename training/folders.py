@@ -26,15 +26,14 @@ def open_rgb(path: Path, at_least: int | None = None) -> np.ndarray:
     """A file's pixels as (H, W, 3) uint8, read as the service reads an upload: turned upright by its
     EXIF orientation, 16-bit and float grey scaled into 0..255 (not clipped white), transparency over
     white. ``at_least``: a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (in the DCT, several
-    times faster) while both sides stay at least this many pixels. Raises one of ``UNREADABLE`` for a
-    file Pillow cannot decode."""
+    times faster) while both sides stay at least this many pixels. The array may be read-only (Pillow's
+    buffer). Raises one of ``UNREADABLE`` for a file Pillow cannot decode."""
     from service.images import to_rgb_array
 
     with Image.open(path) as img:
         if at_least:
             img.draft("RGB", (at_least, at_least))
-        pixels = to_rgb_array(ImageOps.exif_transpose(img), str(path))
-    return pixels if pixels.flags.writeable else pixels.copy()  # Pillow's buffer is read-only
+        return to_rgb_array(ImageOps.exif_transpose(img), str(path))
 
 
 def readable(path: Path) -> bool:

@@ -161,14 +161,18 @@ def image_folder(root: Path, image_size: int, channels: int) -> ImageSet:
         print(describe_unreadable(skipped, root), file=sys.stderr, flush=True)
     if not kept:
         raise ValueError(f"none of the {len(files)} .jpg/.png/.webp files under {root} is a readable image")
-    found_dirs = {f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1}
-    files = kept
-    class_dirs = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
-    if found_dirs - set(class_dirs):
-        lost = ", ".join(sorted(found_dirs - set(class_dirs)))
-        print(f"no readable image in {lost} under {root}: not a class of this dataset", file=sys.stderr, flush=True)
-    labelled = len(class_dirs) > 1 and all(len(f.relative_to(root).parts) > 1 for f in files)
-    labels = [class_dirs.index(f.relative_to(root).parts[0]) for f in files] if labelled else []
+
+    def class_dir(f: Path) -> str | None:  # the sub-folder of root a file is in (None: root itself)
+        parts = f.relative_to(root).parts
+        return parts[0] if len(parts) > 1 else None
+
+    class_dirs = sorted({class_dir(f) for f in kept} - {None})
+    lost = sorted({class_dir(f) for f in files} - {None} - set(class_dirs))
+    if lost:
+        message = f"no readable image in {', '.join(lost)} under {root}: not a class of this dataset"
+        print(message, file=sys.stderr, flush=True)
+    labelled = len(class_dirs) > 1 and all(class_dir(f) is not None for f in kept)
+    labels = [class_dirs.index(class_dir(f)) for f in kept] if labelled else []
     images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 127.5 - 1.0)
     if not labelled:
         return ImageSet(images, None, None)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from training.folders import UNREADABLE, find_images, known_unreadable, note_unreadable, open_rgb, readable
+from training.folders import UNREADABLE, find_images, known_unreadable, note_unreadable, open_rgb
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = (
@@ -112,8 +112,8 @@ def load_image(path: Path, max_side: int | None = None) -> np.ndarray:
     if max_side and max(pixels.shape[:2]) > max_side:
         im = Image.fromarray(pixels)
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        pixels = np.asarray(im, dtype=np.uint8).copy()
-    return pixels
+        pixels = np.asarray(im, dtype=np.uint8)
+    return pixels if pixels.flags.writeable else pixels.copy()  # torch.from_numpy wants a writable array
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,6 @@ class ImageSource:
         paths = find_images(folder)
         if not paths:
             raise ValueError(f"no jpg/png/webp images under {folder}")
-        if not any(readable(p) for p in paths):  # stops at the first readable one
-            raise ValueError(f"none of the {len(paths)} jpg/png/webp files under {folder} is a readable image")
         names = tuple(str(p.relative_to(folder)) for p in paths)
         return cls(names=names, paths=tuple(paths), max_side=max_side)
 
