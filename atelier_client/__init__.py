@@ -4,7 +4,7 @@
 
     with Atelier("http://localhost:3000") as atelier:
         digits = atelier.sample(n=4, seed=42)                  # list of PIL images; .info["seed"] each
-        painted = atelier.stylize("photo.jpg", style_name="brick", strength=0.8)
+        painted = atelier.stylize("photo.jpg", style_name="wheat_field", strength=0.8)
         painted.save("painted.png")
 
 Every error the API answers is raised as ``AtelierError`` with its HTTP status, the field it names

@@ -1,6 +1,6 @@
 """``python -m atelier_client``: Atelier from the command line.
 
-python -m atelier_client stylize photo.jpg --style brick -o painted.png
+python -m atelier_client stylize photo.jpg --style wheat_field -o painted.png
 python -m atelier_client stylize photo.jpg --style-image monet.jpg --strength 0.7 -o painted.jpg
 python -m atelier_client sample --n 16 --seed 3 -o grid.png
 python -m atelier_client sample --n 4 --seed 3 --style-image monet.jpg -o painted-grid.png

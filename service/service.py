@@ -660,7 +660,7 @@ class Atelier:
             )
             stats.append(upload_stats)
             sources.append("upload (cached statistics)" if cached else "upload")
-        style = names[0] if len(names) == 1 and not style_data else mix_stats(stats, blend)
+        style = names[0] if len(names) == 1 and not style_data else mix_stats(stats, blend, self.style.cell)
         described = ", ".join(f"{src} x{w:.3g}" for src, w in zip(sources, blend)) if len(sources) > 1 else sources[0]
         return style, described
 
@@ -713,7 +713,8 @@ class Atelier:
 
     @bentoml.api
     def styles(self) -> dict[str, Any]:
-        """The style presets: name, where it came from, and a JPEG thumbnail (base64)."""
+        """The style presets: name, where it came from (with its credit and licence for the bundled
+        ones), and a JPEG thumbnail (base64)."""
         if self.style is None:
             return {"styles": []}
         return {
@@ -721,6 +722,7 @@ class Atelier:
                 {
                     "name": name,
                     "source": self.style.preset_sources[name],
+                    **({"credit": credit} if (credit := self.style.preset_credits[name]) else {}),
                     "thumbnail": _b64(thumb),
                     "thumbnail_format": "jpeg",
                 }
@@ -778,8 +780,10 @@ class Atelier:
                 {
                     "levels": st["levels"],
                     "transform": st["transform"],
-                    # the style's own texture tile added where the output is smooth (None: off)
-                    "texture": {k: st["texture"][k] for k in ("gain", "tile")} if "texture" in st else None,
+                    # where the style's own patches are swapped in and their detail added (None: off)
+                    "patches": {k: st["patches"][k] for k in ("scale", "cell", "detail_gain")}
+                    if "patches" in st
+                    else None,
                     "training": {"metrics": _finite(st.get("metrics"))},
                     "quality": _finite(st.get("quality")),
                     "presets": [p["name"] for p in st["presets"]],

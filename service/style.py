@@ -8,10 +8,11 @@ decode; coarse to fine), so features never leave the device. Several styles are 
 mixing their statistics: the mean and covariance of the weighted mixture of their feature
 distributions.
 
-When the export has the style's texture on (the manifest's ``style.texture``), a style is also
-its fine texture: a small periodic detail tile (``service/texture.py``) that the stylizer adds where
-its output is smooth, an input named ``texture`` after ``strength``; it is computed with the
-statistics (presets at export, uploads here) and blended as the weighted mean of the tiles.
+When the export has patches on (the manifest's ``style.patches``), a style is also its picture:
+the style image as the statistics saw it, its sides cropped to multiples of ``patches.cell``, an
+input named ``style`` after ``strength``, from which the stylizer takes the style's own patches
+(its shapes) and pixels. Several styles' pictures are blended as strips side by side, each as wide
+as its weight's share (``style_canvas``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import onnxruntime as ort
 from PIL import Image
 
 from service.images import fit_long_side, resize_to
-from service.texture import detail_tile
 
 STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
@@ -50,10 +50,11 @@ MIN_FEATURE_SIDE = 4
 # 0.43-0.60 s either way at 512 px, 2 cores), so there the padding stays minimal.
 CUDA_SHAPE_BUCKET = 64
 
-# mean_L (C,), cov_L (C, C) for each level L, in the manifest's order; then, with the texture on,
-# the texture tile (3, T, T)
+# mean_L (C,), cov_L (C, C) for each level L, in the manifest's order; then, with patches on, the
+# style's picture (Hs, Ws, 3) uint8
 Stats = list[np.ndarray]
-TEXTURE = "texture"  # the stylizer's input holding the style's texture tile, and its key in the presets
+STYLE = "style"  # the stylizer's input holding the style's picture, and its key in the presets
+MIN_STRIP_CELLS = 4  # a blended style's strip of the picture is at least this many cells wide
 
 
 def stats_names(levels: Sequence[str]) -> list[str]:
@@ -61,27 +62,38 @@ def stats_names(levels: Sequence[str]) -> list[str]:
     return [f"{kind}_{level}" for level in levels for kind in ("mean", "cov")]
 
 
-def style_inputs(levels: Sequence[str], texture: bool) -> list[str]:
-    """The stylizer's style inputs in ``Stats`` order: ``stats_names``, then ``texture`` if on."""
-    return [*stats_names(levels), *([TEXTURE] if texture else [])]
+def style_inputs(levels: Sequence[str], patches: bool) -> list[str]:
+    """The stylizer's style inputs in ``Stats`` order: ``stats_names``, then ``style`` with patches on."""
+    return [*stats_names(levels), *([STYLE] if patches else [])]
 
 
-def preset_keys(name: str, levels: Sequence[str], texture: bool = False) -> list[str]:
+def preset_keys(name: str, levels: Sequence[str], patches: bool = False) -> list[str]:
     """A preset's arrays in ``style_presets.npz``, in ``Stats`` order: ``<name>__<level>__<mean|cov>``,
-    then ``<name>__texture`` if on."""
+    then ``<name>__style`` with patches on."""
     keys = [f"{name}__{level}__{kind}" for level in levels for kind in ("mean", "cov")]
-    return [*keys, *([f"{name}__{TEXTURE}"] if texture else [])]
+    return [*keys, *([f"{name}__{STYLE}"] if patches else [])]
+
+
+def style_picture(pixels: np.ndarray, side: int, cell: int = 0) -> np.ndarray:
+    """A style image (H, W, 3) uint8 as the style encoder sees it: Lanczos to long side ``side``,
+    then (``cell``) the middle of it whose sides are multiples of ``cell``."""
+    resized = resize_long_side(pixels, side)
+    if not cell:
+        return resized
+    h, w = resized.shape[:2]
+    top, left = (h % cell) // 2, (w % cell) // 2
+    return np.ascontiguousarray(resized[top : top + h - h % cell, left : left + w - w % cell])
 
 
 def encode_style(
-    encoder: ort.InferenceSession, pixels: np.ndarray, side: int, levels: Sequence[str], texture: bool = False
+    encoder: ort.InferenceSession, pixels: np.ndarray, side: int, levels: Sequence[str], cell: int = 0
 ) -> Stats:
-    """The statistics of a style image (H, W, 3) uint8 through ``style_encoder.onnx``, resized to
-    long side ``side`` first, and with ``texture`` its texture tile (``detail_tile``) from the same
-    pixels: the one definition shared by the presets (at export) and uploads."""
-    resized = resize_long_side(pixels, side)
-    stats = [t[0] for t in encoder.run(stats_names(levels), {"image": _to_input(resized)})]
-    return [*stats, detail_tile(resized)] if texture else stats
+    """The statistics of a style image (H, W, 3) uint8 through ``style_encoder.onnx``, taken from its
+    ``style_picture``, and with patches on (``cell``) that picture: the one definition shared by the
+    presets (at export) and uploads."""
+    picture = style_picture(pixels, side, cell)
+    stats = [t[0] for t in encoder.run(stats_names(levels), {"image": _to_input(picture)})]
+    return [*stats, picture] if cell else stats
 
 
 class StyleTransfer:
@@ -105,30 +117,37 @@ class StyleTransfer:
             bucket = CUDA_SHAPE_BUCKET if self.device == "cuda" else 0
         self.step = math.lcm(self.multiple, bucket) if bucket else self.multiple  # padded sides are multiples
         self.style_side: int = style["style_image_side"]
-        self.texture = TEXTURE in style  # the export adds the style's texture (``style.texture``)
-        self.stats_names = style_inputs(self.levels, self.texture)
+        # with patches on, the side of a style picture's cells (``style.patches.cell``), else 0
+        self.cell: int = style.get("patches", {}).get("cell", 0)
+        self.stats_names = style_inputs(self.levels, bool(self.cell))
         with np.load(exports / style["presets_file"]) as npz:
             self.presets: dict[str, Stats] = {
-                p["name"]: [
-                    npz[key].astype(np.float32, copy=False) for key in preset_keys(p["name"], self.levels, self.texture)
-                ]
+                p["name"]: [npz[key] for key in preset_keys(p["name"], self.levels, bool(self.cell))]
                 for p in style["presets"]
             }
-        # Each preset's statistics as tensors on the stylizer's device, uploaded once.
+        # Each preset's statistics (and picture) as tensors on the stylizer's device, uploaded once.
         self.resident: dict[str, list[ort.OrtValue]] = {
-            name: [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s[None]), self.device, 0) for s in stats]
+            name: [
+                ort.OrtValue.ortvalue_from_numpy(style_input(key, value), self.device, 0)
+                for key, value in zip(self.stats_names, stats)
+            ]
             for name, stats in self.presets.items()
         }
         self.thumbnails: dict[str, bytes] = {
             p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]
         }
         self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
+        self.preset_credits = {p["name"]: p.get("credit") for p in style["presets"]}
         self._cache: OrderedDict[str, Stats] = OrderedDict()
         self._lock = threading.Lock()
 
+    def preset_style(self, name: str) -> Stats:
+        """A preset's style as ``stylize`` takes an uploaded one."""
+        return self.presets[name]
+
     def style_stats(self, pixels: np.ndarray) -> Stats:
-        """The statistics of a style image (H, W, 3) uint8, resized to long side ``style_side``."""
-        return encode_style(self.encoder, pixels, self.style_side, self.levels, self.texture)
+        """The statistics of a style image (H, W, 3) uint8 (and its picture), at long side ``style_side``."""
+        return encode_style(self.encoder, pixels, self.style_side, self.levels, self.cell)
 
     def uploaded_style_stats(self, data: bytes, decode: Callable[[], np.ndarray]) -> tuple[Stats, bool]:
         """Statistics of an uploaded style, cached by the sha256 of its bytes (a hit skips decoding);
@@ -207,7 +226,7 @@ class StyleTransfer:
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(value[None]))
+                binding.bind_cpu_input(name, style_input(name, value))
         binding.bind_output("image", self.device)
         options = ort.RunOptions()
         if shrink_arena:
@@ -216,10 +235,39 @@ class StyleTransfer:
         return binding.get_outputs()[0].numpy()
 
 
-def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
+def style_input(name: str, value: np.ndarray) -> np.ndarray:
+    """One style input as the stylizer takes it: a statistic with a batch axis, float32; the picture
+    (``style``) as (1, 3, Hs, Ws) float32 in [0, 1]."""
+    if name == STYLE:
+        return _to_input(value)
+    return np.ascontiguousarray(value[None], dtype=np.float32)
+
+
+def style_canvas(pictures: Sequence[np.ndarray], weights: np.ndarray, cell: int) -> np.ndarray:
+    """Several styles' pictures (H_i, W_i, 3) uint8 as one: the first one's height, each picture scaled
+    to it and cut to a strip from its middle as wide as its weight's share (weights sum to 1) of the
+    first one's width (at least ``MIN_STRIP_CELLS`` cells, none for a weight of 0; mirrored where a
+    picture is narrower), side by side, the width a multiple of ``cell``. The patches then come from each style in
+    proportion to its weight, at the scale each had alone."""
+    height, width = pictures[0].shape[:2]
+    strips = []
+    for picture, weight in zip(pictures, weights):
+        if weight <= 0:
+            continue
+        h, w = picture.shape[:2]
+        scaled = resize_to(picture, (max(1, round(w * height / h)), height))
+        strip = max(MIN_STRIP_CELLS * cell, round(width * weight / cell) * cell)
+        if scaled.shape[1] < strip:
+            scaled = np.pad(scaled, ((0, 0), (0, strip - scaled.shape[1]), (0, 0)), mode="symmetric")
+        left = (scaled.shape[1] - strip) // 2
+        strips.append(scaled[:, left : left + strip])
+    return np.ascontiguousarray(np.concatenate(strips, axis=1))
+
+
+def mix_stats(styles: Sequence[Stats], weights: Sequence[float], cell: int = 0) -> Stats:
     """The statistics of the weighted mixture of several styles' feature distributions:
     mean = sum w_i mean_i, cov = sum w_i (cov_i + mean_i mean_i^T) - mean mean^T (weights sum to 1);
-    a texture tile after the levels' pairs is mixed as the weighted mean of the tiles."""
+    with patches on (``cell``), the pictures after the levels' pairs make one ``style_canvas``."""
     if len(styles) == 1:
         return styles[0]
     w = np.asarray(weights, dtype=np.float64)
@@ -232,9 +280,8 @@ def mix_stats(styles: Sequence[Stats], weights: Sequence[float]) -> Stats:
         mean = np.einsum("k,kc->c", w, means)
         second = np.einsum("k,kcd->cd", w, covs + means[:, :, None] * means[:, None, :])
         out += [mean.astype(np.float32), (second - np.outer(mean, mean)).astype(np.float32)]
-    for i in range(pairs, len(styles[0])):  # the texture tile
-        tiles = np.stack([s[i].astype(np.float64) for s in styles])
-        out.append(np.einsum("k,k...->...", w, tiles).astype(np.float32))
+    if cell:
+        out.append(style_canvas([s[pairs] for s in styles], w, cell))
     return out
 
 

@@ -46,7 +46,7 @@ from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
 from service.runtime import Providers, cpus_from_environment, device_name, open_session, providers_from_environment
 from service.sampling import latents_for_seeds, seed_range
-from service.style import StyleTransfer, _to_input, pad_for_cascade
+from service.style import STYLE, StyleTransfer, _to_input, pad_for_cascade, stats_names, style_input
 from tests import hostile_images as hi
 from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
@@ -197,15 +197,16 @@ class Torch:
             if run is not None:
                 from training.runs import CHECKPOINT
                 from training.style.export import load_style_modules
-                from training.style.model import TexturedCascade
                 from training.style.options import load_style_checkpoint
+                from training.style.swap import PatchSettings, StyleSwapCascade
 
                 modules = load_style_modules(
                     load_style_checkpoint(run / CHECKPOINT), style["levels"], style["transform"], log=lambda _: None
                 )
                 cascade = modules[-1]
-                if "texture" in style:  # the exported stylizer: the cascade, then the style's texture
-                    cascade = TexturedCascade(cascade, style["texture"]["gain"], style["texture"]["radius"])
+                if "patches" in style:  # the exported stylizer: the cascade with the style's patches
+                    fields = {k: style["patches"][k] for k in PatchSettings.__dataclass_fields__}
+                    cascade = StyleSwapCascade(cascade, PatchSettings(**fields))
                 self.cascade = cascade.to(self.device)
             else:
                 self.notes.append("stylizer: its training run is not on this disk")
@@ -308,10 +309,9 @@ def bench_style(
             "http": http,
         }
         if torch is not None and torch.cascade is not None:
-            stats = style.presets[name]
-            if style.texture:  # the graph's order: the texture tile before the statistics
-                stats = [stats[-1], *stats[:-1]]
-            arrays = [x, np.ones(1, np.float32), *(s[None] for s in stats)]
+            named = dict(zip(style.stats_names, style.presets[name]))
+            order = [STYLE] * bool(style.cell) + stats_names(style.levels)  # the graph's order: the picture first
+            arrays = [x, np.ones(1, np.float32), *(style_input(k, named[k]) for k in order)]
             calls["pytorch"] = torch.run(torch.cascade, arrays)
         if peer_model is not None:
             calls["peer_fixed"] = lambda photo=photo, side=side: peer_model.stylize(photo, 0, max_size=side)

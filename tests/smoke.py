@@ -45,7 +45,7 @@ def main() -> int:
                 (
                     "stylize (preset)",
                     lambda: requests.post(
-                        f"{server.url}/stylize", files={"content": png}, data={"style_name": "brick"}, timeout=60
+                        f"{server.url}/stylize", files={"content": png}, data={"style_name": "wheat_field"}, timeout=60
                     ),
                 ),
                 (

@@ -114,11 +114,11 @@ def hostile_stylize_payloads() -> list[tuple[list, dict]]:
         hi.animated_png(),
         hi.multipage_tiff(),
     ]
-    payloads = [([("content", ("c.bin", data))], {"style_name": "brick"}) for data in bad]
+    payloads = [([("content", ("c.bin", data))], {"style_name": "wheat_field"}) for data in bad]
     payloads += [
         ([("content", ("c.png", hi.png()))], {"style_name": "no-such-style"}),
-        ([("content", ("c.png", hi.png()))], {"style_name": "brick", "stregnth": "0.5"}),
-        ([("content", ("c.png", hi.png()))], {"style_name": "brick", "max_side": "5"}),
+        ([("content", ("c.png", hi.png()))], {"style_name": "wheat_field", "stregnth": "0.5"}),
+        ([("content", ("c.png", hi.png()))], {"style_name": "wheat_field", "max_side": "5"}),
     ]
     return payloads
 
@@ -267,7 +267,7 @@ def run(
     """The soak; ``ramp`` (default: 16 clients a second) seconds of clients joining, then ``duration``."""
     ramp = clients / CLIENTS_PER_SECOND if ramp is None else ramp
     info = requests.post(f"{url}/info", json={}, timeout=30).json()
-    presets = info["models"].get("stylizer", {}).get("presets") or ["brick"]
+    presets = info["models"].get("stylizer", {}).get("presets") or ["wheat_field"]
     mix = Mix(presets, max_side, "generator" in info["models"])
     asyncio.run(load(url, mix, 1, min(10.0, duration / 3), Results(), timeout))  # warm-up: one client, not judged
     rss_start = worker_rss(server)

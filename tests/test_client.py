@@ -47,20 +47,20 @@ def test_sample_returns_the_apis_images_with_their_seeds(atelier, server):
 def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
     content = tmp_path / "photo.png"
     Image.fromarray(hi.gradient(96, 64)).save(content)
-    preset = atelier.stylize(content, style_name="brick")
-    assert preset.size == (96, 64) and preset.info["style"] == "preset:brick"
+    preset = atelier.stylize(content, style_name="wheat_field")
+    assert preset.size == (96, 64) and preset.info["style"] == "preset:wheat_field"
     style_image = Image.fromarray(hi.gradient(40, 40)[:, ::-1])
     blended = atelier.stylize(
         content.read_bytes(),
         style=style_image,
-        style_name=["brick", "grass"],
+        style_name=["wheat_field", "pebbles"],
         weights=[2, 1, 1],
         max_side=64,
         format="jpeg",
     )
     assert blended.size == (64, 43) and blended.format == "JPEG"
-    assert blended.info["style"].startswith("preset:brick x0.5, preset:grass x0.25, upload")
-    assert {s["name"] for s in atelier.styles()} >= {"brick", "grass"}
+    assert blended.info["style"].startswith("preset:wheat_field x0.5, preset:pebbles x0.25, upload")
+    assert {s["name"] for s in atelier.styles()} >= {"wheat_field", "pebbles"}
     info, api = atelier.info(), requests.post(f"{atelier.url}/info", json={}, timeout=30).json()
     assert info["models"]["stylizer"]["sha256"] == api["models"]["stylizer"]["sha256"]
     assert info["models"]["stylizer"]["provider"] == api["models"]["stylizer"]["provider"]
@@ -72,7 +72,7 @@ def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
         (lambda a: a.sample(label=99), 400, "label", "must be in 0..3"),
         (lambda a: a.sample(n=0), 400, "n", "greater than or equal to 1"),
         (lambda a: a.stylize(hi.png(), style_name="nope"), 400, "style_name", "unknown preset 'nope'"),
-        (lambda a: a.stylize(hi.truncated_png(), style_name="brick"), 400, "content", "truncated"),
+        (lambda a: a.stylize(hi.truncated_png(), style_name="wheat_field"), 400, "content", "truncated"),
     ],
 )
 def test_api_errors_arrive_as_one_exception_with_field_and_message(atelier, call, status, field, words):
@@ -100,7 +100,7 @@ def test_a_busy_service_is_retried_after_what_retry_after_says(exports_dir, tmp_
         wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
         started = time.monotonic()
         with Atelier(server.url, retries=10, max_retry_wait=2) as client:
-            image = client.stylize(hi.png(64, 48), style_name="brick")
+            image = client.stylize(hi.png(64, 48), style_name="wheat_field")
         assert image.size == (64, 48)
         assert queue_state(server)["refused"] >= 1 and time.monotonic() - started >= 1  # refused, waited, served
         assert slow["done"].wait(60) and slow["result"].status_code == 200
@@ -108,7 +108,7 @@ def test_a_busy_service_is_retried_after_what_retry_after_says(exports_dir, tmp_
             slow = in_background(post_stylize, server, SLOW, max_side=1024)
             wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
             with pytest.raises(AtelierError) as busy:
-                client.stylize(hi.png(64, 48), style_name="brick")
+                client.stylize(hi.png(64, 48), style_name="wheat_field")
             assert busy.value.status == 429 and busy.value.retry_after >= 1 and "busy" in busy.value.message
             slow["done"].wait(60)
 
@@ -133,21 +133,21 @@ def test_the_command_line(server, atelier, tmp_path):
     photo = tmp_path / "photo.jpg"
     Image.fromarray(hi.gradient(128, 80)).save(photo)
     out = tmp_path / "painted.webp"
-    done = cli(server, "stylize", str(photo), "--style", "brick", "--max-side", "64", "-o", str(out))
+    done = cli(server, "stylize", str(photo), "--style", "wheat_field", "--max-side", "64", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size == (64, 40) and Image.open(out).format == "WEBP"
 
     clip = tmp_path / "clip.gif"  # an animation in, an animation out: frames and their durations kept
     clip.write_bytes(hi.panning_gif(64, 40, [70, 80, 90], step=8))
     painted_clip = tmp_path / "painted.gif"
-    done = cli(server, "stylize", str(clip), "--style", "brick", "-o", str(painted_clip))
+    done = cli(server, "stylize", str(clip), "--style", "wheat_field", "-o", str(painted_clip))
     assert done.returncode == 0, done.stderr
     with Image.open(painted_clip) as result:
         assert result.n_frames == 3 and result.size == (64, 40)
         assert [frame.info["duration"] for frame in ImageSequence.Iterator(result)] == [70, 80, 90]
-    painted = atelier.sample(n=2, seed=4, style_name="brick", strength=0.5)
+    painted = atelier.sample(n=2, seed=4, style_name="wheat_field", strength=0.5)
     assert [im.size for im in painted] == [(256, 256)] * 2 and painted[0].info["seed"] == 4
-    assert painted[0].info["style"] == "preset:brick"
+    assert painted[0].info["style"] == "preset:wheat_field"
     painted_grid = tmp_path / "painted-grid.png"  # samples painted in an uploaded image's style
     done = cli(server, "sample", "--n", "2", "--seed", "4", "--style-image", str(photo), "-o", str(painted_grid))
     assert done.returncode == 0 and "seed 4, upload" in done.stdout, done.stderr
@@ -163,7 +163,7 @@ def test_the_command_line(server, atelier, tmp_path):
     assert refused.returncode == 1 and "style_name: unknown preset 'nope'" in refused.stderr
     assert not (tmp_path / "x.png").exists()
     listed = cli(server, "styles")
-    assert listed.returncode == 0 and "brick" in listed.stdout
+    assert listed.returncode == 0 and "wheat_field" in listed.stdout
     assert "usage" in cli(server, "--help").stdout
 
 

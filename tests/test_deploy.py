@@ -155,7 +155,7 @@ def test_the_service_writes_only_where_the_deployment_mounts_writable_volumes(ex
     }
     with Server(exports_dir, tmp_path / "serve.log", env=environment) as s:
         r = requests.post(
-            f"{s.url}/stylize", files={"content": hi.png(64, 48)}, data={"style_name": "brick"}, timeout=120
+            f"{s.url}/stylize", files={"content": hi.png(64, 48)}, data={"style_name": "wheat_field"}, timeout=120
         )
         assert r.status_code == 200, r.text
         info = requests.post(f"{s.url}/info", json={}, timeout=10).json()

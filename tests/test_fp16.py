@@ -14,7 +14,7 @@ import torch
 from service.manifest import ManifestError, choose_precision, load_manifest
 from service.runtime import open_session
 from service.sampling import latents_for_seeds
-from service.style import StyleTransfer, _to_input, pad_for_cascade
+from service.style import StyleTransfer, _to_input, pad_for_cascade, style_input
 from tests.hostile_images import gradient
 from training.export import load_generator
 from training.onnx_export import FP16_MIN_PSNR_DB, fp16_arithmetic_scores, fp16_parity, fp16_variant, psnr_db
@@ -85,7 +85,7 @@ def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_di
     name = list(cpu.presets)[-1]
     x = _to_input(pad_for_cascade(gradient(96, 80), cpu.multiple, cpu.step))
     feed = {"content": x, "strength": np.ones(1, np.float32)}
-    feed.update((n, np.ascontiguousarray(v[None])) for n, v in zip(cpu.stats_names, cpu.presets[name]))
+    feed.update((n, style_input(n, v)) for n, v in zip(cpu.stats_names, cpu.presets[name]))
     reference = cpu.run_stylizer(cpu.stylizer, x, cpu.presets[name], 1.0)
     (score,) = fp16_arithmetic_scores(
         exports_dir / entry["variants"]["fp16"]["path"], [reference], [feed], "image", 1.0

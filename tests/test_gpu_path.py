@@ -156,7 +156,7 @@ def test_the_cuda_defaults_on_cpu_warm_buckets_and_batched_samples_answer_as_unb
         assert batching["enabled"] and batching["calls"] >= 32 and batching["runs"] <= batching["calls"]
 
         r = requests.post(
-            f"{gpu_like.url}/stylize", files={"content": hi.png(53, 37)}, data={"style_name": "brick"}, timeout=60
+            f"{gpu_like.url}/stylize", files={"content": hi.png(53, 37)}, data={"style_name": "wheat_field"}, timeout=60
         )
         assert r.status_code == 200 and r.headers["X-Atelier-Size"] == "53x37"  # padded to 64x64, cropped back
 

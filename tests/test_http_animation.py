@@ -49,7 +49,7 @@ def change(frames: list[np.ndarray]) -> float:
 def test_an_animation_comes_back_animated_with_its_timing_and_loop_without_flicker(server, fmt, options):
     source = pan()
     durations = [40, 60, 80, 100, 120, 140, 160, 180]
-    r = stylize(server, animation(source, fmt, durations, **options), style_name="brick")
+    r = stylize(server, animation(source, fmt, durations, **options), style_name="wheat_field")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == f"image/{fmt.lower()}" and r.headers["X-Atelier-Frames"] == "8"
     image, frames, got_durations = frames_of(r.content)
@@ -67,15 +67,15 @@ def test_every_frame_is_painted_as_the_same_frame_alone_would_be(server):
     """One style for all frames: each output frame is what stylising that frame as a still gives
     (up to the WebP encoding)."""
     source = pan(frames=3)
-    r = stylize(server, animation(source, "WEBP", [100] * 3, lossless=True), style_name="brick", format="webp")
+    r = stylize(server, animation(source, "WEBP", [100] * 3, lossless=True), style_name="wheat_field", format="webp")
     assert r.status_code == 200, r.text
     for frame, still in zip(frames_of(r.content)[1], source):
-        alone = stylize(server, hi.save(Image.fromarray(still), "PNG"), style_name="brick")
+        alone = stylize(server, hi.save(Image.fromarray(still), "PNG"), style_name="wheat_field")
         assert np.abs(frame.astype(int) - image_of(alone).astype(int)).mean() < 3
 
 
 def test_format_turns_a_gif_into_a_webp_and_a_gif_without_loop_count_plays_once(server):
-    r = stylize(server, animation(pan(frames=3), "GIF", [70, 80, 90]), style_name="brick", format="webp")
+    r = stylize(server, animation(pan(frames=3), "GIF", [70, 80, 90]), style_name="wheat_field", format="webp")
     assert r.status_code == 200, r.text
     image, frames, durations = frames_of(r.content)
     assert image.format == "WEBP" and len(frames) == 3 and durations == [70, 80, 90] and image.info["loop"] == 1
@@ -85,17 +85,17 @@ def test_a_still_gif_is_painted_as_before(server):
     """A single-frame GIF is a still image: a PNG back, the same as the same pixels sent as PNG."""
     gif = hi.gif()
     as_png = hi.save(Image.open(io.BytesIO(gif)).convert("RGB"), "PNG")
-    r = stylize(server, gif, style_name="brick")
+    r = stylize(server, gif, style_name="wheat_field")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and "X-Atelier-Frames" not in r.headers
-    assert np.array_equal(image_of(r), image_of(stylize(server, as_png, style_name="brick")))
-    still_gif = stylize(server, as_png, style_name="brick", format="gif")
+    assert np.array_equal(image_of(r), image_of(stylize(server, as_png, style_name="wheat_field")))
+    still_gif = stylize(server, as_png, style_name="wheat_field", format="gif")
     assert still_gif.headers["content-type"] == "image/gif" and Image.open(io.BytesIO(still_gif.content)).n_frames == 1
 
 
 def test_more_work_than_one_request_takes_is_413_from_the_header(server):
     frames = [np.full((600, 600, 3), (i * 5, 80, 160), np.uint8) for i in range(50)]
-    r = stylize(server, animation(frames, "GIF", [50] * 50), style_name="brick", max_side=2048)
+    r = stylize(server, animation(frames, "GIF", [50] * 50), style_name="wheat_field", max_side=2048)
     assert r.status_code == 413, r.text
     assert "50 frames of 600x600 are 18.0 megapixels to repaint; the limit is 16" in r.json()["error"]
-    ok = stylize(server, animation(frames[:4], "GIF", [50] * 4), style_name="brick", max_side=64)
+    ok = stylize(server, animation(frames[:4], "GIF", [50] * 4), style_name="wheat_field", max_side=64)
     assert ok.status_code == 200 and ok.headers["X-Atelier-Size"] == "64x64"

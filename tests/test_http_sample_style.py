@@ -28,14 +28,14 @@ def enlarged(sample_b64: str) -> bytes:
 
 
 def test_sample_with_a_style_equals_sample_then_stylize(server):
-    painted = post(server, "sample", {"n": 3, "seed": 11, "style_name": "brick", "strength": 0.7})
+    painted = post(server, "sample", {"n": 3, "seed": 11, "style_name": "wheat_field", "strength": 0.7})
     assert painted.status_code == 200, painted.text
     body = painted.json()
-    assert body["style"] == "preset:brick" and (body["width"], body["height"]) == (256, 256)
+    assert body["style"] == "preset:wheat_field" and (body["width"], body["height"]) == (256, 256)
     assert body["seeds"] == [11, 12, 13]
     plain = post(server, "sample", {"n": 3, "seed": 11}).json()
     for sample_b64, painted_b64 in zip(plain["images"], body["images"]):
-        alone = stylize(server, enlarged(sample_b64), style_name="brick", strength=0.7, max_side=256)
+        alone = stylize(server, enlarged(sample_b64), style_name="wheat_field", strength=0.7, max_side=256)
         assert alone.status_code == 200, alone.text
         assert np.array_equal(pixels(painted_b64), image_of(alone))
     assert not np.array_equal(pixels(body["images"][0]), pixels(body["images"][1]))
@@ -44,17 +44,17 @@ def test_sample_with_a_style_equals_sample_then_stylize(server):
 def test_sample_with_an_uploaded_style_blend_equals_sample_then_stylize(server):
     """multipart/form-data: an uploaded style blended with a preset, as stylize blends them."""
     style = hi.jpeg(120, 90)
-    fields = {"n": "2", "seed": "5", "style_name": "grass", "weights": "1,3", "strength": "0.8"}
+    fields = {"n": "2", "seed": "5", "style_name": "pebbles", "weights": "1,3", "strength": "0.8"}
     r = requests.post(
         f"{server.url}/sample", files=[("style", ("mine.jpg", style, "image/jpeg"))], data=fields, timeout=120
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["style"].startswith("preset:grass x0.25, upload") and body["style"].endswith("x0.75")
+    assert body["style"].startswith("preset:pebbles x0.25, upload") and body["style"].endswith("x0.75")
     plain = post(server, "sample", {"n": 2, "seed": 5}).json()
     for sample_b64, painted_b64 in zip(plain["images"], body["images"]):
         alone = stylize(
-            server, enlarged(sample_b64), style, style_name="grass", weights="1,3", strength=0.8, max_side=256
+            server, enlarged(sample_b64), style, style_name="pebbles", weights="1,3", strength=0.8, max_side=256
         )
         assert alone.status_code == 200, alone.text
         assert np.array_equal(pixels(painted_b64), image_of(alone))
@@ -81,9 +81,11 @@ def test_a_bad_style_upload_to_sample_is_a_4xx_naming_it(server):
 
 
 def test_sample_grid_with_a_style_tiles_the_painted_samples(server):
-    grid = post(server, "sample_grid", {"n": 4, "seed": 3, "style_name": "brick"})
+    grid = post(server, "sample_grid", {"n": 4, "seed": 3, "style_name": "wheat_field"})
     assert grid.status_code == 200 and grid.headers["X-Atelier-Seed"] == "3"
-    tiles = [pixels(b64) for b64 in post(server, "sample", {"n": 4, "seed": 3, "style_name": "brick"}).json()["images"]]
+    tiles = [
+        pixels(b64) for b64 in post(server, "sample", {"n": 4, "seed": 3, "style_name": "wheat_field"}).json()["images"]
+    ]
     image = np.asarray(Image.open(io.BytesIO(grid.content)).convert("RGB"))
     assert image.shape == (2 * 256 + 2, 2 * 256 + 2, 3)  # 2 x 2 tiles, 2-px gaps
     assert np.array_equal(image[:256, :256], tiles[0]) and np.array_equal(image[258:, 258:], tiles[3])

@@ -25,7 +25,7 @@ def test_form_parts_of_json_multipart_and_urlencoded_bodies():
             ("style", ("s.png", b"\x89PNG")),
             ("style", (None, "http://example.com/a.png")),
         ],
-        data={"style_name": "brick", "strength": "0.5"},
+        data={"style_name": "wheat_field", "strength": "0.5"},
     )
     assert _parts(req) == [
         ("content", True),

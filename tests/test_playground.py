@@ -69,6 +69,9 @@ def test_the_page_loads_with_presets_labels_and_models_and_no_console_errors(bro
     styles = requests.post(f"{server.url}/styles", json={}, timeout=30).json()["styles"]
     shown = browser.execute_script("return [...document.querySelectorAll('#presets button')].map(b => b.dataset.name)")
     assert shown == [s["name"] for s in styles]
+    titles = browser.execute_script("return [...document.querySelectorAll('#presets button')].map(b => b.title)")
+    credits = {s["name"]: s.get("credit") for s in styles}
+    assert credits["wheat_field"] in titles[shown.index("wheat_field")]  # where a preset comes from, on hover
     labels = browser.execute_script("return [...document.querySelectorAll('#label option')].map(o => o.value)")
     assert labels == ["", "0", "1", "2", "3"]
     info = requests.post(f"{server.url}/info", json={}, timeout=30).json()
@@ -105,7 +108,7 @@ def test_a_broken_upload_shows_the_apis_message_next_to_the_field(browser, serve
     browser.find_element("id", "stylize").click()
     message = wait(browser, "return document.querySelector('.error[data-field=content]').textContent")
     api = requests.post(
-        f"{server.url}/stylize", files={"content": hi.truncated_png()}, data={"style_name": "brick"}, timeout=30
+        f"{server.url}/stylize", files={"content": hi.truncated_png()}, data={"style_name": "wheat_field"}, timeout=30
     ).json()["detail"][0]["msg"]
     assert message == api
     assert browser.find_element("id", "stylize").is_enabled()  # usable again
@@ -147,11 +150,11 @@ def test_samples_painted_in_a_preset_are_the_apis(browser, server):
 
     load(browser, server, "?tab=gan&seed=8&n=2")
     wait(browser, "return document.querySelectorAll('#samples img').length === 2 || null")
-    Select(browser.find_element("id", "sample-style")).select_by_value("brick")
+    Select(browser.find_element("id", "sample-style")).select_by_value("wheat_field")
     browser.find_element("id", "sample").click()
-    shown = painted_samples_shown(browser, "preset:brick")
+    shown = painted_samples_shown(browser, "preset:wheat_field")
     api = requests.post(
-        f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "brick", "strength": 1}, timeout=60
+        f"{server.url}/sample", json={"n": 2, "seed": 8, "style_name": "wheat_field", "strength": 1}, timeout=60
     ).json()
     assert shown == api["images"]
 

@@ -26,7 +26,7 @@ def post_stylize(server: Server, content: bytes, timeout: float = 120, **fields)
     return requests.post(
         f"{server.url}/stylize",
         files={"content": ("c.jpg", content)},
-        data={"style_name": "brick", **{k: str(v) for k, v in fields.items()}},
+        data={"style_name": "wheat_field", **{k: str(v) for k, v in fields.items()}},
         timeout=timeout,
     )
 
@@ -144,7 +144,10 @@ def test_a_queued_request_whose_client_left_is_never_run(exports_dir, tmp_path):
         slow = in_background(post_stylize, server, photo(1536, 1152), max_side=1536)
         wait_until(lambda: queue_state(server)["running"] == 1, 30, "the slow stylisation running")
         request = requests.Request(
-            "POST", f"{server.url}/stylize", files={"content": ("c.jpg", photo(640, 480))}, data={"style_name": "brick"}
+            "POST",
+            f"{server.url}/stylize",
+            files={"content": ("c.jpg", photo(640, 480))},
+            data={"style_name": "wheat_field"},
         ).prepare()
         host, port = server.url.removeprefix("http://").split(":")
         head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, **request.headers}.items())

@@ -38,16 +38,12 @@ from training.style.model import (
     check_scales,
     decoder_config,
     default_scales,
-    enlarge,
     feature_channels,
-    half_size,
-    keep_shading,
-    laplacian_pyramid,
     levels_up_to,
-    luma,
     padding_plan,
     size_multiple,
 )
+from training.style.pyramid import enlarge, half_size, keep_shading, laplacian_pyramid, luma
 from training.vgg import VGGFeatures
 
 
@@ -430,12 +426,12 @@ def test_cascade_fine_scales_let_the_second_level_paint_the_pyramids_last_sizes(
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[3])
     with pytest.raises(ValueError, match="2 or more"):
         Cascade(vgg, decoders, coarse_scales=[8, 4], fine_scales=[1])
-    # the defaults: relu1_1 paints the pyramid's 1/2 size when it follows a shallow coarsest level
-    assert default_scales(levels) == ([16, 8, 4], [2])
-    assert default_scales(["relu2_1"]) == ([16, 8, 4, 2], [])
+    # the defaults: relu1_1 paints the pyramid's 1/4 and 1/2 sizes when it follows a shallow coarsest level
+    assert default_scales(levels) == ([8], [4, 2])
+    assert default_scales(["relu2_1"]) == ([8, 4, 2], [])
     assert default_scales(["relu3_1", "relu2_1", "relu1_1"]) == ([1], [])
     assert default_scales(levels, [16, 8, 4, 2]) == ([16, 8, 4, 2], [])  # the earlier pyramid, relu2_1 at 1/2
-    assert default_scales(levels, [16, 8]) == ([16, 8], [2]) and default_scales(levels, [1]) == ([1], [])
+    assert default_scales(levels, [16, 8]) == ([16, 8], [4, 2]) and default_scales(levels, [1]) == ([1], [])
 
 
 def test_decoder_input_scale_is_applied_and_saved_with_the_weights():

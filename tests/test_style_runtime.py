@@ -10,8 +10,17 @@ import onnxruntime as ort
 import pytest
 
 from service.runtime import open_session
-from service.style import TEXTURE, StyleTransfer, _to_input, pad_for_cascade, padded_size, resize_long_side, stats_names
-from service.texture import detail_tile
+from service.style import (
+    STYLE,
+    StyleTransfer,
+    _to_input,
+    mix_stats,
+    pad_for_cascade,
+    padded_size,
+    stats_names,
+    style_input,
+    style_picture,
+)
 from tests.hostile_images import gradient
 
 
@@ -36,7 +45,7 @@ def test_io_binding_and_resident_presets_give_the_pixels_of_a_plain_run(sessions
     feed = {
         "content": x,
         "strength": np.array([0.8], np.float32),
-        **{n: s[None] for n, s in zip(st.stats_names, stats)},
+        **{n: style_input(n, s) for n, s in zip(st.stats_names, stats)},
     }
     (plain,) = st.stylizer.run(["image"], feed)
     assert isinstance(st.resident[name][0], ort.OrtValue) and st.resident[name][0].device_name() == "cpu"
@@ -83,23 +92,37 @@ def test_a_run_that_shrinks_the_arena_gives_the_same_pixels(sessions):
     )
 
 
-def test_a_style_carries_its_texture_tile_and_the_stylizer_paints_it(sessions):
-    """The session's export has the texture on: presets and uploads carry the style's detail tile
-    after their statistics (the upload's computed from the picture as the style encoder sees it),
-    and the stylizer adds it: a zero tile gives another picture at strength 1, the same at strength 0."""
+def test_a_style_carries_its_picture_and_the_stylizer_paints_from_it(sessions):
+    """The session's export has patches on: presets and uploads carry the style's picture after their
+    statistics (the picture the style encoder saw, its sides multiples of the cell), and the
+    stylizer takes the style's shapes from it: another picture gives another result at strength 1,
+    the same at strength 0."""
     st = style(sessions)
-    assert st.texture and st.stats_names == [*stats_names(st.levels), TEXTURE]
-    assert TEXTURE in {i.name for i in st.stylizer.get_inputs()}
+    assert st.cell and st.stats_names == [*stats_names(st.levels), STYLE]
+    assert STYLE in {i.name for i in st.stylizer.get_inputs()}
     picture = gradient(90, 70)
     stats = st.style_stats(picture)
     assert len(stats) == 2 * len(st.levels) + 1
-    np.testing.assert_array_equal(stats[-1], detail_tile(resize_long_side(picture, st.style_side)))
+    np.testing.assert_array_equal(stats[-1], style_picture(picture, st.style_side, st.cell))
+    assert stats[-1].shape[0] % st.cell == 0 and stats[-1].shape[1] % st.cell == 0
     name, preset = next(iter(st.presets.items()))
-    assert preset[-1].shape == (3, 256, 256) and preset[-1].dtype == np.float32 and preset[-1].any()
+    assert preset[-1].dtype == np.uint8 and preset[-1].shape[0] % st.cell == 0
     content = gradient(48, 40)
-    without = [*preset[:-1], np.zeros_like(preset[-1])]
+    other = [*preset[:-1], np.ascontiguousarray(preset[-1][::-1, ::-1])]  # the same statistics, turned round
     painted = st.stylize(content, name, 1.0, False, 512)
-    assert not np.array_equal(painted, st.stylize(content, without, 1.0, False, 512))
+    assert not np.array_equal(painted, st.stylize(content, other, 1.0, False, 512))
     np.testing.assert_array_equal(
-        st.stylize(content, name, 0.0, False, 512), st.stylize(content, without, 0.0, False, 512)
+        st.stylize(content, name, 0.0, False, 512), st.stylize(content, other, 0.0, False, 512)
     )
+
+
+def test_blended_pictures_are_strips_as_wide_as_their_weights(sessions):
+    st = style(sessions)
+    a, b = (st.style_stats(gradient(w, h)) for w, h in ((120, 90), (60, 110)))
+    mixed = mix_stats([a, b], [3, 1], st.cell)
+    canvas = mixed[-1]
+    assert canvas.shape[0] == a[-1].shape[0] and canvas.shape[1] % st.cell == 0
+    strip = round(a[-1].shape[1] * 0.75 / st.cell) * st.cell
+    left = (a[-1].shape[1] - strip) // 2
+    np.testing.assert_array_equal(canvas[:, :strip], a[-1][:, left : left + strip])
+    assert canvas.shape[1] == strip + max(4 * st.cell, round(a[-1].shape[1] * 0.25 / st.cell) * st.cell)

@@ -190,14 +190,14 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     import onnxruntime as ort
     from PIL import Image
 
-    from service.texture import detail_tile
     from training.style.export import export_style, load_decoders
-    from training.style.model import TEXTURE_GAIN, Cascade, StyleEncoder, TexturedCascade
+    from training.style.model import Cascade, StyleEncoder
+    from training.style.swap import DEFAULT_PATCHES, StyleSwapCascade
     from training.vgg import load_vgg
 
     styles = tmp_path / "my styles"
     styles.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(styles / "Brick.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(styles / "Chevrons.png")
     out = tmp_path / "exports"
     result = export_style(
         tiny_run, out, styles, log=lambda s: None, style_side=96, transform="wct", levels=["relu1_1", "relu3_1"]
@@ -215,17 +215,26 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     transform_parity = result["models"]["stylizer"]["transform_parity"]
     assert transform_parity["max_rel_err"] <= transform_parity["rtol"]
     names = [p["name"] for p in style["presets"]]
-    assert "brick" in names and "brick-2" in names
-    assert {"source": "file:Brick.png", "name": "brick-2", "thumbnail": "presets/brick-2.jpg"} in style["presets"]
+    assert "chevrons" in names and "chevrons-2" in names
+    assert {"source": "file:Chevrons.png", "name": "chevrons-2", "thumbnail": "presets/chevrons-2.jpg"} in style[
+        "presets"
+    ]
+    credited = {p["name"]: p.get("credit", "") for p in style["presets"]}
+    assert "van Gogh" in credited["wheat_field"] and "patterns.py" in credited["chevrons"]
     for rel in result["assets"]:
         assert (out / rel).is_file(), rel
+    # the whole cascade runs at full size (relu3_1 has no pyramid): the patches go in there, in cells of 4 px
+    patches = style["patches"]
+    assert patches["input"] == "style" and patches["scale"] == 1 and patches["cell"] == 4
+    assert patches["prior"] == DEFAULT_PATCHES.prior and patches["detail_gain"] == DEFAULT_PATCHES.detail_gain
     with np.load(out / "style_presets.npz") as npz:
         for name in names:
             assert npz[f"{name}__relu3_1__mean"].shape == (256,)
             assert npz[f"{name}__relu3_1__cov"].shape == (256, 256)
             assert npz[f"{name}__relu1_1__cov"].dtype == np.float32
-            assert npz[f"{name}__texture"].shape == (3, 256, 256) and npz[f"{name}__texture"].dtype == np.float16
-    assert style["texture"]["gain"] == TEXTURE_GAIN and style["texture"]["input"] == "texture"
+            picture = npz[f"{name}__style"]
+            assert picture.dtype == np.uint8 and max(picture.shape[:2]) <= 96 and picture.shape[2] == 3
+            assert picture.shape[0] % 4 == 0 and picture.shape[1] % 4 == 0
 
     # both graphs through ONNX Runtime on non-square inputs match the torch modules
     enc = ort.InferenceSession(str(out / "style_encoder.onnx"), providers=["CPUExecutionProvider"])
@@ -235,15 +244,14 @@ def test_export_style_round_trip(tmp_path, tiny_run):
     vgg, _ = load_vgg("random", last_layer="relu3_1", log=lambda s: None)
     levels = ["relu3_1", "relu1_1"]
     decoders = load_decoders(load_checkpoint(tiny_run / "checkpoint.pt"), levels)
-    tile = detail_tile((style_img[0].permute(1, 2, 0) * 255).round().byte().numpy())[None]
     with torch.no_grad():
         stats = StyleEncoder(vgg, levels)(style_img)
-        cascade = TexturedCascade(Cascade(vgg, decoders, "wct"), TEXTURE_GAIN)
-        expected = cascade(image, torch.tensor([0.7]), torch.from_numpy(tile), *stats)
-        untextured = Cascade(vgg, decoders, "wct")(image, torch.tensor([0.7]), *stats)
-    assert float((expected - untextured).abs().max()) > 0.01  # the texture is in the graph
+        cascade = Cascade(vgg, decoders, "wct")
+        expected = StyleSwapCascade(cascade, DEFAULT_PATCHES)(image, torch.tensor([0.7]), style_img, *stats)
+        statistics_only = cascade(image, torch.tensor([0.7]), *stats)
+    assert float((expected - statistics_only).abs().max()) > 0.01  # the patches are in the graph
     got_stats = enc.run(None, {"image": style_img.numpy()})
-    feed = {"content": image.numpy(), "strength": np.array([0.7], np.float32), "texture": tile}
+    feed = {"content": image.numpy(), "strength": np.array([0.7], np.float32), "style": style_img.numpy()}
     feed.update(
         {f"{k}_{lv}": got_stats[2 * i + j] for i, lv in enumerate(levels) for j, k in enumerate(("mean", "cov"))}
     )
@@ -253,12 +261,12 @@ def test_export_style_round_trip(tmp_path, tiny_run):
         np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
 
-    # --style-texture-gain 0: the stylizer is the cascade alone, the presets have no tile
-    plain = export_style(tiny_run, tmp_path / "plain", None, log=lambda s: None, style_side=96, texture_gain=0)
-    assert "texture" not in plain["style"]
-    assert "texture" not in {i["name"] for i in plain["models"]["stylizer"]["inputs"]}
+    # --style-patch-scale 0: the stylizer is the statistics cascade alone, the presets have no picture
+    plain = export_style(tiny_run, tmp_path / "plain", None, log=lambda s: None, style_side=96, patches=None)
+    assert "patches" not in plain["style"]
+    assert "style" not in {i["name"] for i in plain["models"]["stylizer"]["inputs"]}
     with np.load(tmp_path / "plain" / "style_presets.npz") as npz:
-        assert not any(key.endswith("__texture") for key in npz.files)
+        assert not any(key.endswith("__style") for key in npz.files)
 
 
 def test_a_run_of_the_earlier_adain_trainer_is_refused_clearly(tmp_path, tiny_run, capsys):

@@ -26,7 +26,8 @@ from training.gan.train import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, check_styles_dir, export_style
-from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, TEXTURE_GAIN, check_scales
+from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_scales
+from training.style.swap import DEFAULT_PATCHES, PatchSettings
 
 MANIFEST_VERSION = 1
 ATELIER_VERSION = "0.1.0"
@@ -126,7 +127,7 @@ def export_all(
     style_options: dict[str, Any] | None = None,
 ) -> dict:
     """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
-    ``coarse_scales``, ``fine_scales``, ``shading_radius``, ``conv1_2_energy`` and ``texture_gain`` for
+    ``coarse_scales``, ``fine_scales``, ``shading_radius``, ``conv1_2_energy`` and ``patches`` for
     ``export_style``."""
     if gan_run is None and style_run is None:
         raise ExportError("nothing to export: no GAN run and no style run (train first: make train)")
@@ -187,6 +188,30 @@ def _scales(text: str, flag: str, examples: str, none: bool = False) -> list[int
         raise ValueError(
             f"{flag} must be {words} or decreasing powers of two such as {examples}, not {text!r}"
         ) from None
+
+
+def _patches(args: argparse.Namespace) -> PatchSettings | None:
+    """The ``--style-patch-*`` options; ``--style-patch-scale``: "auto" (the coarsest scale), "0" (no
+    patches) or a scale."""
+    if args.style_patch_scale == "0":
+        return None
+    scales = _scales(args.style_patch_scale, "--style-patch-scale", "8, auto or 0")
+    if scales is not None and len(scales) != 1:
+        raise ValueError(f"--style-patch-scale takes one scale, not {args.style_patch_scale!r}")
+    for flag, value, top in (
+        ("--style-patch-stride", args.style_patch_stride, 4),
+        ("--style-patch-block", args.style_patch_block, 32),
+    ):
+        if not 1 <= value <= top:
+            raise ValueError(f"{flag} must be in [1, {top}], not {value}")
+    return PatchSettings(
+        scale=scales and scales[0],
+        prior=args.style_patch_prior,
+        stride=args.style_patch_stride,
+        block=args.style_patch_block,
+        shading=args.style_patch_shading,
+        detail_gain=args.style_detail_gain,
+    )
 
 
 def _latest(runs_root: Path, kind: str) -> Path | None:
@@ -251,11 +276,40 @@ def main(argv: list[str] | None = None) -> int:
         "energy (a 3x3 conv into fewer channels, then 1x1; recorded in the manifest); 1: exact",
     )
     p.add_argument(
-        "--style-texture-gain",
+        "--style-patch-scale",
+        default="auto",
+        help="the coarse pyramid scale at which the coarsest level swaps the style's own patches in (its "
+        "shapes) instead of moving its statistics; auto: the coarsest scale; 0: no patches",
+    )
+    p.add_argument(
+        "--style-patch-prior",
         type=float,
-        default=TEXTURE_GAIN,
-        help="how much of the style's own fine texture (a tile synthesised from the style image: stars, "
-        "speckle) the stylizer adds where its output is smooth; 0: none",
+        default=DEFAULT_PATCHES.prior,
+        help="where the photo is flat, how strongly the style's own arrangement is kept (0: none)",
+    )
+    p.add_argument(
+        "--style-patch-stride",
+        type=int,
+        default=DEFAULT_PATCHES.stride,
+        help="the style's patches are taken at every this many feature positions each way (2: a quarter "
+        "of the matching's work)",
+    )
+    p.add_argument(
+        "--style-patch-block",
+        type=int,
+        default=DEFAULT_PATCHES.block,
+        help="where the photo is flat, it copies squares of this many of the style's patch positions a side",
+    )
+    p.add_argument(
+        "--style-patch-shading",
+        action="store_true",
+        help="the patch pass keeps the photo's large-scale light and dark, as --style-shading-radius says",
+    )
+    p.add_argument(
+        "--style-detail-gain",
+        type=float,
+        default=DEFAULT_PATCHES.detail_gain,
+        help="how much detail of the style's matched pixels is added at full size (0: none)",
     )
     p.add_argument("--out", type=Path, default=Path("exports"))
     args = p.parse_args(argv)
@@ -265,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.style_conv1_2_energy <= 1:
         print(f"error: --style-conv1-2-energy must be in (0, 1], not {args.style_conv1_2_energy}", file=sys.stderr)
         return 2
-    if not 0 <= args.style_texture_gain <= 4:
-        print(f"error: --style-texture-gain must be in [0, 4], not {args.style_texture_gain}", file=sys.stderr)
-        return 2
+    for flag, value in (
+        ("--style-patch-prior", args.style_patch_prior),
+        ("--style-detail-gain", args.style_detail_gain),
+    ):
+        if not 0 <= value <= 4:
+            print(f"error: {flag} must be in [0, 4], not {value}", file=sys.stderr)
+            return 2
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
     style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
     if args.styles_dir is not None and not args.styles_dir.is_dir():
@@ -287,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fine_scales": _scales(args.style_fine_scales, "--style-fine-scales", "2 or 4,2", none=True),
                 "shading_radius": args.style_shading_radius,
                 "conv1_2_energy": args.style_conv1_2_energy,
-                "texture_gain": args.style_texture_gain,
+                "patches": _patches(args),
             },
         )
     except (ExportError, ValueError) as e:

@@ -112,7 +112,7 @@ function renderPresets() {
     button.type = "button";
     button.dataset.name = preset.name;
     button.setAttribute("aria-pressed", String(state.chosen.has(preset.name)));
-    button.title = `${preset.name} (${preset.source})`;
+    button.title = preset.credit ? `${preset.name}: ${preset.credit}` : `${preset.name} (${preset.source})`;
     const img = document.createElement("img");
     img.src = `data:image/${preset.thumbnail_format};base64,${preset.thumbnail}`;
     img.alt = "";

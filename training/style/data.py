@@ -1,7 +1,7 @@
 """Images for decoder training, the bundled style presets, and the held-out evaluation pictures.
 
-Sources: photos and textures bundled in scikit-image (offline; only files shipped inside the
-wheel, never its pooch downloads), or a folder of the user's images (recursive jpg/png/webp).
+Training sources: photos and textures bundled in scikit-image (offline; only files shipped inside
+the wheel, never its pooch downloads), or a folder of the user's images (recursive jpg/png/webp).
 ``TrainingImages[step]`` returns one batch computed from ``(seed, step)`` alone, so a resumed run
 sees exactly the data stream of an uninterrupted one and workers need no shared state.
 
@@ -10,12 +10,16 @@ the colours and textures of any photo: 12 pictures, 7 of them grey, cannot, so e
 recoloured (hue over the full circle, saturation, channel order, duotone tints of grey images,
 brightness, contrast, gamma) and rescaled (0.5x to 4x).
 
-Held out of training, for the quality report: scikit-learn's two sample photos and
-matplotlib's photo (content), and four of the seven style presets (style).
+Never trained on: the evaluation set of the quality report (``pictures/eval``: everyday colour
+photos, and paintings, prints, drawings and patterns as styles, from PyPI and npm packages, plus
+two drawn patterns), the style presets (``pictures/presets`` plus four drawn patterns; each file's
+package, version and licence in ``pictures/sources.json``), and the export's held-out photos
+(scikit-learn's two sample photos and matplotlib's, for its reconstruction and parity checks).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from training.folders import UNREADABLE, find_images, known_unreadable, note_unreadable, open_rgb
+from training.style.patterns import PATTERNS
 
 # skimage.data loaders that read files shipped inside the scikit-image 0.26 wheel.
 CONTENT_LOADERS = (
@@ -43,9 +48,12 @@ CONTENT_LOADERS = (
     "grass",
     "gravel",
 )
-STYLE_LOADERS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "brick", "grass", "gravel")
-HELD_OUT_STYLES = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel")
-# Colour photos shipped by other PyPI packages, never used in training: (package, file in it).
+PICTURES = Path(__file__).resolve().parent / "pictures"
+# Drawn patterns (``patterns.py``) beside the files: two in the evaluation set, four others as presets.
+EVAL_PATTERNS = ("stripes", "dots")
+PRESET_PATTERNS = ("chevrons", "truchet", "checks", "rings")
+# Colour photos shipped by other PyPI packages, never used in training, for the export's own
+# reconstruction and fp16 checks: (package, file in it).
 HELD_OUT_PHOTOS = {
     "china": ("sklearn", "datasets/images/china.jpg"),
     "flower": ("sklearn", "datasets/images/flower.jpg"),
@@ -99,9 +107,32 @@ def held_out_photos() -> dict[str, np.ndarray]:
     return out
 
 
+def pictures(folder: str, patterns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every image of ``pictures/<folder>`` (file stem -> HxWx3 uint8, sorted), then the named
+    drawn patterns at 512 x 512."""
+    out = {path.stem: load_image(path) for path in find_images(PICTURES / folder)}
+    return {**out, **{name: PATTERNS[name]() for name in patterns}}
+
+
+def picture_credits() -> dict[str, str]:
+    """File stem -> what it depicts, where it comes from and its licence (``pictures/sources.json``);
+    a drawn pattern -> the function that draws it."""
+    credits = {
+        Path(r["file"]).stem: f"{r['depicts']}; {r['rights']}; from {r['package']} {r['version']} "
+        f"({r['registry']}, {r['licence']})"
+        for r in json.loads((PICTURES / "sources.json").read_text())
+    }
+    return {**credits, **{name: f"drawn by training/style/patterns.py: {name}()" for name in PATTERNS}}
+
+
 def bundled_style_images() -> dict[str, np.ndarray]:
-    """Style textures bundled in scikit-image (also the built-in style presets): name -> HxWx3 uint8."""
-    return bundled_images(STYLE_LOADERS)
+    """The built-in style presets: ``pictures/presets`` and ``PRESET_PATTERNS``; name -> HxWx3 uint8."""
+    return pictures("presets", PRESET_PATTERNS)
+
+
+def evaluation_pictures() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(photos, styles) of the quality report's evaluation set: ``pictures/eval`` and ``EVAL_PATTERNS``."""
+    return pictures("eval/photos"), pictures("eval/styles", EVAL_PATTERNS)
 
 
 def load_image(path: Path, max_side: int | None = None) -> np.ndarray:

@@ -9,13 +9,13 @@
   cascade (encode, match the statistics, decode; coarse to fine) in one graph, so features never
   leave the device;
 - ``style_presets.npz`` (``<name>__<level>__mean`` (C,), ``<name>__<level>__cov`` (C, C),
-  float32) computed with the exported style encoder through ONNX Runtime, with the texture on
-  ``<name>__texture`` (3, T, T) float16 (``service/texture.py``), and ``presets/<name>.jpg``
-  thumbnails.
+  float32) computed with the exported style encoder through ONNX Runtime, with patches on
+  ``<name>__style`` (Hs, Ws, 3) uint8, the style image as the stylizer takes it, and
+  ``presets/<name>.jpg`` thumbnails.
 
-With the style's texture on (``texture_gain`` > 0, the default), the stylizer is a
-``TexturedCascade``: its inputs are ``content``, ``strength``, ``texture`` (the style's detail tile),
-then the statistics.
+With patches on (``patches`` given, the default), the stylizer is a ``StyleSwapCascade``: its
+inputs are ``content``, ``strength``, ``style`` (the style image, sides multiples of the manifest's
+``style.patches.cell``), then the statistics.
 
 Parity: both graphs against PyTorch, and the Newton-Schulz transform inside the stylizer against
 a float64 eigendecomposition on real features. It returns the manifest fragment; the top-level
@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.style import TEXTURE, encode_style, preset_keys, resize_long_side, stats_names
-from service.texture import BANDS, DETAIL_BANDS, ITERATIONS, QUANTILES, TILE, detail_tile
+from service.style import STYLE, encode_style, preset_keys, resize_long_side, stats_names, style_picture
 from training.folders import UNREADABLE
 from training.onnx_export import ExportResult, ParityError, export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, MetricsLog, atomic_write_bytes
-from training.style.data import bundled_style_images, find_images, load_image
+from training.style.data import bundled_style_images, find_images, load_image, picture_credits
 from training.style.functions import (
     COV_EPS,
     NS_ITERS,
@@ -51,12 +50,9 @@ from training.style.functions import (
 from training.style.model import (
     MIN_FEATURE_SIDE,
     SHADING_RADIUS,
-    TEXTURE_GAIN,
-    TEXTURE_RADIUS,
     Cascade,
     Decoder,
     StyleEncoder,
-    TexturedCascade,
     build_decoder,
     decoder_config,
     default_scales,
@@ -65,6 +61,7 @@ from training.style.model import (
     size_multiple,
 )
 from training.style.options import load_style_checkpoint
+from training.style.swap import DEFAULT_PATCHES, PatchSettings, StyleSwapCascade
 from training.vgg import check_same_vgg, factorize_conv, load_vgg, recorded_source
 
 ATOL = 1e-4
@@ -99,7 +96,7 @@ def export_style(
     shading_radius: int = SHADING_RADIUS,
     conv1_2_energy: float = CONV1_2_ENERGY,
     fine_scales: Sequence[int] | None = None,
-    texture_gain: float = TEXTURE_GAIN,
+    patches: PatchSettings | None = DEFAULT_PATCHES,
 ) -> dict[str, Any]:
     """Export the run's style encoder and cascade, and the presets; returns the manifest fragment.
 
@@ -109,11 +106,9 @@ def export_style(
     coarsest level runs on and ``fine_scales`` the sizes the next level paints in it (``Cascade``;
     default ``default_scales``); ``shading_radius``: the coarsest level's pyramid passes keep the
     photo's shading above this scale (``Cascade``); ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the
-    exact encoder); ``texture_gain``: how much of the style's texture tile the stylizer adds
-    (``add_texture``; 0: none, the stylizer is the cascade alone).
+    exact encoder); ``patches``: where and how the stylizer swaps the style's patches in and adds
+    their pixels' detail (``StyleSwapCascade``; None: the statistics transform alone).
     """
-    if texture_gain < 0:
-        raise ValueError(f"texture gain must be 0 (off) or more, not {texture_gain}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
     opt, config = ckpt["options"], ckpt["decoder_config"]
@@ -124,13 +119,13 @@ def export_style(
     served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
 
     m = cascade.size_multiple
-    textured = texture_gain > 0
-    stylizer = TexturedCascade(cascade, texture_gain).eval() if textured else cascade
+    stylizer = StyleSwapCascade(cascade, patches).eval() if patches else cascade
+    cell = stylizer.cell if patches else 0
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
     dec = export_stylizer(encoder, stylizer, m, out_dir / "stylizer.onnx", log)
     fp16 = stylizer_fp16(encoder, stylizer, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
     transform_error = check_transform(encoder, transform, log)
-    presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log, textured)
+    presets = write_presets(out_dir, out_dir / "style_encoder.onnx", levels, styles_dir, style_side, log, cell)
     quality = {"reconstruction_psnr_db": held_out_psnr(vgg, decoders, log)}
 
     vgg_fields = {
@@ -204,7 +199,7 @@ def export_style(
             "kept), RGB float32 / 255, then the style encoder",
             "presets_file": "style_presets.npz",
             "presets": presets,
-            **({TEXTURE: texture_fields(texture_gain)} if textured else {}),
+            **({"patches": patch_fields(stylizer.settings, cell)} if patches else {}),
             "training": opt,
             "run": str(run_dir.resolve()),
             "metrics": training_metrics(run_dir, ckpt),
@@ -237,22 +232,10 @@ def held_out_psnr(
     return out
 
 
-def texture_fields(gain: float) -> dict[str, Any]:
-    """The manifest's ``style.texture``: how a style's texture tile is made and added."""
-    return {
-        "input": TEXTURE,
-        "tile": TILE,
-        "gain": gain,
-        "radius": TEXTURE_RADIUS,
-        "synthesis": f"Heeger & Bergen (1995) band histograms: the style image (as given to the style encoder) in "
-        f"its principal colour axes, a {BANDS}-band Laplacian pyramid (5-tap binomial), {QUANTILES} quantiles of "
-        f"each band; a periodic {TILE} x {TILE} noise tile given those histograms band by band, {ITERATIONS} "
-        f"times; the tile is its {DETAIL_BANDS} finest bands back in RGB (service/texture.py), float16 in the presets",
-        "rule": "image + gain * strength * w * tile (repeated), w = e_t / (e_t + e_i): e_t the tile's mean energy, "
-        "e_i the output's own fine detail (minus two 3x3 box filters) squared, summed over RGB, smoothed by two "
-        f"{2 * TEXTURE_RADIUS + 1}x{2 * TEXTURE_RADIUS + 1} box filters; clamped to [0, 1]",
-        "blend": "the weighted mean of the styles' tiles",
-    }
+def patch_fields(settings: PatchSettings, cell: int) -> dict[str, Any]:
+    """The manifest's ``style.patches``: the stylizer's ``style`` input, its cell and the settings
+    (what they mean: docs/style-transfer.md, "The style's shapes")."""
+    return {"input": STYLE, "cell": cell, **settings.to_json()}
 
 
 def load_style_modules(
@@ -361,30 +344,33 @@ def export_style_encoder(encoder: StyleEncoder, path: Path, log: Callable[[str],
     return result
 
 
-def stylizer_names(stylizer: Cascade | TexturedCascade) -> list[str]:
+def stylizer_names(stylizer: Cascade | StyleSwapCascade) -> list[str]:
     """The stylizer graph's input names, in its forward's order."""
     styles = stats_names(stylizer.levels)
-    return ["content", "strength", *([TEXTURE] if isinstance(stylizer, TexturedCascade) else []), *styles]
+    return ["content", "strength", *([STYLE] if isinstance(stylizer, StyleSwapCascade) else []), *styles]
 
 
 def export_stylizer(
-    encoder: StyleEncoder, cascade: Cascade | TexturedCascade, multiple: int, path: Path, log: Callable[[str], None]
+    encoder: StyleEncoder, cascade: Cascade | StyleSwapCascade, multiple: int, path: Path, log: Callable[[str], None]
 ) -> ExportResult:
-    """``content``, ``strength`` (``texture``), mean and cov per level -> ``image``; dynamic N, H, W."""
+    """``content``, ``strength`` (``style``), mean and cov per level -> ``image``; dynamic N, H, W."""
     dims = _dims(multiple)
 
     def fit(side: int) -> int:  # the next multiple, and at least as many as the service pads thin images to
         return max(MIN_FEATURE_SIDE, -(-side // multiple)) * multiple
 
-    textured = isinstance(cascade, TexturedCascade)
-    example = _stylizer_inputs(encoder, 2, fit(96), fit(160), seed=4, textured=textured)
+    cell = cascade.cell if isinstance(cascade, StyleSwapCascade) else 0
+    example = _stylizer_inputs(encoder, 2, fit(96), fit(160), seed=4, cell=cell)
     checks = [
-        _stylizer_inputs(encoder, 1, fit(160), fit(56), seed=5, textured=textured),
-        _stylizer_inputs(encoder, 3, fit(64), fit(192), seed=6, textured=textured),
+        _stylizer_inputs(encoder, 1, fit(160), fit(56), seed=5, cell=cell),
+        _stylizer_inputs(encoder, 3, fit(64), fit(192), seed=6, cell=cell),
     ]
     names = stylizer_names(cascade)
     shapes = {name: {0: dims["batch"]} for name in names}
     shapes["content"] = {0: dims["batch"], 2: dims["height"], 3: dims["width"]}
+    if cell:
+        style_dims = _dims(cell, "style_")
+        shapes[STYLE] = {0: dims["batch"], 2: style_dims["height"], 3: style_dims["width"]}
     result = export_checked(cascade, example, path, names, ["image"], shapes, checks, atol=STYLIZER_ATOL)
     log(f"exported {path.name}: max |torch - ORT| {result.max_abs_diff:.3g} (atol {STYLIZER_ATOL:g})")
     return result
@@ -392,7 +378,7 @@ def export_stylizer(
 
 def stylizer_fp16(
     encoder: StyleEncoder,
-    cascade: Cascade | TexturedCascade,
+    cascade: Cascade | StyleSwapCascade,
     multiple: int,
     source: Path,
     path: Path,
@@ -406,6 +392,7 @@ def stylizer_fp16(
     ops = fp16_variant(source, path)
     styles = list(data.bundled_style_images().values())[:2]
     photos = list(data.held_out_photos().values())
+    cell = cascade.cell if isinstance(cascade, StyleSwapCascade) else 0
 
     def pairs(
         photos: list[np.ndarray], styles: list[np.ndarray], photo_side: int
@@ -415,10 +402,9 @@ def stylizer_fp16(
             for photo in photos:
                 x = data.resize_long_side(data.to_tensor(photo)[None], photo_side, multiple)
                 for style in styles:
-                    stats = encoder(data.resize_long_side(data.to_tensor(style)[None], side))
-                    if isinstance(cascade, TexturedCascade):
-                        stats = (torch.from_numpy(detail_tile(resize_long_side(style, side)))[None], *stats)
-                    inputs = (x, torch.ones(1), *stats)
+                    picture = data.to_tensor(np.array(style_picture(style, side, cell)))[None]
+                    stats = encoder(picture)
+                    inputs = (x, torch.ones(1), *((picture,) if cell else ()), *stats)
                     reference.append(cascade(*inputs).numpy())
                     feeds.append(dict(zip(stylizer_names(cascade), (t.numpy() for t in inputs))))
         return reference, feeds
@@ -452,14 +438,14 @@ def check_transform(encoder: StyleEncoder, kind: str, log: Callable[[str], None]
     return worst
 
 
-def _dims(multiple: int = 1) -> dict[str, Any]:
+def _dims(multiple: int = 1, prefix: str = "") -> dict[str, Any]:
     from torch.export import Dim
 
     if multiple == 1:
-        height, width = Dim("height", min=8, max=8192), Dim("width", min=8, max=8192)
+        height, width = Dim(f"{prefix}height", min=8, max=8192), Dim(f"{prefix}width", min=8, max=8192)
     else:  # H and W are multiples of ``multiple`` by contract: say so, and the pools stay exact
-        height = multiple * Dim("h", min=2, max=8192 // multiple)
-        width = multiple * Dim("w", min=2, max=8192 // multiple)
+        height = multiple * Dim(f"{prefix}h", min=2, max=8192 // multiple)
+        width = multiple * Dim(f"{prefix}w", min=2, max=8192 // multiple)
     return {"batch": Dim("batch", min=1, max=1024), "height": height, "width": width}
 
 
@@ -472,17 +458,14 @@ def _images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
 
 
 def _stylizer_inputs(
-    encoder: StyleEncoder, n: int, h: int, w: int, seed: int, textured: bool = False
+    encoder: StyleEncoder, n: int, h: int, w: int, seed: int, cell: int = 0
 ) -> tuple[torch.Tensor, ...]:
-    """Images of one set, strengths in [0, 1], (the texture tiles and) the statistics of another set."""
+    """Images of one set, strengths in [0, 1], (with ``cell`` the style images,) the statistics of another set."""
     styles = _images(n, w, h, seed + 100)
     with torch.no_grad():
         stats = encoder(styles)
     strength = torch.linspace(1.0, 0.25, n) if n > 1 else torch.ones(1)
-    if textured:
-        pixels = (styles * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        stats = (torch.stack([torch.from_numpy(detail_tile(p)) for p in pixels]), *stats)
-    return (_images(n, h, w, seed), strength, *stats)
+    return (_images(n, h, w, seed), strength, *((styles,) if cell else ()), *stats)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -541,24 +524,24 @@ def write_presets(
     styles_dir: Path | None,
     side: int,
     log: Callable[[str], None],
-    texture: bool = False,
+    cell: int = 0,
 ) -> list[dict[str, str]]:
-    """Statistics (through the exported style encoder on ONNX Runtime), with ``texture`` the texture
-    tile (float16), and thumbnails of every preset."""
+    """Statistics (through the exported style encoder on ONNX Runtime), with patches on (``cell``)
+    the style picture (uint8), and thumbnails of every preset."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(encoder_onnx), providers=["CPUExecutionProvider"])
     arrays: dict[str, np.ndarray] = {}
     presets = []
+    credits = picture_credits()
     for name, source, img in collect_styles(styles_dir):
-        stats = encode_style(session, img, side, levels, texture)
-        stats[2 * len(levels) :] = [t.astype(np.float16) for t in stats[2 * len(levels) :]]  # the tile
-        arrays.update(zip(preset_keys(name, levels, texture), stats))
+        arrays.update(zip(preset_keys(name, levels, bool(cell)), encode_style(session, img, side, levels, cell)))
         thumb = f"presets/{name}.jpg"
         atomic_write_bytes(out_dir / thumb, thumbnail_jpeg(img))
-        presets.append({"name": name, "thumbnail": thumb, "source": source})
+        credit = credits.get(source.removeprefix("bundled:")) if source.startswith("bundled:") else None
+        presets.append({"name": name, "thumbnail": thumb, "source": source, **({"credit": credit} if credit else {})})
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out_dir / "style_presets.npz", buf.getvalue())
     log(f"presets: {len(presets)} ({', '.join(p['name'] for p in presets)})")
     return presets

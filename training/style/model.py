@@ -27,30 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.style.functions import NS_ITERS, blend, feature_stats, mean_std, statistics_map, style_factor
+from training.style.functions import NS_ITERS, blend, feature_stats, statistics_map, style_factor
+from training.style.pyramid import keep_shading, laplacian_pyramid
 
 VGG_WIDTHS = (64, 128, 256, 512)  # conv widths of VGG blocks 1..4
 DECODER_CONVS = (2, 2, 4)  # convs mirrored in blocks 1..3 (VGG19's counts, as in pytorch-AdaIN)
 ENCODER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 # The Laplacian pyramid a shallow coarsest level (relu2_1, relu1_1) starts from by default (see
-# ``Cascade``): measured on the held-out pairs, the quick profile's relu2_1 at 16, 8, 4, 2 styles more
-# than at full size and moves the photo less (docs/style-transfer.md).
-PYRAMID = (16, 8, 4, 2)
-# When the next level is relu1_1, it paints the pyramid's 1/2 size instead (``default_scales``): on the
-# held-out pairs the quick profile then styles more than the peer in both feature spaces, as before,
-# moves the photo less, and takes 0.63x the time at 512 px on 2 CPU cores (relu2_1's pass at 1/2 size
-# was a third of it; docs/style-transfer.md).
-FINE_SCALES = (2,)
+# ``Cascade``): its pass at 1/8 is where the style's patches go in (``swap.py``): there matching is a
+# sixteenth of its cost at 1/4 and, measured, styles more (docs/style-transfer.md, "The style's shapes").
+PYRAMID = (8, 4, 2)
+# When the next level is relu1_1, it paints the pyramid's 1/4 and 1/2 sizes instead (``default_scales``):
+# relu2_1's statistics passes there cost a third of the stylizer's time and added little.
+FINE_SCALES = (4, 2)
 # The pyramid's passes keep the photo's light and dark above this scale (``keep_shading``): measured on
 # the held-out pairs, 2 (two 5x5 box filters at each size) keeps the objects readable where the passes
 # had painted blotches over them, and still styles more than the peer (docs/style-transfer.md).
 SHADING_RADIUS = 2
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
-# How much of the style's texture tile (service/texture.py) ``add_texture`` adds where the stylised image
-# is smooth, and the scale (the ``smooth`` radius) over which its own detail is measured there. Chosen
-# on the held-out pairs (docs/style-transfer.md, "The style's texture").
-TEXTURE_GAIN = 0.6
-TEXTURE_RADIUS = 2
 # The smallest features a decoder is given, a side: the service pads thin images up to this
 # (``MIN_FEATURE_SIDE`` in service/style.py), so a decoder may mirror by up to one less (``padding_plan``).
 MIN_FEATURE_SIDE = 4
@@ -242,104 +235,6 @@ class StyleEncoder(nn.Module):
         return tuple(t for level in self.levels for t in feature_stats(feats[level]))
 
 
-def half_size(image: Tensor) -> Tensor:
-    """One Gaussian-pyramid step: the 4x4 binomial blur ([1, 3, 3, 1] / 8 each way, mirrored at the
-    edges) then every second pixel; (N, C, H, W) with even H, W -> (N, C, H/2, W/2)."""
-    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=image.dtype, device=image.device) / 8
-    c = image.shape[1]
-    kernel = torch.outer(taps, taps).expand(c, 1, 4, 4)
-    return F.conv2d(F.pad(image, (1, 1, 1, 1), mode="reflect"), kernel, stride=2, groups=c)
-
-
-def laplacian_pyramid(image: Tensor, scales: Sequence[int], stage: Callable[[Tensor, int], Tensor]) -> Tensor:
-    """``stage(x, scale)`` applied at each of ``scales`` (decreasing powers of two), smallest first:
-    on the image shrunk ``scales[0]`` times (Gaussian pyramid, ``half_size``), then on its output
-    enlarged (``enlarge``) to the next scale plus the detail the smaller copy lacked (the image's
-    Laplacian band between the two scales), and so on; the last output is brought to full size the
-    same way. With ``stage`` the identity, the image comes back (up to clamping to [0, 1])."""
-    shrunk = {1: image}  # scale -> the image shrunk that many times
-    for k in range(1, scales[0].bit_length()):
-        shrunk[2**k] = half_size(shrunk[2 ** (k - 1)])
-    x = shrunk[scales[0]]
-    for previous, k in zip(scales, [*scales[1:], 1]):
-        x = stage(x, previous)
-        if k != previous:  # enlarge(x) + (shrunk[k] - enlarge(shrunk[previous])), one enlargement
-            x = (enlarge(x - shrunk[previous], previous // k) + shrunk[k]).clamp(0.0, 1.0)
-    return x
-
-
-def luma(image: Tensor) -> Tensor:
-    """(N, 3, H, W) RGB -> (N, 1, H, W) luma (Rec. 601 weights)."""
-    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).reshape(1, 3, 1, 1)
-    return (image * weights).sum(1, keepdim=True)
-
-
-def smooth(image: Tensor, radius: int) -> Tensor:
-    """Two box filters of side 2 * radius + 1 (edges replicated, so any size works): a tent-like
-    low-pass that keeps what varies over more than about ``2 * radius`` pixels."""
-    side = 2 * radius + 1
-    for _ in range(2):
-        image = F.avg_pool2d(F.pad(image, (radius,) * 4, mode="replicate"), side, stride=1)
-    return image
-
-
-def keep_shading(painted: Tensor, photo: Tensor, radius: int = SHADING_RADIUS) -> Tensor:
-    """``painted`` with ``photo``'s large-scale light and dark: the photo's luma, given the painted
-    image's mean and spread, replaces the painted image's luma above the ``smooth(radius)`` scale.
-    The change is added to all three channels, so the painted colours' differences (their hue)
-    stay, and so does the painted image's fine texture. Images (N, 3, H, W) of one size."""
-
-    def spread(y: Tensor) -> tuple[Tensor, Tensor]:  # mean and std of (N, 1, H, W), as (N, 1, 1, 1)
-        mean, std = mean_std(y)
-        return mean[..., None, None], std[..., None, None]
-
-    y_photo, y_painted = luma(photo), luma(painted)
-    (m_photo, s_photo), (m_painted, s_painted) = spread(y_photo), spread(y_painted)
-    target = (y_photo - m_photo) / s_photo * s_painted + m_painted
-    return painted + smooth(target - y_painted, radius)
-
-
-def add_texture(
-    image: Tensor, tile: Tensor, strength: Tensor, gain: float = TEXTURE_GAIN, radius: int = TEXTURE_RADIUS
-) -> Tensor:
-    """``image`` (N, 3, H, W) in [0, 1] with the style's fine texture added where it has little detail
-    of its own: ``tile`` (N, 3, T, T) is a zero-mean periodic detail tile (``service/texture.py``),
-    repeated over the image; it is added with the weight e_t / (e_t + e_i) per pixel, e_t the tile's
-    mean energy, e_i the image's own fine-detail energy around that pixel (what a 3x3 ``smooth``
-    removes, squared, summed over R, G, B and smoothed over ``radius``), times ``gain`` and ``strength``.
-    A smooth sky gets the tile's stars or speckle at full weight; edges and textured areas keep theirs.
-    """
-    h, w = image.shape[-2:]
-    side = tile.shape[-1]
-    rows = torch.arange(h, device=image.device) % side  # the tile repeated: row i is the tile's i mod T
-    cols = torch.arange(w, device=image.device) % side
-    detail = tile.index_select(2, rows).index_select(3, cols)
-    e_tile = tile.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (N, 1, 1, 1)
-    e_image = smooth((image - smooth(image, 1)).pow(2).sum(1, keepdim=True), radius)  # (N, 1, H, W)
-    weight = e_tile / (e_tile + e_image + 1e-12)
-    s = strength.reshape(-1, 1, 1, 1).to(image.dtype)
-    return (image + gain * s * weight * detail).clamp(0.0, 1.0)
-
-
-# Bicubic interpolation (a = -0.75, PyTorch's and ONNX Runtime's) at twice the size, as a 5x5 convolution
-# per output phase: even rows and columns sit 1/4 pixel before a source pixel, odd ones 1/4 after.
-_CUBIC_EVEN = (-0.03515625, 0.26171875, 0.87890625, -0.10546875, 0.0)  # taps i-2 .. i+2
-_CUBIC_ODD = (0.0, -0.10546875, 0.87890625, 0.26171875, -0.03515625)
-
-
-def enlarge(image: Tensor, factor: int) -> Tensor:
-    """(N, C, H, W) -> (N, C, factor H, factor W) by ``factor``'s log2 bicubic doublings, each equal to
-    ``F.interpolate(scale_factor=2, mode="bicubic")`` (edges replicated) but a convolution and a
-    pixel shuffle: ONNX Runtime's CPU cubic Resize took a third of the stylizer's time."""
-    taps = [torch.tensor(t, dtype=image.dtype, device=image.device) for t in (_CUBIC_EVEN, _CUBIC_ODD)]
-    phases = torch.stack([torch.outer(taps[row], taps[col]) for row in (0, 1) for col in (0, 1)])  # (4, 5, 5)
-    c = image.shape[1]
-    weight = phases.repeat(c, 1, 1)[:, None]  # (4C, 1, 5, 5): channel i's four phases at 4i..4i+3
-    for _ in range(factor.bit_length() - 1):
-        image = F.pixel_shuffle(F.conv2d(F.pad(image, (2, 2, 2, 2), mode="replicate"), weight, groups=c), 2)
-    return image
-
-
 def default_scales(levels: Sequence[str], coarse_scales: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
     """The default ``(coarse_scales, fine_scales)`` of a cascade of ``levels`` (coarse to fine; see
     ``Cascade``), or the fine scales that go with the given ``coarse_scales``. By default ``PYRAMID``
@@ -505,16 +400,31 @@ class Cascade(nn.Module):
         mean_3: Tensor | None = None,
         cov_3: Tensor | None = None,
     ) -> Tensor:
-        covs = [cov_0, cov_1, cov_2, cov_3][: len(self.levels)]
+        return self.paint(image, strength, [mean_0, mean_1, mean_2, mean_3], [cov_0, cov_1, cov_2, cov_3])
+
+    def paint(
+        self,
+        image: Tensor,
+        strength: Tensor,
+        means: Sequence[Tensor | None],
+        covs: Sequence[Tensor | None],
+        coarse_pass: Callable[[Tensor, int], Tensor | None] | None = None,
+    ) -> Tensor:
+        """``forward`` with the style's statistics as lists (one mean and cov per level, in order);
+        ``coarse_pass(x, scale)``, if given, paints the coarsest level's pass at that scale in place
+        of the statistics transform wherever it returns an image (``StyleSwapCascade``)."""
         # the style's part of each level's transform, once (the pyramid applies it at every size)
-        factors = [style_factor(cov, self.transform, self.iters) for cov in covs]
-        stats = list(zip([mean_0, mean_1, mean_2, mean_3], factors))
+        factors = [style_factor(cov, self.transform, self.iters) for cov in covs[: len(self.levels)]]
+        stats = list(zip(means, factors))
         first = self.levels[0], self.decoders[0], *stats[0], strength
-        if self.coarse_scales == [1]:
+        if self.coarse_scales == [1] and coarse_pass is None:
             x = self._stage(image, *first)
         else:
 
             def paint(x: Tensor, scale: int) -> Tensor:
+                painted = coarse_pass(x, scale) if coarse_pass is not None else None
+                if painted is not None:
+                    return painted
                 if scale in self.fine_scales:  # the second level, painting its own light and dark
                     level = self.levels[1]
                     stride = self._stats_stride(level)
@@ -525,34 +435,3 @@ class Cascade(nn.Module):
         for level, decoder, (mean, factor) in zip(self.levels[1:], self.decoders[1:], stats[1:]):
             x = self._stage(x, level, decoder, mean, factor, strength)
         return x
-
-
-class TexturedCascade(nn.Module):
-    """The exported stylizer when the style's texture is on: ``Cascade``, then ``add_texture`` with
-    the style's detail tile. Inputs: image (N, 3, H, W), strength (N,), texture (N, 3, T, T), then
-    the style's mean and cov for each level as ``Cascade`` takes them."""
-
-    def __init__(self, cascade: Cascade, gain: float = TEXTURE_GAIN, radius: int = TEXTURE_RADIUS):
-        super().__init__()
-        if not gain > 0:
-            raise ValueError(f"texture gain must be more than 0 (no texture: the Cascade alone), not {gain}")
-        self.cascade, self.gain, self.radius = cascade, float(gain), int(radius)
-        self.levels, self.size_multiple = cascade.levels, cascade.size_multiple
-
-    # A fixed signature (no *args), as Cascade's.
-    def forward(
-        self,
-        image: Tensor,
-        strength: Tensor,
-        texture: Tensor,
-        mean_0: Tensor,
-        cov_0: Tensor,
-        mean_1: Tensor | None = None,
-        cov_1: Tensor | None = None,
-        mean_2: Tensor | None = None,
-        cov_2: Tensor | None = None,
-        mean_3: Tensor | None = None,
-        cov_3: Tensor | None = None,
-    ) -> Tensor:
-        painted = self.cascade(image, strength, mean_0, cov_0, mean_1, cov_1, mean_2, cov_2, mean_3, cov_3)
-        return add_texture(painted, texture, strength, self.gain, self.radius)

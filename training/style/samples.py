@@ -14,7 +14,7 @@ from training.style.data import ImageSource, bundled_style_images, content_sourc
 from training.style.model import StyleEncoder, levels_up_to
 
 FIXED_CONTENT = ("chelsea", "astronaut", "coffee")
-FIXED_STYLE = ("immunohistochemistry", "hubble_deep_field", "brick")
+FIXED_STYLE = ("wheat_field", "pebbles", "chevrons")
 SHEET_SIZE = 3
 
 

@@ -72,6 +72,26 @@ def print_summary(report: dict[str, Any]) -> None:
             + ", ".join(f"{m} {v['vgg_style']:.2f}/{v['effnet_style']:.2f}" for m, v in means.items() if m != "content")
             + " (VGG/EffNet style)"
         )
+    for method, curve in report["sweeps"].items():
+        print(
+            f"  {method} by strength: "
+            + ", ".join(
+                f"{s} {v['vgg_style']:.2f}/{v['vgg_content']:.2f} {v['effnet_style']:.2f}/{v['effnet_content']:.2f}"
+                for s, v in curve.items()
+            )
+            + " (VGG style/content EffNet style/content)"
+        )
+    for space, rows in report.get("equal_content", {}).items():
+        for at, row in rows.items():
+            print(f"  {space} {at}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+    ref = report["reference_pairs"]
+    if ref["pairs"]:
+        print(
+            f"reference pairs ({ref['pairs']}): "
+            + ", ".join(f"{m} {v['vgg_style']:.3f}/{v['effnet_style']:.3f}" for m, v in ref["means"].items())
+            + " (VGG/EffNet style); loss still falling over the last 10% of steps: "
+            + ", ".join(f"{c:.1%}" for c in ref["convergence"])
+        )
     psnrs = report["reconstruction_psnr_db"]
     print(
         "reconstruction PSNR (strength 0): "
