@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -16,19 +17,11 @@ from PIL import Image
 from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.export import load_generator
 from training.gan.data import load_dataset
+from training.gan.evaluate import quality_reference
 from training.gan.functions import EMA, d_loss, diff_augment, r1_penalty
-from training.gan.train import (
-    ADDED_OPTIONS,
-    build_gan,
-    build_parser,
-    calibration_batches,
-    gan_step,
-    main,
-    resolve_data_dependent,
-    resolve_options,
-    step_generator,
-    uses_bf16,
-)
+from training.gan.loop import build_gan, calibration_batches, gan_step, step_generator
+from training.gan.options import ADDED_OPTIONS, GanOptions, build_parser, resolve_options, uses_bf16, with_data
+from training.gan.train import main
 from training.runs import load_checkpoint, save_checkpoint
 
 
@@ -68,7 +61,8 @@ def test_the_exported_generator_keeps_batchnorm_statistics_of_many_latents(tiny_
     """Each epoch estimates the EMA generator's BatchNorm statistics from 16 batches; the end estimates
     them again from --calibration-latents (4096 here, 8 times as many), and those are what the
     checkpoint, and so the export, keeps: closer to the statistics of a large independent draw."""
-    generator, options = load_generator(tiny_gan_run)
+    generator, stored = load_generator(tiny_gan_run)
+    options = GanOptions.from_dict(stored)
 
     def statistics(batches) -> list[torch.Tensor]:
         ema = EMA(generator, 0.0)
@@ -305,14 +299,13 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     trainable again, and D's gradients are those of its own loss (none leaked in from G's pass)."""
     # the plain losses (the class head and R1 add terms of their own, tested below)
     o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--aux-classifier", "0", "--r1", "0"]))
-    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
-    resolve_data_dependent(o, data)
-    o["d_skip_below"] = 0.0
+    data = load_dataset(o.dataset, o.image_size, o.channels)
+    o = replace(with_data(o, data), d_skip_below=0.0)
     gan = build_gan(o, torch.device("cpu"), None)
     assert gan.g.body[0].weight.is_contiguous(memory_format=torch.channels_last)
     g0 = [p.detach().clone() for p in gan.g.parameters()]
     d0 = [p.detach().clone() for p in gan.d.parameters()]
-    real, y = data.train.images[: o["batch_size"]], data.train.labels[: o["batch_size"]]
+    real, y = data.train.images[: o.batch_size], data.train.labels[: o.batch_size]
     gan_step(gan, o, real.contiguous(memory_format=torch.channels_last), y, step_generator(0, 1, torch.device("cpu")))
     assert all(p.requires_grad for p in gan.d.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(g0, gan.g.parameters()))
@@ -321,17 +314,17 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     # point and noise, with nothing after it (G's pass through D, were D not frozen, would add to them).
     fresh = build_gan(o, torch.device("cpu"), None)
     rng = step_generator(0, 1, torch.device("cpu"))
-    policy = "" if o["diffaugment"] == "none" else o["diffaugment"]
-    bs = o["batch_size"]
-    z = torch.randn(bs, o["latent_dim"], generator=rng)
-    half = torch.randint(0, o["num_classes"], (bs - bs // 2,), generator=rng)
+    policy = "" if o.diffaugment == "none" else o.diffaugment
+    bs = o.batch_size
+    z = torch.randn(bs, o.latent_dim, generator=rng)
+    half = torch.randint(0, o.num_classes, (bs - bs // 2,), generator=rng)
     fake_y = torch.cat([half, half[: bs // 2]])
     fake = fresh.g(z, fake_y)
     loss = d_loss(
-        o["loss"],
+        o.loss,
         fresh.d(diff_augment(real, policy, rng), y),
         fresh.d(diff_augment(fake.detach(), policy, rng), fake_y),
-        o["label_smoothing"],
+        o.label_smoothing,
     )
     loss.backward()
     for p, q in zip(gan.d.parameters(), fresh.d.parameters()):
@@ -343,16 +336,15 @@ def test_precision_bf16_runs_the_passes_in_bfloat16_and_keeps_the_weights_float3
     passes run in bfloat16, the weights, their gradients' updates and the EMA stay float32, and the
     step's losses differ from the float32 step's by bfloat16 rounding only."""
     cpu = torch.device("cpu")
-    assert uses_bf16({"precision": "auto"}, torch.device("cuda")) and not uses_bf16({"precision": "auto"}, cpu)
     o = resolve_options(build_parser().parse_args(TINY_GAN_ARGS))
-    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
-    resolve_data_dependent(o, data)
-    o["d_skip_below"] = 0.0
-    real = data.train.images[: o["batch_size"]].contiguous(memory_format=torch.channels_last)
-    y = data.train.labels[: o["batch_size"]]
+    assert o.precision == "auto" and uses_bf16(o, torch.device("cuda")) and not uses_bf16(o, cpu)
+    data = load_dataset(o.dataset, o.image_size, o.channels)
+    o = replace(with_data(o, data), d_skip_below=0.0)
+    real = data.train.images[: o.batch_size].contiguous(memory_format=torch.channels_last)
+    y = data.train.labels[: o.batch_size]
     scalars, dtypes = {}, {}
     for precision in ("fp32", "bf16"):
-        gan = build_gan({**o, "precision": precision}, cpu, None)
+        gan = build_gan(replace(o, precision=precision), cpu, None)
         seen = dtypes[precision] = set()
         for model in (gan.g, gan.d):
             for m in model.modules():
@@ -371,17 +363,16 @@ def test_lazy_r1_acts_on_every_nth_step_only():
     """``--r1 G --r1-every N``: on a step that is a multiple of N, D's update adds G/2 * N times the
     R1 penalty's gradient; on other steps the update is the plain one."""
     o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--r1", "5", "--r1-every", "4"]))
-    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
-    resolve_data_dependent(o, data)
-    o["d_skip_below"] = 0.0
+    data = load_dataset(o.dataset, o.image_size, o.channels)
+    o = replace(with_data(o, data), d_skip_below=0.0)
     cpu = torch.device("cpu")
-    real = data.train.images[: o["batch_size"]].contiguous(memory_format=torch.channels_last)
-    y = data.train.labels[: o["batch_size"]]
+    real = data.train.images[: o.batch_size].contiguous(memory_format=torch.channels_last)
+    y = data.train.labels[: o.batch_size]
 
     def d_grads(r1: float, step: int) -> list[torch.Tensor]:
-        gan = build_gan({**o, "r1": r1}, cpu, None)
+        gan = build_gan(replace(o, r1=r1), cpu, None)
         gan.step = step
-        gan_step(gan, {**o, "r1": r1}, real, y, step_generator(0, step, cpu))
+        gan_step(gan, replace(o, r1=r1), real, y, step_generator(0, step, cpu))
         return [p.grad.clone() for p in gan.d.parameters()]
 
     for p, q in zip(d_grads(5.0, 3), d_grads(0.0, 3)):  # not an R1 step: the same update
@@ -400,16 +391,13 @@ def test_the_aux_classifier_learns_the_real_labels():
     """With ``--aux-classifier`` D has a class head trained on the real images' labels (the generator
     is pushed towards what it reads); without it there is no head to ask."""
     o = resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--aux-classifier", "1"]))
-    data = load_dataset(o["dataset"], o["image_size"], o["channels"])
-    resolve_data_dependent(o, data)
-    o["d_skip_below"] = 0.0
+    data = load_dataset(o.dataset, o.image_size, o.channels)
+    o = replace(with_data(o, data), d_skip_below=0.0)
     gan = build_gan(o, torch.device("cpu"), None)
     # images whose class is their brightness, so that a few steps can learn it
-    y = torch.arange(16) % o["num_classes"]
-    noise = 0.1 * torch.randn(
-        16, o["channels"], o["image_size"], o["image_size"], generator=torch.Generator().manual_seed(0)
-    )
-    real = (y.float() / (o["num_classes"] - 1) * 1.6 - 0.8)[:, None, None, None] + noise
+    y = torch.arange(16) % o.num_classes
+    noise = 0.1 * torch.randn(16, o.channels, o.image_size, o.image_size, generator=torch.Generator().manual_seed(0))
+    real = (y.float() / (o.num_classes - 1) * 1.6 - 0.8)[:, None, None, None] + noise
     real = real.contiguous(memory_format=torch.channels_last)
 
     def class_loss() -> float:
@@ -421,25 +409,29 @@ def test_the_aux_classifier_learns_the_real_labels():
         gan_step(gan, o, real, y, step_generator(0, step, torch.device("cpu")))
     after = class_loss()
     assert after < 0.5 * before  # these 16 images' labels, learned
-    plain = build_gan({**o, "aux_classifier": 0.0}, torch.device("cpu"), None)
+    plain = build_gan(replace(o, aux_classifier=0.0), torch.device("cpu"), None)
     assert plain.d.classify is None
     with pytest.raises(ValueError, match="no class head"):
         plain.d(real, y, classes=True)
 
 
 def test_runs_of_different_seeds_are_scored_by_the_same_classifier(tmp_path):
-    import torch
-
-    from training.gan.data import load_dataset
-    from training.gan.train import quality_reference
-
     data = load_dataset("fake", 32, 1)
+    o = with_data(resolve_options(build_parser().parse_args([*TINY_GAN_ARGS, "--runs-root", str(tmp_path)])), data)
     weights = []
     for seed in (0, 1):
-        o = {"num_classes": 4, "channels": 1, "image_size": 32, "classifier_epochs": 1, "seed": seed, "dataset": "fake"}
         (tmp_path / str(seed)).mkdir()
-        reference = quality_reference(o, tmp_path / str(seed), data, torch.device("cpu"))
+        reference = quality_reference(replace(o, seed=seed), tmp_path / str(seed), data, torch.device("cpu"), print)
         weights.append(load_checkpoint(tmp_path / str(seed) / "classifier.pt")["model"])
         assert reference.baseline["fid"] >= 0
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_options_round_trip_through_a_checkpoint_and_an_unknown_one_is_named(tiny_gan_run):
+    checkpoint = load_checkpoint(tiny_gan_run / "checkpoint.pt")
+    stored = json.loads(checkpoint["options"])
+    options = GanOptions.from_dict(stored)
+    assert options.to_dict() == stored and options.num_classes == 4 and options.class_names == stored["class_names"]
+    with pytest.raises(ValueError, match="unknown GAN option.*gamma"):
+        GanOptions.from_dict({**stored, "gamma": 1.0})

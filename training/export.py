@@ -22,7 +22,7 @@ import torch
 
 from service.manifest import sha256_file
 from service.sampling import LATENT_RULE, latents_for_seeds
-from training.gan.train import build_models, stored_options
+from training.gan.options import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
 from training.style.export import CONV1_2_ENERGY, check_styles_dir, export_style
@@ -104,7 +104,7 @@ def load_generator(run: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     generator, _ = build_models(options)
     generator.load_state_dict(checkpoint["generator_ema"])
     generator.eval()
-    return (generator if options["num_classes"] else _Unconditional(generator)), options
+    return (generator if options.num_classes else _Unconditional(generator)), options.to_dict()
 
 
 class _Unconditional(torch.nn.Module):

@@ -1,4 +1,6 @@
-"""Run folders, atomic files, checkpoints, metrics logs and device choice, shared by every trainer.
+"""Run folders, atomic files, checkpoints, metrics logs and device choice, shared by every trainer,
+and the skeleton of a trainer's command: options for a new run or a resumed one, refused before
+any work with exit code 2; the training, which Ctrl-C ends with exit code 130.
 
 A run folder holds: ``options.json`` (resolved options), ``metrics.jsonl`` (one JSON object per
 logged step), ``checkpoint.pt`` (written atomically), sample images and a loss plot.
@@ -9,14 +11,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
 CHECKPOINT = "checkpoint.pt"  # every run folder's checkpoint, whichever the trainer
+# Every trainer's exit codes: done; options refused before any work (argparse's own code for a
+# usage error); interrupted by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_DONE = 0
+EXIT_BAD_OPTIONS = 2
+EXIT_INTERRUPTED = 130
+# What a trainer's command line carries besides its options.
+COMMAND_ONLY = ("resume", "dry_run")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -81,6 +94,62 @@ def resumed_options(stored: dict[str, Any], given: dict[str, Any], may_change: t
                 f"a resumed run keeps its training options (it may change {allowed})"
             )
     return {**stored, **{k: v for k, v in given.items() if k in may_change}}
+
+
+Options = TypeVar("Options")
+
+
+@dataclass(frozen=True)
+class Start(Generic[Options]):
+    """What a trainer's command line asks for: the options, and for ``--resume`` the run folder and
+    its checkpoint (else None)."""
+
+    options: Options
+    resume: Path | None
+    checkpoint: dict[str, Any] | None
+    dry_run: bool
+
+
+@contextmanager
+def refused_as_usage(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """A ValueError inside becomes the usage, the message and exit code 2 (``EXIT_BAD_OPTIONS``)."""
+    try:
+        yield
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def start_options(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    new: Callable[[argparse.Namespace], Options],
+    resumed: Callable[[dict[str, Any], dict[str, Any]], Options],
+    load: Callable[[Path], dict[str, Any]] | None = None,
+) -> Start[Options]:
+    """Parse ``argv``: a new run's options are ``new(args)``; ``--resume RUN``'s are
+    ``resumed(checkpoint, given)``, ``given`` being the options set on the command line (see
+    ``resumed_options`` for the rule). A ValueError from either is refused as a usage error."""
+    args = parser.parse_args(argv)
+    with refused_as_usage(parser):
+        if args.resume is None:
+            return Start(new(args), None, None, args.dry_run)
+        path = Path(args.resume) / CHECKPOINT
+        if not path.is_file():
+            raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
+        checkpoint = (load or load_checkpoint)(path)
+        given = {k: v for k, v in explicit_options(parser, argv).items() if k not in COMMAND_ONLY}
+        return Start(resumed(checkpoint, given), Path(args.resume), checkpoint, args.dry_run)
+
+
+def until_interrupted(train: Callable[[], int], interrupted: Callable[[], str], main: bool = True) -> int:
+    """``train()``'s exit code; on Ctrl-C, ``EXIT_INTERRUPTED`` after the message ``interrupted()``
+    (how to resume) on stderr, from the main process only."""
+    try:
+        return train()
+    except KeyboardInterrupt:
+        if main:
+            print(f"\n{interrupted()}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -171,6 +171,7 @@ class Reference:
         num_classes: int,
     ):
         self.featurize, self.feature_space, self.num_classes = featurize, feature_space, num_classes
+        self.held_out_accuracy: float | None = None  # a classifier's, when the space is one's
         self.train_features, _ = featurize(train_images)
         self.train_radii = knn_radii(self.train_features)
         self.baseline = self._measures(*featurize(held_out_images))

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from training.folders import find_images, readable
-from training.runs import CHECKPOINT, load_checkpoint, resumed_options
+from training.runs import COMMAND_ONLY, Start, load_checkpoint, resumed_options, start_options
 from training.style.model import ENCODER_LAYERS, size_multiple
 from training.vgg import SOURCES
 
@@ -52,7 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 # Options a resumed run may change; every other option must match the run's own.
-RESUME_OVERRIDABLE = ("steps", "device", "sample_every", "checkpoint_every", "log_every", "workers")
+RESUMABLE_OVERRIDES = ("steps", "device", "sample_every", "checkpoint_every", "log_every", "workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,73 +167,97 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "sample_side": 256,
 }
-OPTION_KEYS = ("profile", *PROFILES["quick"], *COMMON_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """A run's resolved options: the common defaults', then the profile's, then the profile's name
+    (the order of ``options.json``). The checkpoint holds ``to_dict()``."""
+
+    vgg: str
+    lr_decay: float
+    feature_weight: float
+    content_dir: str | None
+    runs_root: str
+    name: str | None
+    seed: int
+    device: str
+    sample_side: int
+    encoder_layer: str
+    decoder_width: float
+    fine_width: float
+    crop: int
+    batch_size: int
+    steps: int
+    lr: float
+    sample_every: int
+    checkpoint_every: int
+    log_every: int
+    workers: int
+    profile: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def given_options(args: argparse.Namespace) -> dict[str, Any]:
     """Options set on the command line (not None), paths as strings."""
-    out = {k: getattr(args, k) for k in OPTION_KEYS if getattr(args, k) is not None}
+    out = {k: v for k, v in vars(args).items() if k not in COMMAND_ONLY and v is not None}
     return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
-def resolve_new(given: dict[str, Any]) -> dict[str, Any]:
-    """Profile defaults, then common defaults, then what was given."""
-    profile = given.get("profile") or "quick"
-    return {**COMMON_DEFAULTS, **PROFILES[profile], **given, "profile": profile}
-
-
-def validate(opt: dict[str, Any]) -> None:
-    """Raise ValueError with a clear message for any invalid option (before any work)."""
-    if opt["encoder_layer"] not in ENCODER_LAYERS:
-        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, not {opt['encoder_layer']!r}")
-    m = size_multiple(opt["encoder_layer"])
-    low = max(16, 4 * m)
-    if opt["crop"] < low or opt["crop"] % m:
-        raise ValueError(f"--crop {opt['crop']}: must be >= {low} and a multiple of {m} for {opt['encoder_layer']}")
-    positive = ("steps", "batch_size", "log_every", "sample_side")
-    for key in positive:
-        if opt[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, not {opt[key]}")
-    for key in ("decoder_width", "fine_width"):
-        if not (0 < opt[key] <= 2):
-            raise ValueError(f"--{key.replace('_', '-')} must be in (0, 2], not {opt[key]}")
-    for key in ("sample_every", "checkpoint_every", "workers", "lr_decay", "feature_weight"):
-        if not opt[key] >= 0 or not math.isfinite(opt[key]):
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, not {opt[key]}")
-    if not (opt["lr"] > 0 and math.isfinite(opt["lr"])):
-        raise ValueError(f"--lr must be > 0, not {opt['lr']}")
-    if opt["vgg"] not in SOURCES and not Path(opt["vgg"]).expanduser().is_file():
-        raise ValueError(f"--vgg {opt['vgg']!r}: neither one of {', '.join(SOURCES)} nor a file")
-    if opt["content_dir"] is not None:
-        files = find_images(Path(opt["content_dir"]))
-        if not files:
-            raise ValueError(f"--content-dir {opt['content_dir']}: no jpg/png/webp images found")
-        if not any(readable(f) for f in files):  # stops at the first readable one
-            raise ValueError(f"--content-dir {opt['content_dir']}: none of its {len(files)} image files is readable")
-    if opt["device"] != "auto" and opt["device"].split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {opt['device']!r}")
-
-
-def resolve_options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None, bool]:
-    """Parse and validate; returns (options, resume run dir or None, dry_run). Exits 2 on bad input."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def resolve_new(args: argparse.Namespace) -> StyleOptions:
+    """Profile defaults, then common defaults, then what was given; validated."""
     given = given_options(args)
-    try:
-        if args.resume is not None:
-            ckpt = args.resume / CHECKPOINT
-            if not ckpt.is_file():
-                raise ValueError(f"--resume {args.resume}: no {CHECKPOINT} there")
-            opt = resumed_options(load_style_checkpoint(ckpt)["options"], given, RESUME_OVERRIDABLE)
-            # a run from before --fine-width: its relu1_1 decoder has the decoder width (the
-            # checkpoint's decoder_config, not this option, is what rebuilds the decoders)
-            opt.setdefault("fine_width", opt["decoder_width"])
-        else:
-            opt = resolve_new(given)
-        validate(opt)
-    except ValueError as e:
-        parser.error(str(e))
-    return opt, args.resume, args.dry_run
+    profile = given.get("profile") or "quick"
+    return validated(StyleOptions(**{**COMMON_DEFAULTS, **PROFILES[profile], **given, "profile": profile}))
+
+
+def resumed(checkpoint: dict[str, Any], given: dict[str, Any]) -> StyleOptions:
+    """A resumed run's options: its own, with those in ``RESUMABLE_OVERRIDES`` taken from ``given``."""
+    opt = resumed_options(checkpoint["options"], given, RESUMABLE_OVERRIDES)
+    # a run from before --fine-width: its relu1_1 decoder has the decoder width (the
+    # checkpoint's decoder_config, not this option, is what rebuilds the decoders)
+    opt.setdefault("fine_width", opt["decoder_width"])
+    return validated(StyleOptions(**opt))
+
+
+def validated(opt: StyleOptions) -> StyleOptions:
+    """``opt``, or a ValueError with a clear message for any invalid option (before any work)."""
+    if opt.encoder_layer not in ENCODER_LAYERS:
+        raise ValueError(f"--encoder-layer must be one of {', '.join(ENCODER_LAYERS)}, not {opt.encoder_layer!r}")
+    m = size_multiple(opt.encoder_layer)
+    low = max(16, 4 * m)
+    if opt.crop < low or opt.crop % m:
+        raise ValueError(f"--crop {opt.crop}: must be >= {low} and a multiple of {m} for {opt.encoder_layer}")
+    for key in ("steps", "batch_size", "log_every", "sample_side"):
+        if getattr(opt, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, not {getattr(opt, key)}")
+    for key in ("decoder_width", "fine_width"):
+        if not (0 < getattr(opt, key) <= 2):
+            raise ValueError(f"--{key.replace('_', '-')} must be in (0, 2], not {getattr(opt, key)}")
+    for key in ("sample_every", "checkpoint_every", "workers", "lr_decay", "feature_weight"):
+        value = getattr(opt, key)
+        if not value >= 0 or not math.isfinite(value):
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, not {value}")
+    if not (opt.lr > 0 and math.isfinite(opt.lr)):
+        raise ValueError(f"--lr must be > 0, not {opt.lr}")
+    if opt.vgg not in SOURCES and not Path(opt.vgg).expanduser().is_file():
+        raise ValueError(f"--vgg {opt.vgg!r}: neither one of {', '.join(SOURCES)} nor a file")
+    if opt.content_dir is not None:
+        files = find_images(Path(opt.content_dir))
+        if not files:
+            raise ValueError(f"--content-dir {opt.content_dir}: no jpg/png/webp images found")
+        if not any(readable(f) for f in files):  # stops at the first readable one
+            raise ValueError(f"--content-dir {opt.content_dir}: none of its {len(files)} image files is readable")
+    if opt.device != "auto" and opt.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {opt.device!r}")
+    return opt
+
+
+def start(argv: list[str] | None) -> Start[StyleOptions]:
+    """Parse and validate a new run's or a resumed run's options; exits 2 on bad input."""
+    return start_options(build_parser(), argv, new=resolve_new, resumed=resumed, load=load_style_checkpoint)
 
 
 def load_style_checkpoint(path: Path) -> dict[str, Any]:

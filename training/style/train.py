@@ -11,8 +11,8 @@ No style image is used: at serving time a closed-form transform gives the featur
 mean and covariance, and the decoders invert them (see ``model.Cascade``).
 
 Options and profiles: ``options.py``; sample sheets: ``samples.py``; this file: the encoder, the
-training step and the loop. The run folder ``runs/style/<name>`` holds options.json, metrics.jsonl, checkpoint.pt, a
-content x style sample sheet (samples.png, and samples/step_NNNNNN.png; its second column is the
+training step and the loop. The run folder ``runs/style/<name>`` holds options.json, metrics.jsonl,
+checkpoint.pt, a content x style sample sheet (samples.png, and samples/step_NNNNNN.png; its second column is the
 decoders' reconstruction) and losses.png. The data of step ``i`` is drawn from ``(seed, i)``
 alone and the checkpoint holds the decoders, the optimiser and the step, so a resumed run
 reproduces an uninterrupted one.
@@ -35,16 +35,18 @@ from torch.nn.parallel import DistributedDataParallel
 from training.distributed import ONE, World, check_replicas, from_main, join, run_then_leave
 from training.runs import (
     CHECKPOINT,
+    EXIT_DONE,
     MetricsLog,
     atomic_write_json,
     new_run_dir,
     plot_losses,
     save_checkpoint,
+    until_interrupted,
 )
 from training.style.data import TrainingImages, content_source
 from training.style.functions import content_loss, psnr
 from training.style.model import Cascade, build_decoder, decoder_config, default_scales, levels_up_to
-from training.style.options import load_style_checkpoint, resolve_options
+from training.style.options import StyleOptions, start
 from training.style.samples import fixed_samples, write_samples
 from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
 
@@ -54,12 +56,12 @@ KIND = "style"
 # ----------------------------------------------------------------------------- encoder
 
 
-def load_encoder(opt: dict[str, Any], expected: dict[str, Any] | None, log: Callable[[str], None]):
+def load_encoder(opt: StyleOptions, expected: dict[str, Any] | None, log: Callable[[str], None]):
     """The frozen VGG up to the encoder layer, and its info; ``expected``: a checkpoint's VGG info."""
     if expected is None:
-        vgg, info = load_vgg(opt["vgg"], last_layer=opt["encoder_layer"], log=log)
+        vgg, info = load_vgg(opt.vgg, last_layer=opt.encoder_layer, log=log)
     else:
-        vgg, info = load_vgg(recorded_source(expected), arch=expected["arch"], last_layer=opt["encoder_layer"], log=log)
+        vgg, info = load_vgg(recorded_source(expected), arch=expected["arch"], last_layer=opt.encoder_layer, log=log)
         check_same_vgg(expected, info)
     log(
         f"vgg source: {info['source']} ({info['arch']}, weights {info['weights'] or 'random'}, "
@@ -97,8 +99,8 @@ def compute_losses(vgg: nn.Module, decoders: nn.ModuleDict, images: Tensor, feat
     return out
 
 
-def lr_at(opt: dict[str, Any], step: int) -> float:
-    return opt["lr"] / (1.0 + opt["lr_decay"] * step)
+def lr_at(opt: StyleOptions, step: int) -> float:
+    return opt.lr / (1.0 + opt.lr_decay * step)
 
 
 class Reconstruction(nn.Module):
@@ -133,7 +135,7 @@ def train_step(model: nn.Module, optimizer, images, opt, step, autocast) -> dict
 class Run:
     """Everything a training run carries between steps."""
 
-    opt: dict[str, Any]
+    opt: StyleOptions
     run_dir: Path
     device: torch.device
     vgg: nn.Module
@@ -147,12 +149,12 @@ class Run:
     train_seconds: float = 0.0
 
 
-def new_decoder_config(opt: dict[str, Any]) -> dict[str, Any]:
+def new_decoder_config(opt: StyleOptions) -> dict[str, Any]:
     """A new run's decoders (``model.build_decoder``): every level from the encoder layer down, at
     the decoder width, except relu1_1 — the level that runs on every pixel of the photo — at the
     fine width and with a 1x1 entry convolution (the transform folds into it)."""
-    levels = levels_up_to(opt["encoder_layer"])
-    widths = {level: opt["fine_width"] if level == "relu1_1" else opt["decoder_width"] for level in levels}
+    levels = levels_up_to(opt.encoder_layer)
+    widths = {level: opt.fine_width if level == "relu1_1" else opt.decoder_width for level in levels}
     return {"levels": levels, "widths": widths, "pointwise_entry": ["relu1_1"]}
 
 
@@ -177,15 +179,12 @@ def feature_input_scales(vgg: nn.Module, levels: list[str], batches: list[Tensor
 
 def layout(device: torch.device) -> torch.memory_format:
     """The models' and batches' memory format: channels-last on a GPU (cuDNN's layout for bf16
-    convolutions). On the CPU it took 1.15-1.2x the quick profile's steps per second in short
-    alternating runs but only 0.955x the time of a whole run (one each, a day apart), and it moves
-    every number a run gives by float rounding, so CPU runs keep the default layout and repeat the
-    runs measured before."""
+    convolutions); on the CPU it did not shorten a whole run and moves every number by rounding."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def start_run(
-    opt: dict[str, Any],
+    opt: StyleOptions,
     run_dir: Path,
     device: torch.device,
     resume: dict | None,
@@ -203,20 +202,12 @@ def start_run(
         images = make_images(opt)
         scales = feature_input_scales(vgg, levels, [images[i].to(device) for i in range(4)])
         log("decoder input scales (1 / RMS of the features): " + ", ".join(f"{k} {v:.4g}" for k, v in scales.items()))
-    decoders = new_decoders(config, opt["seed"], scales).to(device, memory_format=layout(device))
-    run = Run(
-        opt,
-        run_dir,
-        device,
-        vgg,
-        vgg_info,
-        decoders,
-        torch.optim.Adam(decoders.parameters(), lr=opt["lr"]),
-        MetricsLog(run_dir / "metrics.jsonl"),
-        world,
-    )
-    model = Reconstruction(vgg, decoders, opt["feature_weight"])
-    run.model = model if not world.distributed else DistributedDataParallel(model, device_ids=_ids(device))
+    decoders = new_decoders(config, opt.seed, scales).to(device, memory_format=layout(device))
+    optimizer, metrics = torch.optim.Adam(decoders.parameters(), lr=opt.lr), MetricsLog(run_dir / "metrics.jsonl")
+    run = Run(opt, run_dir, device, vgg, vgg_info, decoders, optimizer, metrics, world)
+    model = Reconstruction(vgg, decoders, opt.feature_weight)
+    ids = [device.index] if device.type == "cuda" else None
+    run.model = model if not world.distributed else DistributedDataParallel(model, device_ids=ids)
     if resume is not None:
         decoders.load_state_dict(resume["decoders"])
         run.optimizer.load_state_dict(resume["optimizer"])
@@ -227,21 +218,9 @@ def start_run(
         log(f"resuming {run_dir} from step {run.step}")
     if world.main:
         run.metrics.truncate_after(run.step)
-        atomic_write_json(
-            run_dir / "options.json",
-            {
-                **opt,
-                "vgg_info": vgg_info,
-                "device_used": str(device),
-                "torch": torch.__version__,
-                "processes": world.size,
-            },
-        )
+        info = {"vgg_info": vgg_info, "device_used": str(device), "torch": torch.__version__, "processes": world.size}
+        atomic_write_json(run_dir / "options.json", {**opt.to_dict(), **info})
     return run
-
-
-def _ids(device: torch.device) -> list[int] | None:
-    return [device.index] if device.type == "cuda" else None
 
 
 def save_run(run: Run) -> None:
@@ -256,36 +235,30 @@ def save_run(run: Run) -> None:
             "optimizer": run.optimizer.state_dict(),
             "step": run.step,
             "rng": rng,
-            "options": run.opt,
+            "options": run.opt.to_dict(),
             "vgg": run.vgg_info,
             "train_seconds": run.train_seconds,
-            "decoder_config": {**decoder_config(run.decoders), "width": run.opt["decoder_width"]},
+            "decoder_config": {**decoder_config(run.decoders), "width": run.opt.decoder_width},
         },
     )
 
 
-def make_images(opt: dict[str, Any], shard: int = 0) -> TrainingImages:
-    return TrainingImages(
-        content_source(opt["content_dir"] and Path(opt["content_dir"])),
-        crop=opt["crop"],
-        batch_size=opt["batch_size"],
-        seed=opt["seed"],
-        shard=shard,
-    )
+def make_images(opt: StyleOptions, shard: int = 0) -> TrainingImages:
+    source = content_source(opt.content_dir and Path(opt.content_dir))
+    return TrainingImages(source, crop=opt.crop, batch_size=opt.batch_size, seed=opt.seed, shard=shard)
 
 
-def make_loader(opt: dict[str, Any], start: int, pin_memory: bool = False, shard: int = 0):
+def make_loader(opt: StyleOptions, start: int, pin_memory: bool = False, shard: int = 0):
     """Batches of steps ``start .. steps-1`` (see ``TrainingImages``), in worker processes if asked;
     ``shard``: a distributed run's rank, which draws its own batches."""
     from torch.utils.data import DataLoader
 
-    workers = opt["workers"]
     return DataLoader(
         make_images(opt, shard),
         batch_size=None,
-        sampler=range(start, opt["steps"]),
-        num_workers=workers,
-        prefetch_factor=4 if workers else None,
+        sampler=range(start, opt.steps),
+        num_workers=opt.workers,
+        prefetch_factor=4 if opt.workers else None,
         pin_memory=pin_memory,
     )
 
@@ -299,14 +272,14 @@ def status_line(step: int, total: int, rec: dict[str, Any]) -> str:
 
 
 def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
-    """Steps up to ``opt['steps']`` with metrics, samples and checkpoints; returns the last record."""
+    """Steps up to ``opt.steps`` with metrics, samples and checkpoints; returns the last record."""
     from tqdm import tqdm
 
     opt, device, main = run.opt, run.device, run.world.main
     # the sample sheet shows what the export will serve (its default pyramid)
     coarse, fine = default_scales([d.layer for d in run.decoders.values()])
     cascade = Cascade(run.vgg, list(run.decoders.values()), coarse_scales=coarse, fine_scales=fine)
-    fixed = fixed_samples(opt, run.vgg, device, cascade.size_multiple) if main else None
+    fixed = fixed_samples(opt.to_dict(), run.vgg, device, cascade.size_multiple) if main else None
     use_bf16 = device.type == "cuda"
 
     def autocast():
@@ -317,7 +290,7 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
     last: dict[str, Any] = {"step": run.step}
     t_window = time.perf_counter()
     bar = tqdm(
-        total=opt["steps"],
+        total=opt.steps,
         initial=run.step,
         desc="style",
         unit="step",
@@ -334,32 +307,29 @@ def train_loop(run: Run, log: Callable[[str], None]) -> dict[str, Any]:
             run.train_seconds += time.perf_counter() - t0
             run.step += 1
             bar.update(1)
-            if _due(run.step, opt["log_every"], opt["steps"]):
+            if _due(run.step, opt.log_every, opt.steps):
                 now = time.perf_counter()
                 last = log_record(run.step, window, now - t_window, lr_at(opt, run.step - 1), run.train_seconds)
                 if main:
                     run.metrics.append(last)
-                    bar.write(status_line(run.step, opt["steps"], last))
+                    bar.write(status_line(run.step, opt.steps, last))
                 window, t_window = [], now
-            if _due(run.step, opt["checkpoint_every"], opt["steps"]):
+            if _due(run.step, opt.checkpoint_every, opt.steps):
                 check_replicas(run.world, run.decoders, device)  # every rank, before rank 0 saves
                 if main:
                     save_run(run)
             if not main:
                 continue
-            if _due(run.step, opt["sample_every"], opt["steps"]):
-                write_samples(run.run_dir, run.step, cascade, fixed, opt["sample_side"])
+            if _due(run.step, opt.sample_every, opt.steps):
+                write_samples(run.run_dir, run.step, cascade, fixed, opt.sample_side)
                 plot_losses(
                     run.metrics.read(),
                     ["loss", *(f"pixel_{k}" for k in run.decoders)],
                     run.run_dir / "losses.png",
                     f"reconstruction decoders ({', '.join(run.decoders)}, {run.vgg_info['source']})",
                 )
-    except KeyboardInterrupt:
+    finally:  # Ctrl-C included (the command's skeleton turns it into exit code 130)
         bar.close()
-        log(f"interrupted at step {run.step}; continue from the last checkpoint with --resume {run.run_dir}")
-        raise SystemExit(130) from None
-    bar.close()
     return {**last, "train_seconds": run.train_seconds}
 
 
@@ -384,37 +354,47 @@ def log_record(
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
     """Train; exit code 0 when done, 2 for bad options (before any work), 130 when interrupted.
     Under torchrun, every process runs this; rank 0 alone writes and prints."""
-    opt, resume_dir, dry_run = resolve_options(argv)
-    if dry_run:
-        log(json.dumps({**opt, "resume": str(resume_dir) if resume_dir else None}, indent=2))
-        return 0
-    world, device = join(opt["device"])
-    return run_then_leave(
-        world, lambda: _train(opt, resume_dir, world, device, log if world.main else lambda line: None)
-    )
+    begin = start(argv)
+    opt = begin.options
+    if begin.dry_run:
+        log(json.dumps({**opt.to_dict(), "resume": str(begin.resume) if begin.resume else None}, indent=2))
+        return EXIT_DONE
+    world, device = join(opt.device)
+    quiet = log if world.main else lambda line: None
+    return run_then_leave(world, lambda: _train(opt, begin.resume, begin.checkpoint, world, device, quiet))
 
 
-def _train(opt: dict[str, Any], resume_dir: Path | None, world: World, device: torch.device, log) -> int:
+def _train(
+    opt: StyleOptions, resume_dir: Path | None, resume: dict | None, world: World, device: torch.device, log
+) -> int:
     if resume_dir is not None:
-        run_dir, resume = resume_dir, load_style_checkpoint(resume_dir / CHECKPOINT)
-        if resume["step"] >= opt["steps"]:
-            log(f"{run_dir} is already at step {resume['step']} >= --steps {opt['steps']}; nothing to do")
-            return 0
+        run_dir = resume_dir
+        if resume["step"] >= opt.steps:
+            log(f"{run_dir} is already at step {resume['step']} >= --steps {opt.steps}; nothing to do")
+            return EXIT_DONE
     else:
-        run_dir = from_main(world, new_run_dir(Path(opt["runs_root"]), KIND, opt["name"]) if world.main else None)
-        resume = None
+        run_dir = from_main(world, new_run_dir(Path(opt.runs_root), KIND, opt.name) if world.main else None)
     log(f"run folder: {run_dir}  device: {device}" + (f"  processes: {world.size}" if world.distributed else ""))
     t0 = time.perf_counter()
     try:
-        last = train_loop(start_run(opt, run_dir, device, resume, log, world), log)
+        run = start_run(opt, run_dir, device, resume, log, world)
     except (VGGMismatchError, VGGWeightsError) as e:
         log(f"error: {e}")
         return 1
-    log(
-        f"done: {run_dir} step {last['step']} in {time.perf_counter() - t0:.1f} s "
-        f"(training {last['train_seconds']:.1f} s); sample sheet {run_dir / 'samples.png'}"
+
+    def work() -> int:
+        last = train_loop(run, log)
+        log(
+            f"done: {run_dir} step {last['step']} in {time.perf_counter() - t0:.1f} s "
+            f"(training {last['train_seconds']:.1f} s); sample sheet {run_dir / 'samples.png'}"
+        )
+        return EXIT_DONE
+
+    return until_interrupted(
+        work,
+        lambda: f"interrupted at step {run.step}; continue from the last checkpoint with --resume {run_dir}",
+        world.main,
     )
-    return 0
 
 
 if __name__ == "__main__":
