@@ -7,27 +7,38 @@
         painted = atelier.stylize("photo.jpg", style_name="wheat_field", strength=0.8)
         painted.save("painted.png")
 
-Every error the API answers is raised as ``AtelierError`` with its HTTP status, the field it names
-and its message. ``429`` and ``503`` (busy, draining) are retried, waiting what ``Retry-After``
-says plus up to half as much again at random, so that clients turned away together do not return
-together (``retries`` times, at most ``max_retry_wait`` seconds each); connection failures are
-retried with exponential back-off, jittered the same way.
+A service with API keys wants one: ``Atelier(url, api_key=...)``, or ``$ATELIER_API_KEY``.
+
+Every error the API answers is raised as ``AtelierError`` with its HTTP status, the field it names,
+its message and the request's id. Only ``429`` and ``503`` (busy, draining) are retried, waiting
+what ``Retry-After`` says plus up to half as much again at random, so that clients turned away
+together do not return together (``retries`` times, at most ``max_retry_wait`` seconds each);
+connection failures are retried with exponential back-off, jittered the same way. Every other
+error (a bad request, a missing or wrong key, a model the export does not have) is final.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from PIL import Image
 
-__all__ = ["Atelier", "AtelierError", "ImageInput"]
+__all__ = ["Atelier", "AtelierError", "ImageInput", "Info", "ModelInfo", "Preset", "__version__"]
+
+try:
+    __version__ = version("atelier-client")
+except PackageNotFoundError:  # run from a checkout without installing
+    __version__ = "0.1.0"
 
 ImageInput = str | Path | bytes | Image.Image  # a file path, a file's bytes, or a PIL image
 Format = Literal["png", "jpeg", "webp"]
@@ -36,11 +47,55 @@ RETRY_STATUSES = (429, 503)
 
 class AtelierError(Exception):
     """The API refused a request (or could not be reached): ``status`` (0 when no answer came),
-    ``field`` (the request field it names, or ``service``) and ``message``."""
+    ``field`` (the request field it names, or ``service``), ``message`` and ``request_id`` (the
+    service's log has the request under it)."""
 
-    def __init__(self, status: int, field: str, message: str, retry_after: float | None = None):
+    def __init__(
+        self,
+        status: int,
+        field: str,
+        message: str,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ):
         super().__init__(f"{status} {field}: {message}" if status else f"{field}: {message}")
         self.status, self.field, self.message, self.retry_after = status, field, message, retry_after
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A style preset: its name (``style_name=``), where it came from, its credit and licence
+    (the bundled ones), and its thumbnail (a JPEG file's bytes)."""
+
+    name: str
+    source: str
+    credit: str | None
+    thumbnail: bytes
+
+    def thumbnail_image(self) -> Image.Image:
+        return _image(self.thumbnail)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One served model: its file, checksum, the provider its session runs on and its precision."""
+
+    path: str
+    sha256: str
+    provider: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class Info:
+    """What ``info`` says: the service's version, the device, each model; ``raw``: all of it."""
+
+    version: str
+    device: str
+    exported: str
+    models: dict[str, ModelInfo]
+    raw: dict[str, Any] = field(repr=False)
 
 
 class Atelier:
@@ -51,10 +106,16 @@ class Atelier:
         retries: int = 3,
         max_retry_wait: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ):
+        """``api_key``: sent as ``Authorization: Bearer`` (default ``$ATELIER_API_KEY``; none when unset)."""
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        api_key = api_key if api_key is not None else os.environ.get("ATELIER_API_KEY")
+        headers = {"User-Agent": f"atelier-client/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, headers=headers)
 
     def __enter__(self) -> Atelier:
         return self
@@ -176,13 +237,20 @@ class Atelier:
         image.info["style"] = response.headers.get("X-Atelier-Style")
         return image
 
-    def styles(self) -> list[dict[str, Any]]:
-        """The presets: name, source and a JPEG thumbnail (base64)."""
-        return self._json("styles")["styles"]
+    def styles(self) -> list[Preset]:
+        """The presets: name, source, credit and a JPEG thumbnail."""
+        return [
+            Preset(s["name"], s["source"], s.get("credit"), base64.b64decode(s["thumbnail"]))
+            for s in self._json("styles")["styles"]
+        ]
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> Info:
         """Models, versions, checksums, device, providers, precision, queue."""
-        return self._json("info")
+        raw = self._json("info")
+        models = {
+            role: ModelInfo(m["path"], m["sha256"], m["provider"], m["precision"]) for role, m in raw["models"].items()
+        }
+        return Info(raw["version"], raw["device"], raw["exported"], models, raw)
 
     # --- transport ------------------------------------------------------------------------------
 
@@ -258,7 +326,8 @@ def _image(data: str | bytes) -> Image.Image:
 
 
 def _error(response: httpx.Response) -> AtelierError:
-    """The API's ``{"error": "<field>: <message>", "detail": [{"loc": [field], "msg": ...}]}`` as an exception."""
+    """The API's ``{"error": "<field>: <message>", "detail": [{"loc": [field], "msg": ...}], "request_id": ...}``
+    as an exception."""
     retry_after = response.headers.get("Retry-After")
     retry = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
     field, message = "service", response.text.strip() or response.reason_phrase
@@ -270,4 +339,4 @@ def _error(response: httpx.Response) -> AtelierError:
         message = detail.get("msg") or body.get("error") or message
     except (ValueError, AttributeError, IndexError, TypeError):
         pass
-    return AtelierError(response.status_code, field, message, retry)
+    return AtelierError(response.status_code, field, message, retry, response.headers.get("X-Request-ID"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from atelier_client import Atelier, AtelierError
+from atelier_client import Atelier, AtelierError, __version__
 
 SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ATELIER_URL", "http://localhost:3000"),
         help="the service (default: $ATELIER_URL or http://localhost:3000)",
     )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ATELIER_API_KEY"),
+        help="the service's API key, if it has keys (default: $ATELIER_API_KEY)",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
+    p.add_argument("--version", action="version", version=f"atelier-client {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stylize", help="repaint a photo in a preset's or an image's style")
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with Atelier(args.url, timeout=args.timeout) as atelier:
+        with Atelier(args.url, timeout=args.timeout, api_key=args.api_key or "") as atelier:
             return run(atelier, args)
     except AtelierError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -149,9 +155,9 @@ def run(atelier: Atelier, args: argparse.Namespace) -> int:
         print(f"{args.out}: {len(images)} images from seed {args.seed_a} to {args.seed_b}")
     elif args.command == "styles":
         for style in atelier.styles():
-            print(f"{style['name']:<24} {style['source']}")
+            print(f"{style.name:<24} {style.credit or style.source}")
     else:
-        print(json.dumps(atelier.info(), indent=2))
+        print(json.dumps(atelier.info().raw, indent=2))
     return 0
 
 

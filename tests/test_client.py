@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,10 +62,12 @@ def test_stylize_with_presets_uploads_and_blends(atelier, tmp_path):
     )
     assert blended.size == (64, 43) and blended.format == "JPEG"
     assert blended.info["style"].startswith("preset:wheat_field x0.5, preset:pebbles x0.25, upload")
-    assert {s["name"] for s in atelier.styles()} >= {"wheat_field", "pebbles"}
+    presets = {p.name: p for p in atelier.styles()}
+    assert {"wheat_field", "pebbles"} <= set(presets) and "van Gogh" in presets["wheat_field"].credit
+    assert presets["wheat_field"].thumbnail_image().format == "JPEG"
     info, api = atelier.info(), requests.post(f"{atelier.url}/info", json={}, timeout=30).json()
-    assert info["models"]["stylizer"]["sha256"] == api["models"]["stylizer"]["sha256"]
-    assert info["models"]["stylizer"]["provider"] == api["models"]["stylizer"]["provider"]
+    assert info.models["stylizer"].sha256 == api["models"]["stylizer"]["sha256"]
+    assert info.models["stylizer"].provider == api["models"]["stylizer"]["provider"] and info.version == api["version"]
 
 
 @pytest.mark.parametrize(
@@ -171,3 +175,33 @@ def test_the_client_imports_neither_torch_nor_bentoml():
     code = "import sys, atelier_client, atelier_client.__main__; print(sorted({'torch', 'bentoml'} & set(sys.modules)))"
     done = run_fresh(code, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_client_installs_and_runs_outside_the_checkout(server, tmp_path):
+    """Its own package metadata: a fresh virtual environment, the client's folder copied out of the
+    checkout (nothing of Atelier on the path), `pip install` from the package index's httpx and Pillow."""
+    source = tmp_path / "src" / "atelier_client"
+    shutil.copytree(
+        REPO / "atelier_client", source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(source)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [str(venv / "bin" / "atelier"), "--url", server.url, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert "wheat_field" in run("styles").stdout
+    assert run("--version").stdout.startswith("atelier-client ")
+    check = "import atelier_client, sys; print(atelier_client.__file__, 'service' in sys.modules)"
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert str(venv) in where.stdout and where.stdout.split()[1] == "False", where.stdout + where.stderr
