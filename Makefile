@@ -25,7 +25,7 @@ help:
 	@echo "make lint | format        ruff's checks and format check (pyproject.toml) | apply ruff's fixes and format"
 	@echo "make smoke | bench        the whole path in miniature | latency measurements"
 	@echo "make bench-train          style training throughput in 1 and N processes (torchrun), scaling efficiency"
-	@echo "make soak                 mixed valid and hostile load on a real server (CLIENTS=64 DURATION=180)"
+	@echo "make soak                 mixed valid and hostile load, then a burst of large uploads (CLIENTS=64 DURATION=180)"
 	@echo "make report               style quality: fast model vs optimisation reference vs peer"
 	@echo "variables: PROFILE=quick|full DATASET=mnist|folder:PATH RUNS=$(RUNS) EXPORTS=$(EXPORTS) STYLES_DIR= CONTENT_DIR= PORT=$(PORT)"
 
@@ -96,6 +96,7 @@ CLIENTS ?= 64
 DURATION ?= 180
 soak: $(VENV)/.dev
 	$(PY) -m tests.soak --exports "$(EXPORTS)" --clients $(CLIENTS) --duration $(DURATION)
+	$(PY) -m tests.upload_burst --exports "$(EXPORTS)" --clients $(CLIENTS)
 
 report: $(VENV)/.dev
 	$(PY) -m training.style.report --exports "$(EXPORTS)" --out reports/style --peer

@@ -66,6 +66,7 @@ class HeavyWork:
         base_bytes: int,
         max_wait: float,
         seconds_per_pixel: float = 1e-6,
+        metrics: Any = None,
     ):
         self.slots = slots
         self.budget_bytes = budget_bytes
@@ -80,6 +81,16 @@ class HeavyWork:
         self._changed = asyncio.Condition()
         self._tickets = 0
         self.stats = {"admitted": 0, "refused": 0, "dropped": 0}
+        self.metrics = metrics  # service/metrics.py QueueMetrics, or None
+
+    def _count(self, outcome: str, waited: float | None = None) -> None:
+        self.stats[outcome] += 1
+        if self.metrics is not None:
+            self.metrics.outcome(outcome, waited)
+
+    def _depth_changed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.depth(len(self._queue), len(self._running))
 
     def memory(self, pixels: float) -> float:
         return self.base_bytes + self.bytes_per_pixel * pixels
@@ -120,7 +131,7 @@ class HeavyWork:
         """
         wait = self.estimated_wait()
         if wait > self.max_wait:
-            self.stats["refused"] += 1
+            self._count("refused")
             raise Overloaded(
                 429,
                 f"busy: about {wait:.0f} s of stylisation queued ahead "
@@ -131,19 +142,21 @@ class HeavyWork:
         ticket = self._tickets
         self._queue.append((ticket, pixels))
         self._memory[ticket] = self.memory(pixels) if memory is None else memory
-        deadline = time.monotonic() + self.max_wait
+        self._depth_changed()
+        queued_at = time.monotonic()
+        deadline = queued_at + self.max_wait
         try:
             async with self._changed:
                 while not (self._queue[0][0] == ticket and self._fits(ticket)):
                     if time.monotonic() > deadline:
-                        self.stats["refused"] += 1
+                        self._count("refused", time.monotonic() - queued_at)
                         raise Overloaded(
                             503,
                             f"busy: waited {self.max_wait:.0f} s for a free slot; retry later",
                             retry_after=max(1, math.ceil(self.estimated_wait())),
                         )
                     if await disconnected():
-                        self.stats["dropped"] += 1
+                        self._count("dropped", time.monotonic() - queued_at)
                         raise ClientGone()
                     try:
                         await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
@@ -151,14 +164,16 @@ class HeavyWork:
                         pass
                 self._queue.pop(0)
                 self._running[ticket] = pixels
+                self._depth_changed()
                 self._changed.notify_all()  # the next in line may fit beside this one
         except BaseException:
             if (ticket, pixels) in self._queue:
                 self._queue.remove((ticket, pixels))
                 self._memory.pop(ticket, None)
+                self._depth_changed()
                 await self._notify()
             raise
-        self.stats["admitted"] += 1
+        self._count("admitted", time.monotonic() - queued_at)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -191,6 +206,7 @@ class HeavyWork:
         self.seconds_per_pixel = 0.7 * self.seconds_per_pixel + 0.3 * elapsed / max(pixels, 1.0)
         self._running.pop(ticket, None)
         self._memory.pop(ticket, None)
+        self._depth_changed()
         await self._notify()
 
     async def _notify(self) -> None:

@@ -1,7 +1,10 @@
-"""One shape for every client error: ``{"error": "<field>: <message>", "detail": [{"loc": [field], "msg": ...}]}``.
+"""One shape for every error body: ``{"error": "<field>: <message>", "detail": [{"loc": [field],
+"msg": message, "type": ...}], "request_id": "..."}``.
 
-It matches what BentoML returns for its own request validation errors (type and bound checks
-declared on the endpoints), so clients parse one format.
+``detail`` is what BentoML returns for its own request validation errors (type and bound checks
+declared on the endpoints), so clients parse one format; ``normalised_error`` brings the rest of
+BentoML's error bodies (a bare ``{"error": ...}``, sometimes inside a list) to it. The OpenAPI
+document's ``Error`` schema (``service/openapi.py``) describes it.
 """
 
 from __future__ import annotations
@@ -13,8 +16,17 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 
+def _request_id() -> str | None:
+    from service.request_id import current_request_id  # request_id imports this module
+
+    return current_request_id()
+
+
 def error_payload(field: str, message: str) -> dict[str, Any]:
-    return {"error": f"{field}: {message}", "detail": [{"loc": [field], "msg": message, "type": "value_error"}]}
+    payload = {"error": f"{field}: {message}", "detail": [{"loc": [field], "msg": message, "type": "value_error"}]}
+    if (request_id := _request_id()) is not None:
+        payload["request_id"] = request_id
+    return payload
 
 
 def error_response(field: str, message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -43,3 +55,30 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def refuse(receive, send, status: int, field: str, message: str, headers: dict[str, str] | None = None) -> None:
+    """Answer without running the request. Its body is read (and dropped, never stored) first: a
+    client still uploading would otherwise see the connection reset instead of this answer."""
+    while True:
+        message_in = await receive()
+        if message_in["type"] == "http.disconnect" or not message_in.get("more_body", False):
+            break
+    await send_error(send, status, field, message, headers)
+
+
+def normalised_error(body: bytes, status: int, request_id: str) -> dict[str, Any]:
+    """Any JSON error body as the one shape, with ``request_id``: ours pass unchanged (but for the
+    id), BentoML's validation errors keep their ``detail`` list, anything else becomes a message."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML answers some 4xx with its error object inside a list
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+        data = {"error": f"HTTP {status}"}
+    detail = data.get("detail")
+    if not (isinstance(detail, list) and all(isinstance(d, dict) for d in detail)):
+        detail = [{"loc": ["request"], "msg": str(detail or data["error"]), "type": "http_error"}]
+    return {"error": data["error"], "detail": detail, "request_id": request_id}

@@ -17,12 +17,11 @@ The process then exits with status 0.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from typing import Any
 
-from service.errors import send_error
+from service.errors import refuse
 
 logger = logging.getLogger("atelier")
 
@@ -31,6 +30,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
+        self.queued_in_flight = 0  # requests on paths with their own queue (stylize)
 
     def install_sigterm(self, drain_seconds: float, shutdown_timeout: float) -> bool:
         """Wrap the server's SIGTERM handler (uvicorn's) with the drain above; only from the main thread."""
@@ -77,8 +77,8 @@ class TrafficGuard:
     ):
         self.app = app
         self.api_paths = set(api_paths)
-        # Paths with their own admission queue (stylize): not counted, so that requests waiting
-        # there never fill the in-flight limit that the cheap endpoints need.
+        # Paths with their own admission queue (stylize): counted apart, with a cap of their own,
+        # so that requests waiting there never fill the in-flight limit the cheap endpoints need.
         self.queued_paths = set(queued_paths)
         self.max_in_flight = max_in_flight
         self.lifecycle = lifecycle
@@ -105,8 +105,8 @@ class TrafficGuard:
                 receive, send, 503, "service", "shutting down; retry (another replica will answer)", self.retry_after
             )
             return
-        counted = scope["path"] not in self.queued_paths
-        if counted and self.lifecycle.in_flight >= self.max_in_flight:
+        counter = "queued_in_flight" if scope["path"] in self.queued_paths else "in_flight"
+        if getattr(self.lifecycle, counter) >= self.max_in_flight:
             await _refuse(
                 receive,
                 send,
@@ -116,31 +116,12 @@ class TrafficGuard:
                 self.retry_after,
             )
             return
-        self.lifecycle.in_flight += counted
+        setattr(self.lifecycle, counter, getattr(self.lifecycle, counter) + 1)
         try:
             await self.app(scope, receive, send_with_retry_after)
         finally:
-            self.lifecycle.in_flight -= counted
+            setattr(self.lifecycle, counter, getattr(self.lifecycle, counter) - 1)
 
 
 async def _refuse(receive, send, status: int, field: str, message: str, retry_after: int) -> None:
-    """Answer without running the request. Its body is read (and dropped) first: a client still
-    uploading would otherwise see the connection reset instead of this answer."""
-    while True:
-        message_in = await receive()
-        if message_in["type"] == "http.disconnect" or not message_in.get("more_body", False):
-            break
-    await send_error(send, status, field, message, {"Retry-After": str(retry_after)})
-
-
-def env_seconds(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: a number of seconds expected") from None
-    if not seconds >= 0:
-        raise ValueError(f"{name}={value!r}: must be >= 0")
-    return seconds
+    await refuse(receive, send, status, field, message, {"Retry-After": str(retry_after)})

@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -17,24 +16,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from service.settings import PROVIDER_WORDS, Settings, parse_cuda_options
+
 logger = logging.getLogger("atelier")
 
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+assert tuple(PROVIDER_NAMES) == PROVIDER_WORDS
 CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
-
-
-# The ONNX Runtime CUDA provider options an operator may set (ATELIER_CUDA_OPTIONS, key=value,...):
-# the value each takes. CUDA_DEFAULTS apply unless set; every other option is ONNX Runtime's default
-# (no device memory limit, an arena that grows by powers of two).
-CUDA_OPTIONS = {
-    "device_id": (r"\d+", "a GPU index"),
-    "gpu_mem_limit": (r"\d+", "bytes"),
-    "arena_extend_strategy": ("kNextPowerOfTwo|kSameAsRequested", "kNextPowerOfTwo or kSameAsRequested"),
-    "cudnn_conv_algo_search": ("EXHAUSTIVE|HEURISTIC|DEFAULT", "EXHAUSTIVE, HEURISTIC or DEFAULT"),
-    "cudnn_conv_use_max_workspace": ("[01]", "0 or 1"),
-    "prefer_nhwc": ("[01]", "0 or 1"),
-    "use_tf32": ("[01]", "0 or 1"),
-}
 
 
 # Chosen by measurement on an NVIDIA H200 (ONNX Runtime 1.31.1, cuDNN 9; `python -m tests.cuda_options`,
@@ -43,23 +31,6 @@ CUDA_OPTIONS = {
 # a call (fp32, 512-1024 px) against 40 ms with cuDNN's default algorithms (first calls 48-75 ms).
 # Operators whose every input has one shape can set cudnn_conv_algo_search=EXHAUSTIVE.
 CUDA_DEFAULTS = {"cudnn_conv_algo_search": "DEFAULT"}
-
-
-def parse_cuda_options(spec: str) -> dict[str, str]:
-    """``ATELIER_CUDA_OPTIONS`` (``key=value,...``; empty for none) -> CUDA provider options;
-    ``ValueError`` naming the item that is wrong and what it may be."""
-    options: dict[str, str] = {}
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or key not in CUDA_OPTIONS:
-            raise ValueError(f"ATELIER_CUDA_OPTIONS: {item!r} is not key=value with one of {', '.join(CUDA_OPTIONS)}")
-        pattern, what = CUDA_OPTIONS[key]
-        if not re.fullmatch(pattern, value):
-            raise ValueError(f"ATELIER_CUDA_OPTIONS: {key}={value!r}: {key} takes {what}")
-        options[key] = value
-    return options
 
 
 class ProvidersUnavailable(RuntimeError):
@@ -135,12 +106,10 @@ def choose_providers(spec: str, log=logger.warning, cuda_options: str = "") -> P
     return Providers(spec=",".join(requested), names=names, fallback=fallback, cuda_options=options)
 
 
-def providers_from_environment(log=logger.warning) -> Providers:
-    """``choose_providers`` of ``ATELIER_PROVIDERS`` (default ``cuda,cpu``) and ``ATELIER_CUDA_OPTIONS``:
-    what the service opens its sessions with, and ``make bench`` the same."""
-    return choose_providers(
-        os.environ.get("ATELIER_PROVIDERS", "cuda,cpu"), log, cuda_options=os.environ.get("ATELIER_CUDA_OPTIONS", "")
-    )
+def providers_from_settings(settings: Settings, log=logger.warning) -> Providers:
+    """``choose_providers`` of ``ATELIER_PROVIDERS`` and ``ATELIER_CUDA_OPTIONS``: what the service
+    opens its sessions with, and ``make bench`` the same."""
+    return choose_providers(settings.providers, log, cuda_options=settings.cuda_options)
 
 
 def open_session(
@@ -294,18 +263,16 @@ class Cpus:
     source: str
 
 
-def cpu_budget(setting: str | None = None, proc: Path = Path("/proc/self")) -> Cpus:
-    """The cores to size thread pools to: ``setting`` (``ATELIER_CPUS``) when given, else the
-    affinity mask (which ``taskset`` and ``docker --cpuset-cpus`` narrow), lowered to the cgroup's
-    CPU quota rounded up (``docker --cpus``, a Kubernetes CPU limit) when that is smaller.
+def cpu_budget(count: int | None = None, proc: Path = Path("/proc/self")) -> Cpus:
+    """The cores to size thread pools to: ``count`` (``ATELIER_CPUS``, parsed by
+    ``service.settings``) when given, else the affinity mask (which ``taskset`` and ``docker
+    --cpuset-cpus`` narrow), lowered to the cgroup's CPU quota rounded up (``docker --cpus``, a
+    Kubernetes CPU limit) when that is smaller.
 
     ONNX Runtime sizes each session's pool to the host's physical cores and sees neither: a pod
     limited to 2 CPUs on a 64-core node would otherwise run 64-thread pools, throttled. A CPU
     *request* without a limit sets no quota; the deployment passes it as ``ATELIER_CPUS``."""
-    if setting is not None and setting.strip():
-        count = int(setting) if setting.strip().isdigit() else 0
-        if count < 1:
-            raise ValueError(f"{CPUS_ENV}={setting!r}: use a whole number of cores, 1 or more")
+    if count is not None:
         return Cpus(count, CPUS_ENV)
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -315,11 +282,6 @@ def cpu_budget(setting: str | None = None, proc: Path = Path("/proc/self")) -> C
     if quota is not None and math.ceil(quota[0]) < affinity:
         return Cpus(max(1, math.ceil(quota[0])), f"cgroup CPU quota {quota[0]:g} ({quota[1]})")
     return Cpus(affinity, "affinity")
-
-
-def cpus_from_environment() -> Cpus:
-    """``cpu_budget`` of ``ATELIER_CPUS``: what the service sizes its pools to, and ``make bench`` the same."""
-    return cpu_budget(os.environ.get(CPUS_ENV))
 
 
 def cgroup_groups(controller: str, proc: Path = Path("/proc/self")) -> list[tuple[Path, bool]]:

@@ -1,36 +1,16 @@
 """Atelier's HTTP service: BentoML on ONNX Runtime. ``bentoml serve`` (see bentofile.yaml).
 
-Configuration (environment variables, the one mechanism):
-  ATELIER_EXPORTS           folder with manifest.json and the ONNX files (default: exports/ beside service/)
-  ATELIER_PROVIDERS         ONNX Runtime provider preference: ``cuda,cpu`` (default: CUDA, else CPU, said in the
-                            log, info and /metrics), ``cuda`` (the GPU or refuse to start) or ``cpu``
-  ATELIER_CUDA_OPTIONS      ONNX Runtime CUDA provider options, key=value,... (service/runtime.py CUDA_OPTIONS;
-                            default: cudnn_conv_algo_search=DEFAULT, the rest ONNX Runtime's own)
-  ATELIER_PRECISION         auto (default: fp16 variants under CUDA when within their parity bound, else fp32),
-                            fp32, or fp16 (refuses to start without a variant within its bound)
-  ATELIER_CPUS              cores to size every thread pool to: each ONNX Runtime session's, the request
-                            threads, the stylisation slots (default: the affinity mask, lowered to the
-                            cgroup's CPU quota, e.g. a Kubernetes CPU limit; the deployment sets it to the
-                            pod's CPU request)
-  ATELIER_STYLIZE_SLOTS     stylisations run at once (default: 1 per 4 cores, at least 1)
-  ATELIER_MEMORY_BUDGET_GB  memory for stylisations in flight (default: 60 % of what is available at start,
-                            within the container's memory limit)
-  ATELIER_SHAPE_BUCKET      stylisation inputs padded to multiples of this many pixels a side (default: 64
-                            under CUDA, where each new shape costs an algorithm search; minimal on CPU)
-  ATELIER_SAMPLE_BATCHING   1: generator calls that arrive together run as one batch; 0: each alone
-                            (default 0: on an H200 it served fewer samples a second, docs/performance.md)
-  ATELIER_QUEUE_SECONDS     longest a stylisation may wait for a slot before 429/503 (default 20)
-  ATELIER_DRAIN_SECONDS     on SIGTERM, seconds of readyz 503 before the listener closes (default 2)
-  ATELIER_SHUTDOWN_TIMEOUT  on SIGTERM, seconds until unfinished work is abandoned (default 25)
+Configuration: the ``ATELIER_*`` environment variables, read once by ``service/settings.py``
+(the one mechanism; the README's table lists them).
 """
 
 from __future__ import annotations
 
 import base64
 import gc
+import json
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -47,6 +27,8 @@ from pydantic import BaseModel, Field, Strict
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
+from service import __version__
+from service.access import KeyGuard
 from service.admission import ClientGone, HeavyWork, Overloaded
 from service.animation import decode_animation, encode_animation
 from service.errors import error_response
@@ -61,22 +43,26 @@ from service.images import (
     read_header,
     tile_grid,
 )
-from service.lifecycle import LIFECYCLE, TrafficGuard, env_seconds
-from service.limits import BodyGuard
+from service.lifecycle import LIFECYCLE, TrafficGuard
+from service.limits import BodyGuard, UploadBudget
 from service.manifest import ExportWatch, ManifestError, choose_precision, load_manifest
+from service.metrics import QueueMetrics, export_provider_gauges
+from service.openapi import ApiDocs, openapi_document
+from service.request_id import RequestIds, log_request_ids
 from service.runtime import (
     PROVIDER_NAMES,
     available_memory,
-    cpus_from_environment,
+    cpu_budget,
     device_name,
     keep_large_blocks_returnable,
     open_session,
-    providers_from_environment,
+    providers_from_settings,
 )
 from service.sampling import latents_for_seeds, seed_range
+from service.settings import Settings
 from service.style import StyleTransfer, mix_stats, resize_long_side
 
-DEFAULT_EXPORTS = Path(__file__).resolve().parent.parent / "exports"
+SETTINGS = Settings.from_environment()  # a bad value refuses to start, naming the variable
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
 logger = logging.getLogger("atelier")
 logger.setLevel(logging.INFO)  # our start-up line beside BentoML's (the root logger stays at its level)
@@ -89,7 +75,7 @@ IMAGE_LIMITS = {"max_bytes": UPLOAD_LIMIT, "max_pixels": MAX_MEGAPIXELS * 1_000_
 FORM_BODY_LIMIT = 2 * UPLOAD_LIMIT + 1024 * 1024  # a multipart body: content + style + form fields
 PRESET_NAME = r"^[a-z0-9_-]{1,64}$"
 MAX_STYLES = 8  # styles blended in one request, presets and uploads together
-CPUS = cpus_from_environment()  # a wrong ATELIER_CPUS refuses to start, naming it
+CPUS = cpu_budget(SETTINGS.cpus)
 REQUEST_THREADS = max(4, 2 * CPUS.count)  # threads for the cheap endpoints (BentoML's pool, and sample's)
 MAX_IN_FLIGHT = 32  # API requests at once per worker (stylize has its own queue); one more: 429 + Retry-After
 # Peak memory of a stylisation per output pixel, measured with the quick profile's model on CPU
@@ -111,7 +97,11 @@ WARM_FIRST = ((256, 256), (384, 512), (512, 384), (512, 512))
 Format = Literal["png", "jpeg", "webp"]
 StyleFormat = Literal["png", "jpeg", "webp", "gif"]
 Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
-Truncation = Annotated[float, Gt(0.0), Le(1.0)]
+# Strict: a boolean or a string is refused, not read as a number (the OpenAPI document says number).
+Truncation = Annotated[float, Strict(), Gt(0.0), Le(1.0)]
+Strength = Annotated[float, Strict(), Ge(0.0), Le(1.0)]
+Weights = str | Annotated[float, Strict()] | list[Annotated[float, Strict()]] | None
+Flag = Annotated[bool, Strict()]
 Label = Annotated[int, Strict(), Ge(0)]
 
 
@@ -129,6 +119,18 @@ class SampleResponse(BaseModel):
         description="the style the samples were painted in, if any, as "
         "stylize's X-Atelier-Style says it (preset:name, upload, blends)",
     )
+
+
+class Preset(BaseModel):
+    name: str
+    source: str = Field(description="bundled:<name> (shipped with Atelier) or file:<path in STYLES_DIR>")
+    credit: str | None = Field(default=None, description="what it is, its rights, package and licence")
+    thumbnail: str = Field(description="base64-encoded image file")
+    thumbnail_format: Literal["jpeg"] = "jpeg"
+
+
+class StylesResponse(BaseModel):
+    styles: list[Preset]
 
 
 @dataclass(frozen=True)
@@ -159,15 +161,13 @@ class InterpolateResponse(BaseModel):
 
 def _heavy_work() -> HeavyWork:
     """Stylisation slots and memory budget sized from this machine (or the environment)."""
-    slots = int(os.environ.get("ATELIER_STYLIZE_SLOTS", 0)) or max(1, CPUS.count // 4)
-    budget_gb = os.environ.get("ATELIER_MEMORY_BUDGET_GB")
-    budget = int(float(budget_gb) * 1e9) if budget_gb else int(0.6 * available_memory())
     return HeavyWork(
-        slots=slots,
-        budget_bytes=budget,
+        slots=SETTINGS.stylize_slots or max(1, CPUS.count // 4),
+        budget_bytes=SETTINGS.memory_budget_bytes or int(0.6 * available_memory()),
         bytes_per_pixel=STYLIZE_BYTES_PER_PIXEL,
         base_bytes=STYLIZE_BASE_BYTES,
-        max_wait=env_seconds("ATELIER_QUEUE_SECONDS", 20),
+        max_wait=SETTINGS.queue_seconds,
+        metrics=QueueMetrics(),
     )
 
 
@@ -184,9 +184,12 @@ FP16_ROLES = ("generator", "stylizer")  # the models `make export` writes an fp1
 class Atelier:
     def __init__(self) -> None:
         keep_large_blocks_returnable()
-        self.exports = Path(os.environ.get("ATELIER_EXPORTS", DEFAULT_EXPORTS)).resolve()
+        log_request_ids("bentoml.access", "atelier")
+        if (ignored := SETTINGS.describe_ignored()) is not None:
+            logger.warning(ignored)
+        self.exports = SETTINGS.exports
         # strict `cuda`: the GPU or refuse to start
-        self.providers = providers_from_environment()
+        self.providers = providers_from_settings(SETTINGS)
         providers = self.providers.names
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
         self.watch = ExportWatch(self.exports, self.manifest)
@@ -196,7 +199,7 @@ class Atelier:
         self.cheap = anyio.CapacityLimiter(REQUEST_THREADS)
         models = self.manifest["models"]
 
-        precision = os.environ.get("ATELIER_PRECISION", "auto")
+        precision = SETTINGS.precision
         on_cuda = providers[0] == PROVIDER_NAMES["cuda"]
         # The style encoder (uploaded styles' statistics) is exported in fp32 only, whatever is asked.
         self.files = {
@@ -237,9 +240,11 @@ class Atelier:
             self.sessions[role] = open_role(role)
             self._build(models, session)
         self.device = device_name(self.provider(next(iter(self.sessions))) if self.sessions else "")
-        self._export_provider_gauges()
+        export_provider_gauges(
+            {role: self.provider(role) for role in self.sessions}, PROVIDER_NAMES[self.providers.spec.split(",")[0]]
+        )
         self.warm_up()
-        LIFECYCLE.install_sigterm(env_seconds("ATELIER_DRAIN_SECONDS", 2), env_seconds("ATELIER_SHUTDOWN_TIMEOUT", 25))
+        LIFECYCLE.install_sigterm(SETTINGS.drain_seconds, SETTINGS.shutdown_timeout)
         # Everything alive now (BentoML, pydantic, ONNX Runtime bindings, the models' metadata) lives
         # as long as the worker: out of the collector's sight, so that a full collection under load
         # scans only what requests allocate (measured: 67-127 ms pauses of the whole worker without).
@@ -258,21 +263,19 @@ class Atelier:
         """The GAN sampler and the style transfer over the current sessions."""
         self.gan = None
         if "generator" in models:
-            batching = os.environ.get("ATELIER_SAMPLE_BATCHING", "0") == "1"  # off: measured slower on a GPU
-            self.gan = GanSampler(self.sessions["generator"], models["generator"], batching=batching)
+            self.gan = GanSampler(self.sessions["generator"], models["generator"], batching=SETTINGS.sample_batching)
         self.style = None
         if "stylizer" in models:
             large = None  # an arena-less session for large inputs: the CPU arena's concern only (style.py)
             if self.provider("stylizer") == PROVIDER_NAMES["cpu"]:
                 large = self.heavy.on_heavy_thread(lambda: session("stylizer", arena=False, spinning=False))
-            bucket = os.environ.get("ATELIER_SHAPE_BUCKET")
             self.style = StyleTransfer(
                 self.exports,
                 self.manifest,
                 self.sessions["style_encoder"],
                 self.sessions["stylizer"],
                 large,
-                bucket=int(bucket) if bucket else None,
+                bucket=SETTINGS.shape_bucket,
             )
 
     def _not_finite(self, role: str) -> str | None:
@@ -335,31 +338,11 @@ class Atelier:
     def provider(self, role: str) -> str:
         return self.sessions[role].get_providers()[0]
 
-    def _export_provider_gauges(self) -> None:
-        """On /metrics: the provider each model runs on, and whether the service fell back from the one asked for."""
-        import prometheus_client  # here, not at import: BentoML sets up multiprocess metrics before the service starts
-
-        running = prometheus_client.Gauge(
-            "atelier_execution_provider",
-            "1 for the ONNX Runtime execution provider each model runs on",
-            ["role", "provider"],
-            multiprocess_mode="livemax",
-        )
-        for role in self.sessions:
-            running.labels(role=role, provider=self.provider(role)).set(1)
-        fallback = prometheus_client.Gauge(
-            "atelier_provider_fallback",
-            "1 when a model runs on another provider than the first in ATELIER_PROVIDERS",
-            multiprocess_mode="livemax",
-        )
-        first = self.providers.spec.split(",")[0]
-        fallback.set(int(any(self.provider(role) != PROVIDER_NAMES[first] for role in self.sessions)))
-
     # --- GAN sampling -------------------------------------------------------------------------
 
     def _check_gan(self, label: int | None) -> Response | None:
         if self.gan is None:
-            return error_response("model", "no generator in this export (run `make train export`)", 503)
+            return error_response("model", "no generator in this export (run `make train export`)", 501)
         if label is not None:
             if not self.gan.num_classes:
                 return error_response("label", "this generator is unconditional; leave label out")
@@ -394,8 +377,8 @@ class Atelier:
             description="style image(s) to paint the samples in (send the request as multipart/form-data); "
             "repeat to blend",
         ),
-        weights: str | float | list[float] | None = Field(default=None, description="blend weights, as for stylize"),
-        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
+        weights: Weights = Field(default=None, description="blend weights, as for stylize"),
+        strength: Strength = 1.0,
         format: Format = "png",
     ) -> SampleResponse:
         """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call.
@@ -433,8 +416,8 @@ class Atelier:
         label: Label | None = None,
         style_name: str | None = Field(default=None, description="preset(s) from /styles, as for sample"),
         style: list[Path] = Field(default=None, description="style image(s), as for sample (multipart/form-data)"),
-        weights: str | float | list[float] | None = Field(default=None, description="blend weights, as for stylize"),
-        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
+        weights: Weights = Field(default=None, description="blend weights, as for stylize"),
+        strength: Strength = 1.0,
         format: Format = "png",
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
         """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in
@@ -509,7 +492,7 @@ class Atelier:
 
     def _check_preset(self, name: str) -> Response | None:
         if self.style is None:
-            return error_response("model", "no style model in this export (run `make train export`)", 503)
+            return error_response("model", "no style model in this export (run `make train export`)", 501)
         if not re.fullmatch(PRESET_NAME, name) or name not in self.style.presets:
             return error_response(
                 "style_name", f"unknown preset {name!r}; available: {', '.join(sorted(self.style.presets))}"
@@ -560,13 +543,13 @@ class Atelier:
         # (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
         style: list[Path] = Field(default=None, description="style image(s); repeat the field to blend several"),
         style_name: str | None = Field(default=None, description="preset(s) from /styles, comma-separated to blend"),
-        weights: str | float | list[float] | None = Field(
+        weights: Weights = Field(
             default=None,
             description="blend weights, comma-separated: one per style, presets first "
             "(in style_name order), then uploads; default equal",
         ),
-        strength: Annotated[float, Ge(0.0), Le(1.0)] = 1.0,
-        preserve_color: bool = False,
+        strength: Strength = 1.0,
+        preserve_color: Flag = False,
         max_side: Annotated[int, Strict(), Ge(64), Le(2048)] = 512,
         format: StyleFormat | None = Field(
             default=None,
@@ -633,7 +616,7 @@ class Atelier:
     ) -> Response | tuple[list[str], list[float]]:
         """The presets named (``a,b``) and the blend weights for them and the uploads, or the error response."""
         if self.style is None:
-            return error_response("model", "no style model in this export (run `make train export`)", 503)
+            return error_response("model", "no style model in this export (run `make train export`)", 501)
         names = [n.strip() for n in style_name.split(",")] if style_name is not None else []
         if not names and not uploads:
             return error_response("style", "give a style: style (an image file) and/or style_name (a preset)")
@@ -712,23 +695,22 @@ class Atelier:
         )
 
     @bentoml.api
-    def styles(self) -> dict[str, Any]:
+    def styles(self) -> StylesResponse:
         """The style presets: name, where it came from (with its credit and licence for the bundled
         ones), and a JPEG thumbnail (base64)."""
         if self.style is None:
-            return {"styles": []}
-        return {
-            "styles": [
-                {
-                    "name": name,
-                    "source": self.style.preset_sources[name],
-                    **({"credit": credit} if (credit := self.style.preset_credits[name]) else {}),
-                    "thumbnail": _b64(thumb),
-                    "thumbnail_format": "jpeg",
-                }
+            return StylesResponse(styles=[])
+        return StylesResponse(
+            styles=[
+                Preset(
+                    name=name,
+                    source=self.style.preset_sources[name],
+                    credit=self.style.preset_credits[name],
+                    thumbnail=_b64(thumb),
+                )
                 for name, thumb in self.style.thumbnails.items()
             ]
-        }
+        )
 
     # --- information --------------------------------------------------------------------------
 
@@ -810,7 +792,7 @@ class Atelier:
         }
 
 
-def _blend_weights(weights: str | float | list[float] | None, count: int) -> list[float]:
+def _blend_weights(weights: Weights, count: int) -> list[float]:
     """The blend weights of ``count`` styles, normalised to sum 1 (equal when none are given)."""
     if weights is None:
         return [1.0 / count] * count
@@ -906,11 +888,62 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+API_PATHS = [f"/{name}" for name in Atelier.apis]
+# What the schemas alone cannot say, added to the operations' descriptions in the OpenAPI document.
+API_NOTES = {
+    "/stylize": "Give a style: `style` (one or more image files) and/or `style_name` (presets); "
+    "a request with neither is refused with 400.",
+    "/sample": "Send JSON, or a multipart form to upload `style` images.",
+    "/sample_grid": "Send JSON, or a multipart form to upload `style` images.",
+}
+
+
+def _export_fields() -> dict[str, dict[str, dict[str, Any]]]:
+    """What this export allows, for the OpenAPI document: its presets' names and its labels."""
+    try:
+        manifest = json.loads((SETTINGS.exports / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    presets = "|".join(re.escape(p["name"]) for p in manifest.get("style", {}).get("presets", []))
+    labels = manifest["models"].get("generator", {}).get("class_labels") or []
+    number = r"\s*\d+(\.\d*)?\s*"
+    fields: dict[str, dict[str, Any]] = {"weights": {"pattern": f"^{number}(,{number}){{0,{MAX_STYLES - 1}}}$"}}
+    if presets:
+        fields["style_name"] = {"pattern": f"^({presets})(,({presets})){{0,{MAX_STYLES - 1}}}$"}
+    if labels:
+        fields["label"] = {"maximum": len(labels) - 1}
+    return {path: fields for path in ("/sample", "/sample_grid", "/interpolate", "/stylize")}
+
+
+def _openapi() -> dict[str, Any]:
+    return openapi_document(
+        Atelier.openapi_spec.asdict(),
+        version=__version__,
+        api_paths=API_PATHS,
+        keys=bool(SETTINGS.api_keys),
+        metrics_need_key=SETTINGS.metrics_need_key,
+        notes=API_NOTES,
+        fields=_export_fields(),
+        one_of_fields={"/stylize": ["style", "style_name"]},
+        optional_body=("/styles", "/info"),
+    )
+
+
+# ASGI middleware, outermost first: the request id (on every response and error), the API's own
+# document and page, keys and rate limits, requests in flight, then the body's checks and admission.
+Atelier.add_asgi_middleware(RequestIds)
+Atelier.add_asgi_middleware(ApiDocs, make_document=_openapi)
+Atelier.add_asgi_middleware(
+    KeyGuard,
+    keys=SETTINGS.api_keys,
+    guarded_paths=[*API_PATHS, *(["/metrics"] if SETTINGS.metrics_need_key else [])],
+    rate_limit_per_minute=SETTINGS.rate_limit_per_minute,
+)
 # The playground: a static page (service/playground) calling the API above, on the same port.
 Atelier.mount_asgi_app(StaticFiles(directory=PLAYGROUND, html=True), path="/playground", name="playground")
 Atelier.add_asgi_middleware(
     TrafficGuard,
-    api_paths=[f"/{name}" for name in Atelier.apis],
+    api_paths=API_PATHS,
     max_in_flight=MAX_IN_FLIGHT,
     queued_paths=("/stylize",),
 )
@@ -924,4 +957,5 @@ Atelier.add_asgi_middleware(
     fields={f"/{name}": list(api.input_spec.model_fields) for name, api in Atelier.apis.items()},
     files={f"/{name}": list(api.input_spec.multipart_fields) for name, api in Atelier.apis.items()},
     may_be_empty=("/styles", "/info"),
+    budget=UploadBudget(SETTINGS.upload_budget_bytes),
 )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -44,15 +43,17 @@ from PIL import Image
 
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
-from service.runtime import Providers, cpus_from_environment, device_name, open_session, providers_from_environment
+from service.runtime import Providers, cpu_budget, device_name, open_session, providers_from_settings
 from service.sampling import latents_for_seeds, seed_range
+from service.settings import Settings
 from service.style import STYLE, StyleTransfer, _to_input, pad_for_cascade, stats_names, style_input
 from tests import hostile_images as hi
 from tests.hostile_images import gradient
 from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
-CPUS = cpus_from_environment()  # the cores the service would size its pools to
+SETTINGS = Settings.from_environment()  # the service's settings, as it would read them here
+CPUS = cpu_budget(SETTINGS.cpus)  # the cores the service would size its pools to
 
 
 def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
@@ -60,7 +61,7 @@ def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
     return choose_precision(
         role,
         manifest["models"][role],
-        os.environ.get("ATELIER_PRECISION", "auto"),
+        SETTINGS.precision,
         providers.names[0] == "CUDAExecutionProvider",
     )
 
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     exports = args.exports.resolve()
     manifest = load_manifest(exports)
-    chosen = providers_from_environment(log=lambda _: None)
+    chosen = providers_from_settings(SETTINGS, log=lambda _: None)
     cuda = chosen.names[0] == "CUDAExecutionProvider"
     torch = None if args.no_torch else Torch(manifest, cuda)
     peer_model = peer(cuda) if "stylizer" in manifest["models"] else None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.runtime import CPUS_ENV, Cpus, available_memory, cgroup_cpu_quota, cpu_budget
+from service.settings import Settings, SettingsError
 from tests.pipeline import Server, run_fresh
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
@@ -22,14 +23,14 @@ V1_MEMORY = Path("/sys/fs/cgroup/memory")
 @pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5", " "])
 def test_a_wrong_cpu_count_is_named(setting):
     if not setting.strip():  # blank: as if unset
-        assert cpu_budget(setting).source != CPUS_ENV
+        assert Settings.from_environment({CPUS_ENV: setting}).cpus is None
         return
-    with pytest.raises(ValueError, match=f"{CPUS_ENV}={setting!r}: use a whole number of cores"):
-        cpu_budget(setting)
+    with pytest.raises(SettingsError, match=f"{CPUS_ENV}={setting!r}: use a whole number of cores"):
+        Settings.from_environment({CPUS_ENV: setting})
 
 
 def test_the_setting_wins_over_what_the_machine_says():
-    assert cpu_budget("3") == Cpus(3, CPUS_ENV)
+    assert cpu_budget(Settings.from_environment({CPUS_ENV: "3"}).cpus) == Cpus(3, CPUS_ENV)
 
 
 def fake_proc(tmp_path: Path, cgroup: str, mounts: list[str]) -> Path:

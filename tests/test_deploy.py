@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from service import service as service_module
+from service.settings import NAMES
 from tests import hostile_images as hi
 from tests.pipeline import REPO, Server
 
@@ -82,9 +82,8 @@ def test_the_overlays_choose_their_device_and_the_gpu_overlay_asks_for_one():
     assert env(volume)["ATELIER_EXPORTS"].startswith("/exports/")
     mounts = {m["mountPath"]: m for m in container(volume)["volumeMounts"]}
     assert mounts["/exports"]["readOnly"] is True
-    for resources in (cpu, gpu, volume):  # every ATELIER_ variable is one the service documents
-        documented = set(re.findall(r"^  (ATELIER_[A-Z_]+)", service_module.__doc__, re.MULTILINE))
-        assert {k for k in {**env(resources), **env_from(resources)} if k.startswith("ATELIER_")} <= documented
+    for resources in (cpu, gpu, volume):  # every ATELIER_ variable is one the service reads
+        assert {k for k in {**env(resources), **env_from(resources)} if k.startswith("ATELIER_")} <= NAMES
 
 
 def test_the_thread_pools_are_sized_to_the_pods_cpu_request():
@@ -95,6 +94,12 @@ def test_the_thread_pools_are_sized_to_the_pods_cpu_request():
         source = env_from(resources)["ATELIER_CPUS"]["resourceFieldRef"]
         assert source["resource"] == "requests.cpu" and source["divisor"] == "1"
         assert "cpu" in container(resources)["resources"]["requests"]
+
+
+def test_the_api_keys_come_from_a_secret_the_pod_cannot_start_without():
+    for overlay in OVERLAYS:
+        source = env_from(render(overlay))["ATELIER_API_KEYS"]["secretKeyRef"]
+        assert source["name"] == "atelier-api-keys" and source["key"] == "keys" and not source.get("optional")
 
 
 def test_termination_leaves_time_for_the_services_drain_and_shutdown():

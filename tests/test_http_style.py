@@ -117,7 +117,7 @@ def test_styles_lists_presets_with_thumbnails(server):
     assert r.status_code == 200
     styles = {s["name"]: s for s in r.json()["styles"]}
     assert {"wheat_field", "pebbles", "chevrons", "my_style"} <= set(styles)
-    assert styles["my_style"]["source"] == "file:mine/My Style.png" and "credit" not in styles["my_style"]
+    assert styles["my_style"]["source"] == "file:mine/My Style.png" and styles["my_style"]["credit"] is None
     assert "van Gogh" in styles["wheat_field"]["credit"] and "stram 1.0.1" in styles["wheat_field"]["credit"]
     thumb = Image.open(io.BytesIO(base64.b64decode(styles["wheat_field"]["thumbnail"])))
     assert thumb.format == "JPEG" and max(thumb.size) <= 128

@@ -4,6 +4,7 @@ driven by Selenium) against a real `bentoml serve`."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 
@@ -36,7 +37,7 @@ def open_browser(width: int = 1200, height: int = 1000):
         f"--window-size={width},{height}",
     ):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
@@ -58,6 +59,30 @@ def wait(driver, script: str, timeout: float = 60):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the browser asked for since the last call (Chrome's network log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+@pytest.mark.parametrize("page", ["/", "/playground/"])
+def test_the_pages_the_service_serves_ask_no_other_site_for_anything(browser, server, page):
+    """No third-party requests: BentoML's own API page loads Google Tag Manager and badges from three
+    other sites; the service's page serves the same Swagger UI from its own files."""
+    requested_urls(browser)  # drop what earlier tests logged
+    browser.get(f"{server.url}{page}")
+    wait(browser, "return document.readyState === 'complete'")
+    if page == "/":
+        wait(browser, "return document.querySelectorAll('.opblock').length >= 6")  # the API's routes, drawn
+    urls = requested_urls(browser)
+    assert urls and all(u.startswith((server.url, "data:", "blob:")) for u in urls), urls
+    assert not severe_console_messages(browser)
 
 
 def severe_console_messages(driver) -> list[str]:

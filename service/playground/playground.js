@@ -15,15 +15,49 @@ function showError(scope, field, message) {
   el.textContent = el.dataset.field === field ? message : `${field}: ${message}`;
 }
 
-async function call(endpoint, options, scope) {
+// --- the API key: asked for once (on the first 401), kept in this tab's session storage -------------
+
+const KEY_STORAGE = "atelier-api-key";
+
+function withKey(options) {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${key}` } } : options;
+}
+
+let asking = null;  // one dialog for every call that meets a 401 at once
+
+function askForKey(reason) {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const dialog = $("key-dialog");
+      $("key-reason").textContent = reason;
+      $("api-key").value = "";
+      dialog.addEventListener("close", () => {
+        const key = dialog.returnValue === "ok" ? $("api-key").value.trim() : "";
+        if (key) sessionStorage.setItem(KEY_STORAGE, key);
+        asking = null;
+        resolve(Boolean(key));
+      }, { once: true });
+      dialog.showModal();
+    });
+  }
+  return asking;
+}
+
+async function call(endpoint, options, scope, retried = false) {
   let response;
   try {
-    response = await fetch(`../${endpoint}`, { method: "POST", ...options });
+    response = await fetch(`../${endpoint}`, { method: "POST", ...withKey(options) });
   } catch (err) {
     showError(scope, "service", `the service did not answer (${err.message})`);
     return null;
   }
   if (response.ok) return response;
+  if (response.status === 401 && !retried) {
+    const body = await response.json().catch(() => ({}));
+    const reason = ((body.detail || [])[0] || {}).msg || "This service needs an API key.";
+    if (await askForKey(reason)) return call(endpoint, options, scope, true);
+  }
   let field = "service", message = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
