@@ -153,7 +153,8 @@ def test_training_reads_pixels_as_the_service_does(tmp_path):
             (folder / f"{copy}{name}").write_bytes((folder / name).read_bytes())
     split = load_dataset(f"folder:{folder}", 32, 3)
     images = torch.cat([split.train.images, split.held_out.images])
-    means = [float(x.mean()) for x in (images + 1) * 127.5]  # each 85-170; Pillow's own: 254 and 42
+    assert images.dtype == torch.uint8  # the pixels as read, held as they are
+    means = [float(x.float().mean()) for x in images]  # each 85-170; Pillow's own: 254 and 42
     assert len(means) == 9 and all(80 < m < 180 for m in means)
 
 

@@ -31,6 +31,7 @@ def test_run_folder_has_everything(tiny_gan_run):
         "metrics.jsonl",
         "checkpoint.pt",
         "classifier.pt",
+        "judge.pt",
         "loss.png",
         "grid.png",
         "metrics.json",
@@ -42,11 +43,19 @@ def test_run_folder_has_everything(tiny_gan_run):
     assert options["conditional"] is True and options["num_classes"] == 4
     records = [json.loads(line) for line in (tiny_gan_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    for r in records:  # every epoch's quality, not only the end's
-        assert r["fid"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
-        assert 0 <= r["label_agreement"] <= 1
+    for r in records:  # every epoch's quality in both spaces, not only the end's
+        for space in ("", "independent_"):
+            assert r[f"{space}fid"] >= 0 and 0 <= r[f"{space}precision"] <= 1 and 0 <= r[f"{space}recall"] <= 1
+            assert 0 <= r[f"{space}label_agreement"] <= 1
     metrics = json.loads((tiny_gan_run / "metrics.json").read_text())
-    assert {"fid", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"} <= set(metrics)
+    keys = {"fid", "fid_vs_baseline", "precision", "recall", "coverage", "baseline_real_vs_real", "feature_space"}
+    independent = metrics["independent"]
+    assert keys <= set(metrics) and keys | {"label_agreement", "classifier_held_out_accuracy"} <= set(independent)
+    assert metrics["feature_space"].startswith("FID-LeNet") and independent["feature_space"].startswith("independent")
+    for space in (metrics, independent):  # each its own baseline, at the same sample size
+        assert space["fid_vs_baseline"] == pytest.approx(space["fid"] / space["baseline_real_vs_real"]["fid"])
+        assert space["samples"] == 24 and space["sets"] == 10
+    assert independent["baseline_real_vs_real"]["fid"] != metrics["baseline_real_vs_real"]["fid"]
     # the final measures average ten disjoint sample sets (the quick profile's --eval-sets)
     assert metrics["sets"] == 10 and len(metrics["fid_sets"]) == 10
     assert metrics["calibration_latents"] == 4096
@@ -220,7 +229,8 @@ def test_folder_dataset_recursive_labels_and_formats(tmp_path):
     # 10% of each class is one image each: topped up to the 4 the measures need, from the larger class
     assert len(split.train) + len(split.held_out) == 16 and len(split.held_out) == 4
     assert sorted(split.held_out.labels.tolist()) == [0, 1, 1, 1]
-    cats = split.train.images[split.train.labels == 0]
+    assert split.train.images.dtype == torch.uint8  # a quarter of float32's memory
+    cats = split.train.floats()[split.train.labels == 0]
     assert torch.allclose(cats[:, 0], torch.ones_like(cats[:, 0]))  # red stays red after resize/crop
     grey = load_dataset(f"folder:{tmp_path}", 32, 1)
     assert grey.train.images.shape[1] == 1
@@ -274,6 +284,9 @@ def test_a_folder_of_colour_photos_trains_exports_and_samples_at_64_px(tmp_path)
         assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["baseline_real_vs_real"]["fid"])
         assert ("classifier_held_out_accuracy" in metrics) == (labels is not None)
         assert metrics["feature_space"].startswith("generic: VGG") == (labels is None)
+        independent = metrics["independent"]["feature_space"]  # labelled: the judge; else EfficientNet-Lite0
+        assert independent.startswith("independent: residual CNN" if labels else "independent: EfficientNet")
+        assert np.isfinite(metrics["independent"]["fid_vs_baseline"])
         out = tmp_path / f"exports_{name}"
         export_all(tmp_path / "runs" / "gan" / name, None, out, None, log=lambda line: None)
         entry = load_manifest(out)["models"]["generator"]  # checksums verified
@@ -291,7 +304,9 @@ def test_mnist_is_padded_to_32_and_split_stratified():
     split = load_dataset("mnist", 32, 1)
     assert split.train.images.shape == (4500, 1, 32, 32) and len(split.held_out) == 500
     assert np.bincount(split.held_out.labels.numpy()).tolist() == [50] * 10
-    assert split.train.images[:, :, :2].max() == -1.0  # the 2 px padding is background
+    assert split.train.images.dtype == torch.uint8 and split.train.images[:, :, :2].max() == 0  # black padding
+    floats = split.train.floats()
+    assert floats.dtype == torch.float32 and floats.min() == -1.0 and floats.max() == 1.0
 
 
 def test_a_step_trains_both_models_and_leaves_d_trainable():
@@ -305,7 +320,7 @@ def test_a_step_trains_both_models_and_leaves_d_trainable():
     assert gan.g.body[0].weight.is_contiguous(memory_format=torch.channels_last)
     g0 = [p.detach().clone() for p in gan.g.parameters()]
     d0 = [p.detach().clone() for p in gan.d.parameters()]
-    real, y = data.train.images[: o.batch_size], data.train.labels[: o.batch_size]
+    real, y = data.train.floats()[: o.batch_size], data.train.labels[: o.batch_size]
     gan_step(gan, o, real.contiguous(memory_format=torch.channels_last), y, step_generator(0, 1, torch.device("cpu")))
     assert all(p.requires_grad for p in gan.d.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(g0, gan.g.parameters()))
@@ -340,7 +355,7 @@ def test_precision_bf16_runs_the_passes_in_bfloat16_and_keeps_the_weights_float3
     assert o.precision == "auto" and uses_bf16(o, torch.device("cuda")) and not uses_bf16(o, cpu)
     data = load_dataset(o.dataset, o.image_size, o.channels)
     o = replace(with_data(o, data), d_skip_below=0.0)
-    real = data.train.images[: o.batch_size].contiguous(memory_format=torch.channels_last)
+    real = data.train.floats()[: o.batch_size].contiguous(memory_format=torch.channels_last)
     y = data.train.labels[: o.batch_size]
     scalars, dtypes = {}, {}
     for precision in ("fp32", "bf16"):
@@ -366,7 +381,7 @@ def test_lazy_r1_acts_on_every_nth_step_only():
     data = load_dataset(o.dataset, o.image_size, o.channels)
     o = replace(with_data(o, data), d_skip_below=0.0)
     cpu = torch.device("cpu")
-    real = data.train.images[: o.batch_size].contiguous(memory_format=torch.channels_last)
+    real = data.train.floats()[: o.batch_size].contiguous(memory_format=torch.channels_last)
     y = data.train.labels[: o.batch_size]
 
     def d_grads(r1: float, step: int) -> list[torch.Tensor]:

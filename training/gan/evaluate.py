@@ -1,5 +1,6 @@
-"""The GAN's quality measures during and after training: the feature space a run is scored in, the
-evaluation samples from fixed seeds, and the fixed-seed sample grid (``metrics.py`` has the maths)."""
+"""The GAN's quality measures during and after training: the two feature spaces a run is scored in
+(FID-LeNet and an independent one that shares only the data), the evaluation samples from fixed
+seeds, and the fixed-seed sample grid (``metrics.py`` has the maths)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from service.sampling import latents_for_seeds
 from training.gan.data import DatasetSplit
-from training.gan.metrics import LeNet, Reference, classifier_featurizer, train_classifier, vgg_featurizer
+from training.gan.functions import as_float
+from training.gan.metrics import (
+    LeNet,
+    Reference,
+    ResidualJudge,
+    classifier_featurizer,
+    train_classifier,
+    train_judge,
+    vgg_featurizer,
+)
 from training.gan.model import Generator
-from training.gan.options import CLASSIFIER_SEED, EVAL_SEED, GanOptions
+from training.gan.options import CLASSIFIER_SEED, EVAL_SEED, JUDGE_SEED, JUDGE_SPLIT_SEED, GanOptions
 from training.runs import load_checkpoint, save_checkpoint
 
-# The measures logged after every epoch (metrics.jsonl); metrics.json has them all at the end.
-EPOCH_MEASURES = ("fid", "precision", "recall", "label_agreement")
+# The measures logged after every epoch (metrics.jsonl; the independent space's prefixed
+# ``independent_``); metrics.json has them all at the end.
+EPOCH_MEASURES = ("fid", "fid_vs_baseline", "precision", "recall", "label_agreement")
 
 
 @torch.no_grad()
@@ -69,9 +81,7 @@ def quality_reference(
             data.train.images, data.train.labels, o.num_classes, o.classifier_epochs, device, CLASSIFIER_SEED
         )
         save_checkpoint(path, {"model": model.state_dict()})
-    with torch.no_grad():
-        pred = model(data.held_out.images.to(device)).argmax(1).cpu()
-    accuracy = float((pred == data.held_out.labels).float().mean())
+    accuracy = held_out_accuracy(model, data, device)
     space = (
         f"FID-LeNet: classifier trained on the {o.dataset} training split "
         f"(held-out accuracy {accuracy:.4f}), 128-d penultimate layer"
@@ -93,15 +103,79 @@ def evaluation_samples(
     return generate(g.eval(), z, labels, device), labels
 
 
+def held_out_accuracy(model: LeNet | ResidualJudge, data: DatasetSplit, device: torch.device) -> float:
+    with torch.no_grad():
+        pred = model(as_float(data.held_out.images).to(device)).argmax(1).cpu()
+    return float((pred == data.held_out.labels).float().mean())
+
+
+def independent_reference(
+    o: GanOptions, run: Path, data: DatasetSplit, device: torch.device, log: Callable[[str], None]
+) -> Reference | None:
+    """The second space, sharing nothing with the first but the images: the same images split by
+    another seed, and there a ``ResidualJudge`` trained from ``JUDGE_SEED`` (labelled data; kept as
+    judge.pt) or, for unlabelled data, ImageNet EfficientNet-Lite0 features (None, said so, when its
+    weights package is not installed). Its own real-vs-real baseline at the same sample sizes."""
+    split = data.resplit(JUDGE_SPLIT_SEED)
+    if not o.num_classes:
+        from training.effnet import EffNetWeightsError, load_effnet
+
+        try:
+            effnet = load_effnet(device)
+        except EffNetWeightsError as e:
+            log(f"no independent feature space for unlabelled data: {e}")
+            return None
+        space = "independent: EfficientNet-Lite0 (ImageNet) stage5 channel means, another split"
+        return Reference(effnet_featurizer(effnet, device), space, split.train.images, split.held_out.images, 0)
+    path = run / "judge.pt"
+    model = ResidualJudge(o.channels, o.image_size, o.num_classes)
+    if path.exists():
+        model.load_state_dict(load_checkpoint(path)["model"])
+        model = model.to(device).eval()
+    else:
+        model = train_judge(
+            split.train.images, split.train.labels, o.num_classes, o.classifier_epochs, device, JUDGE_SEED
+        )
+        save_checkpoint(path, {"model": model.state_dict()})
+    accuracy = held_out_accuracy(model, split, device)
+    space = (
+        f"independent: residual CNN on the centre {model.crop} px, trained on another split of {o.dataset} "
+        f"(held-out accuracy {accuracy:.4f}), 64-d pooled features"
+    )
+    log(space)
+    reference = Reference(
+        classifier_featurizer(model, device), space, split.train.images, split.held_out.images, o.num_classes
+    )
+    reference.held_out_accuracy = accuracy
+    return reference
+
+
+def effnet_featurizer(effnet, device: torch.device, batch_size: int = 100):
+    """Channel means of EfficientNet-Lite0's deepest stage for images in [-1, 1] (grey as RGB, at least 64 px)."""
+
+    @torch.no_grad()
+    def featurize(images: torch.Tensor) -> tuple[np.ndarray, None]:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = (as_float(images[i : i + batch_size].to(device)) + 1) / 2
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            x = F.interpolate(x, size=max(64, x.shape[-1]), mode="bilinear", align_corners=False)
+            out.append(effnet(x, ["stage5"])["stage5"].mean(dim=(2, 3)).double().cpu())
+        return torch.cat(out).numpy(), None
+
+    return featurize
+
+
 def measure_quality(
-    o: GanOptions, g: Generator, reference: Reference, n: int, device: torch.device, sets: int = 1
-) -> dict:
-    """FID, precision/recall and class coverage of ``sets`` disjoint sets of ``n`` samples from the
-    evaluation seeds (set k from seed 1,000,000 + k n; each epoch's log scores set 0), averaged over
-    the sets, and, for a conditional generator, how often the classifier agrees with the label asked for."""
-    result = reference.evaluate_sets(
-        evaluation_samples(o, g, n, device, EVAL_SEED + k * n) for k in range(sets)
-    )  # each set featurized once
-    if o.num_classes:
-        result["classifier_held_out_accuracy"] = reference.held_out_accuracy
-    return result
+    o: GanOptions, g: Generator, references: list[Reference], n: int, device: torch.device, sets: int = 1
+) -> list[dict]:
+    """For each space in ``references``: FID, precision/recall and class coverage of ``sets``
+    disjoint sets of ``n`` samples from the evaluation seeds (set k from seed 1,000,000 + k n; each
+    epoch's log scores set 0), averaged over the sets, and, for a conditional generator, how often
+    the space's classifier reads the label asked for. Every space scores the same samples."""
+    scores: list[list[dict]] = [[] for _ in references]
+    for k in range(sets):
+        images, labels = evaluation_samples(o, g, n, device, EVAL_SEED + k * n)
+        for reference, scored in zip(references, scores):
+            scored.append(reference.score(images, labels))
+    return [reference.merge(scored) for reference, scored in zip(references, scores)]

@@ -148,3 +148,10 @@ class EMA:
         self.model.eval()
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """Images held as uint8 pixels (0..255) or float in [-1, 1], as float32 in [-1, 1]."""
+    if images.dtype == torch.uint8:
+        return images.float() / 127.5 - 1.0
+    return images

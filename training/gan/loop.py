@@ -16,7 +16,7 @@ from tqdm import tqdm
 from service.sampling import latents_for_seeds
 from training.distributed import ONE, World, average_gradients, check_replicas, mean_across, share_buffers
 from training.gan.data import DatasetSplit
-from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss, r1_penalty
+from training.gan.functions import EMA, as_float, d_loss, diff_augment, g_loss, mode_seeking_loss, r1_penalty
 from training.gan.model import Discriminator, Generator
 from training.gan.options import CALIBRATION_SEED, EPOCH_CALIBRATION_BATCHES, GanOptions, build_models, uses_bf16
 
@@ -201,7 +201,7 @@ def run_epoch(gan: Gan, o: GanOptions, data: DatasetSplit, device: torch.device,
         first = (i * world.size + world.rank) * bs
         idx = order[first : first + bs]
         y = labels[idx].to(device) if o.num_classes else None
-        real = images[idx].to(device, memory_format=torch.channels_last)
+        real = as_float(images[idx].to(device)).contiguous(memory_format=torch.channels_last)  # uint8 moves
         out = gan_step(gan, o, real, y, rng)
         sums += out["scalars"]
         skipped += out["d_skipped"]

@@ -1,8 +1,10 @@
-"""Sample quality in the feature space of a small classifier the project trains itself.
+"""Sample quality in the feature spaces of small classifiers the project trains itself.
 
 FID-LeNet (Fréchet distance of classifier features), k-NN precision/recall (Kynkäänniemi et al.
 2019, k=3) and class coverage (histogram of predicted classes, KL to uniform). The same distances
 are reported for real held-out images against the training split as the real-vs-real baseline.
+An independent space beside it: ``ResidualJudge``, another architecture trained on another split
+of the same images (defaults tuned against one space alone overfit it: docs/gan.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
+
+from training.gan.functions import as_float
 
 
 class LeNet(nn.Module):
@@ -59,7 +63,7 @@ def train_classifier(
         order = torch.randperm(len(images), generator=g)
         for i in range(0, len(images), batch_size):
             idx = order[i : i + batch_size]
-            x = images[idx]
+            x = as_float(images[idx])
             shift = torch.randint(-2, 3, (2,), generator=g).tolist()
             x = torch.roll(x, shifts=shift, dims=(2, 3)).to(device)
             loss = F.cross_entropy(model(x), labels[idx].to(device))
@@ -69,14 +73,94 @@ def train_classifier(
     return model.eval()
 
 
+class _Residual(nn.Module):
+    """Two 3x3 convolutions with BatchNorm around a shortcut (a 1x1 projection where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        same = stride == 1 and cin == cout
+        self.skip = (
+            nn.Identity() if same else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class ResidualJudge(nn.Module):
+    """The independent space's classifier: a small residual network (He et al. 2016) reading the
+    centre 7/8 of (N, C, S, S) images in [-1, 1] (28 of 32 px: MNIST's own digit area), as the
+    issue's outside judge read the served samples. 3x3 convolutions, BatchNorm, shortcuts and global
+    average pooling where LeNet has 5x5 convolutions, max pooling and a fully-connected layer;
+    ``features`` is the 64-d pooled output."""
+
+    def __init__(self, channels: int = 1, image_size: int = 32, num_classes: int = 10, widths=(16, 32, 64)):
+        super().__init__()
+        self.crop = round(image_size * 7 / 8)
+        w0, w1, w2 = widths
+        self.stem = nn.Sequential(nn.Conv2d(channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())
+        self.blocks = nn.Sequential(
+            _Residual(w0, w0, 1),  # (N, w0, 28, 28) at 32 px
+            _Residual(w0, w1, 2),  # (N, w1, 14, 14)
+            _Residual(w1, w2, 2),  # (N, w2, 7, 7)
+        )
+        self.out = nn.Linear(w2, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        top = (x.shape[-1] - self.crop) // 2
+        x = x[..., top : top + self.crop, top : top + self.crop]
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))  # (N, w2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))
+
+
+def train_judge(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 64,
+) -> ResidualJudge:
+    """Train the independent space's classifier on its own split: each image shifted by up to 2 px
+    (its own draw; the border filled with black), read at the centre as the judge reads."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = ResidualJudge(images.shape[1], images.shape[-1], num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    side = images.shape[-1]
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for i in range(0, len(images), batch_size):
+            idx = order[i : i + batch_size]
+            padded = F.pad(as_float(images[idx]), (2, 2, 2, 2), value=-1.0)
+            dy, dx = torch.randint(0, 5, (2, len(idx)), generator=g)
+            x = torch.stack([padded[k, :, t : t + side, u : u + side] for k, (t, u) in enumerate(zip(dy, dx))])
+            loss = F.cross_entropy(model(x.to(device)), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 @torch.no_grad()
 def classify(
-    model: LeNet, images: torch.Tensor, device: torch.device, batch_size: int = 500
+    model: LeNet | ResidualJudge, images: torch.Tensor, device: torch.device, batch_size: int = 500
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128) float64, predicted classes (N,))."""
+    """(features (N, D) float64, predicted classes (N,))."""
     feats, preds = [], []
     for i in range(0, len(images), batch_size):
-        f = model.features(images[i : i + batch_size].to(device))
+        f = model.features(as_float(images[i : i + batch_size].to(device)))
         feats.append(f.double().cpu())
         preds.append(model.out(f).argmax(1).cpu())
     return torch.cat(feats).numpy(), torch.cat(preds).numpy()
@@ -100,14 +184,32 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 NEIGHBOURS = 3
 
 
+# Distances are computed in blocks of rows of at most this many entries (256 MB of float64), so a
+# folder's 45,000 training features need no 16 GB matrix; MNIST's 4,500 fit in one block.
+PAIRWISE_BLOCK = 1 << 25
+
+
+def _row_blocks(a: np.ndarray, b: np.ndarray):
+    """(slice of ``a``'s rows, their distances to every row of ``b``), block by block."""
+    rows = max(1, PAIRWISE_BLOCK // max(1, len(b)))
+    for start in range(0, len(a), rows):
+        yield slice(start, start + rows), _pairwise(a[start : start + rows], b)
+
+
 def knn_radii(x: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     """Distance from each point to its k-th nearest neighbour within the same set."""
-    return np.partition(_pairwise(x, x), k, axis=1)[:, k]  # column 0 is the point itself
+    radii = np.empty(len(x))
+    for rows, d in _row_blocks(x, x):
+        radii[rows] = np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself
+    return radii
 
 
 def ball_coverage(ref: np.ndarray, ref_radii: np.ndarray, query: np.ndarray) -> float:
     """Share of ``query`` points inside at least one k-NN ball of ``ref``."""
-    return float((_pairwise(query, ref) <= ref_radii[None, :]).any(axis=1).mean())
+    inside = np.empty(len(query), dtype=bool)
+    for rows, d in _row_blocks(query, ref):
+        inside[rows] = (d <= ref_radii[None, :]).any(axis=1)
+    return float(inside.mean())
 
 
 def precision_recall(
@@ -135,7 +237,7 @@ def class_coverage(predictions: np.ndarray, num_classes: int) -> dict[str, objec
 Featurizer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray | None]]
 
 
-def classifier_featurizer(model: LeNet, device: torch.device) -> Featurizer:
+def classifier_featurizer(model: LeNet | ResidualJudge, device: torch.device) -> Featurizer:
     return lambda images: classify(model, images, device)
 
 
@@ -146,7 +248,7 @@ def vgg_featurizer(vgg: nn.Module, device: torch.device, batch_size: int = 100) 
     def featurize(images: torch.Tensor) -> tuple[np.ndarray, None]:
         out = []
         for i in range(0, len(images), batch_size):
-            x = (images[i : i + batch_size].to(device) + 1) / 2  # [-1, 1] -> [0, 1]
+            x = (as_float(images[i : i + batch_size].to(device)) + 1) / 2  # [-1, 1] -> [0, 1]
             x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
             x = F.interpolate(x, size=max(64, x.shape[-1]), mode="bilinear", align_corners=False)
             out.append(vgg(x)[vgg.last_layer].mean(dim=(2, 3)).double().cpu())
@@ -189,23 +291,28 @@ class Reference:
 
     def evaluate_sets(self, sets: Iterable[tuple[torch.Tensor, np.ndarray | None]]) -> dict[str, object]:
         """The measures of several disjoint sample sets, each the held-out split's size, averaged
-        over the sets. One set's FID at this size depends on the latents drawn as much as on the
-        generator (500 MNIST samples of one model: 0.95-1.74x the baseline across ten sets), so a
-        single set cannot decide a bar; the mean of K sets estimates the same quantity (FID at the
-        baseline's sample size) with a spread about sqrt(K) times smaller. ``fid_sets`` has each
-        set's FID; coverage and label agreement are over all the samples."""
-        results, predictions, asked = [], [], []
-        for images, labels in sets:
-            features, predicted = self.featurize(images)
-            results.append(self._scored(features, predicted, labels))
-            predictions.append(predicted)
-            asked.append(labels)
+        over the sets: one set's FID at this size depends on the latents drawn as much as on the
+        generator (docs/gan.md, "Ten sample sets"); the mean of K sets estimates the same quantity
+        with a spread about sqrt(K) times smaller."""
+        return self.merge([self.score(images, labels) for images, labels in sets])
+
+    def score(self, images: torch.Tensor, labels: np.ndarray | None) -> dict[str, object]:
+        """One set's measures (``_scored``), with what ``merge`` needs of its predictions."""
+        features, predicted = self.featurize(images)
+        return {**self._scored(features, predicted, labels), "_predicted": predicted, "_asked": labels}
+
+    def merge(self, scores: list[dict[str, object]]) -> dict[str, object]:
+        """The sets' ``score``s as one: means, each set's FID in ``fid_sets`` and their spread, FID as a
+        multiple of the baseline's; coverage and label agreement over all the samples."""
+        predictions, asked = [r["_predicted"] for r in scores], [r["_asked"] for r in scores]
+        results = [{k: v for k, v in r.items() if not k.startswith("_")} for r in scores]
         fids = [r["fid"] for r in results]
         merged = {
             **results[0],
             "fid": float(np.mean(fids)),
             "fid_sets": fids,
             "fid_std": float(np.std(fids)),
+            "fid_vs_baseline": float(np.mean(fids) / self.baseline["fid"]),
             "precision": float(np.mean([r["precision"] for r in results])),
             "recall": float(np.mean([r["recall"] for r in results])),
             "sets": len(results),
@@ -214,6 +321,8 @@ class Reference:
             merged["coverage"] = class_coverage(np.concatenate(predictions), self.num_classes)
         if predictions[0] is not None and asked[0] is not None:
             merged["label_agreement"] = float((np.concatenate(predictions) == np.concatenate(asked)).mean())
+        if self.held_out_accuracy is not None:
+            merged["classifier_held_out_accuracy"] = self.held_out_accuracy
         return merged
 
     def _scored(

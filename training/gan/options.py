@@ -49,6 +49,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 # The evaluation classifier's seed, the same for every run: runs of different --seed are then
 # measured in one feature space (docs/gan.md, "Ablation of the stability tricks").
 CLASSIFIER_SEED = 0
+# The independent evaluation space's: its split of the same images (``data.SPLIT_SEED`` is the
+# training split's) and its classifier's seed.
+JUDGE_SPLIT_SEED = 20251207
+JUDGE_SEED = 1
 # The first latent seeds of the evaluation samples and of the BatchNorm calibration's latents.
 EVAL_SEED = 1_000_000
 CALIBRATION_SEED = 2_000_000

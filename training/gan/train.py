@@ -2,9 +2,10 @@
 
 One run folder per run (``runs/gan/<name>``): options.json, metrics.jsonl, samples/epoch_NNN.png
 (EMA generator, fixed seeds), loss.png, checkpoint.pt (atomic, every epoch), classifier.pt and
-metrics.json (final quality measures). ``--resume RUN`` continues a killed run from its last
-checkpoint; the data order and noise of every step derive from (seed, step), so a resumed run
-repeats exactly what the uninterrupted one would have done.
+judge.pt (the two feature spaces' classifiers) and metrics.json (final quality measures).
+``--resume RUN`` continues a killed run from its last checkpoint; the data order and noise of
+every step derive from (seed, step), so a resumed run repeats exactly what the uninterrupted one
+would have done.
 
 Options and profiles: ``options.py``; the step and the epoch: ``loop.py``; the measures:
 ``evaluate.py``; this file: the epochs with their logs, samples and checkpoints, and the command.
@@ -26,7 +27,14 @@ from tqdm import tqdm
 
 from training.distributed import ONE, World, from_main, join, run_then_leave
 from training.gan.data import DatasetSplit, load_dataset
-from training.gan.evaluate import EPOCH_MEASURES, generate, grid_inputs, measure_quality, quality_reference
+from training.gan.evaluate import (
+    EPOCH_MEASURES,
+    generate,
+    grid_inputs,
+    independent_reference,
+    measure_quality,
+    quality_reference,
+)
 from training.gan.loop import Gan, build_gan, calibration_batches, run_epoch, steps_per_epoch
 from training.gan.metrics import Reference
 from training.gan.model import Discriminator, Generator
@@ -50,12 +58,20 @@ from training.runs import (
 
 @dataclass(frozen=True)
 class Scoring:
-    """What every epoch is scored and shown by: the feature space with its real-vs-real baseline,
+    """What every epoch is scored and shown by: the feature space (FID-LeNet, or VGG for unlabelled
+    data) and the independent one (None where there is none), each with its real-vs-real baseline,
     the size of a sample set (the held-out split's), and the fixed-seed grid's inputs."""
 
     reference: Reference
+    independent: Reference | None
     samples: int
     grid: tuple[np.ndarray, np.ndarray | None, int]
+
+    def measure(self, o: GanOptions, g: Generator, device: torch.device, sets: int = 1) -> dict:
+        """The first space's measures, with the independent space's under ``independent``."""
+        spaces = [self.reference] + ([self.independent] if self.independent else [])
+        first, *second = measure_quality(o, g, spaces, self.samples, device, sets)
+        return {**first, "independent": second[0] if second else None}
 
 
 def train(
@@ -80,7 +96,9 @@ def train(
         log.truncate_after(gan.step)
     reference = quality_reference(o, run, data, device, tqdm.write)
     o = replace(o, classifier_held_out_accuracy=reference.held_out_accuracy)
-    scoring = Scoring(reference, len(data.held_out), grid_inputs(o))
+    scoring = Scoring(
+        reference, independent_reference(o, run, data, device, tqdm.write), len(data.held_out), grid_inputs(o)
+    )
     (run / "samples").mkdir(exist_ok=True)
     t0 = time.time()
     while gan.epoch < o.epochs:
@@ -116,8 +134,9 @@ def end_epoch(
     save_png(
         grid(to_uint8(generate(gan.ema.model, z, labels, device)), cols), run / "samples" / f"epoch_{gan.epoch:03d}.png"
     )
-    quality = measure_quality(o, gan.ema.model, scoring.reference, scoring.samples, device)
+    quality = scoring.measure(o, gan.ema.model, device)
     record.update({k: quality[k] for k in EPOCH_MEASURES if k in quality})
+    record.update({f"independent_{k}": v for k, v in (quality["independent"] or {}).items() if k in EPOCH_MEASURES})
     log.append(record)
     tqdm.write(status_line(o, record))
     save_checkpoint(run / CHECKPOINT, gan.state(o))
@@ -128,9 +147,15 @@ def status_line(o: GanOptions, record: dict[str, Any]) -> str:
     return (
         f"epoch {record['epoch']:3d}/{o.epochs} step {record['step']:6d}  loss_d {record['loss_d']:.3f}  "
         f"loss_g {record['loss_g']:.3f}  D(x) {record['d_real']:.2f}  D(G(z)) {record['d_fake']:.2f}  "
-        f"skipped {record['d_skipped']:3d}  fid {record['fid']:.2f}  P/R {record['precision']:.2f}/"
+        f"skipped {record['d_skipped']:3d}  fid {record['fid_vs_baseline']:.2f}x P/R {record['precision']:.2f}/"
         f"{record['recall']:.2f}"
         + (f"  labels {record['label_agreement']:.1%}" if "label_agreement" in record else "")
+        + (
+            f"  independent fid {record['independent_fid_vs_baseline']:.2f}x P/R "
+            f"{record['independent_precision']:.2f}/{record['independent_recall']:.2f}"
+            if "independent_fid" in record
+            else ""
+        )
         + f"  {record['seconds']:.0f}s"
     )
 
@@ -144,7 +169,7 @@ def finish(o: GanOptions, run: Path, gan: Gan, log: MetricsLog, scoring: Scoring
     save_checkpoint(run / CHECKPOINT, gan.state(o))
     z, labels, cols = scoring.grid
     save_png(grid(to_uint8(generate(gan.ema.model, z, labels, device)), cols), run / "grid.png")
-    final = measure_quality(o, gan.ema.model, scoring.reference, scoring.samples, device, sets=o.eval_sets)
+    final = scoring.measure(o, gan.ema.model, device, sets=o.eval_sets)
     final["calibration_latents"] = batches * o.batch_size
     final["training_seconds"] = sum_training_seconds(log.read())
     atomic_write_json(run / "metrics.json", final)
