@@ -9,11 +9,59 @@ document's ``Error`` schema (``service/openapi.py``) describes it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.responses import JSONResponse
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ApiError(Exception):
+    """A request the service refuses: ``status`` with the error body for ``field`` and ``message``
+    (and ``headers``, e.g. Retry-After). Raised anywhere below an endpoint; ``answers_api_errors``
+    turns it into the response, in one place."""
+
+    def __init__(self, field: str, message: str, status: int = 400, headers: dict[str, str] | None = None):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status, self.headers = field, message, status, headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.field, self.message, self.status, self.headers)
+
+
+def answers_api_errors(endpoint: F) -> F:
+    """An endpoint whose ``ApiError`` becomes its response (with the status set on BentoML's
+    context, which otherwise overrides a returned response's status)."""
+
+    def answer(error: ApiError, kwargs: dict[str, Any]) -> JSONResponse:
+        response = error.response()
+        if (ctx := kwargs.get("ctx")) is not None:
+            ctx.response.status_code = response.status_code
+        return response
+
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await endpoint(*args, **kwargs)
+            except ApiError as e:
+                return answer(e, kwargs)
+
+    else:
+
+        @functools.wraps(endpoint)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return endpoint(*args, **kwargs)
+            except ApiError as e:
+                return answer(e, kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _request_id() -> str | None:

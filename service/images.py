@@ -21,6 +21,8 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from service.errors import ApiError
+
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 # zlib level of the PNGs the service writes. Pillow's default (6) took 110-130 ms for a 512x512
 # stylisation on one core, more than half of the model's time; level 1 takes 22-34 ms for files
@@ -40,14 +42,9 @@ _MB = 1024 * 1024
 _WHITE = (255, 255, 255)
 
 
-class ImageInputError(ValueError):
-    """A user-supplied image was rejected; ``field`` names the form field it came from."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.status = status  # 400; 413 for more work than the service takes in one request
+class ImageInputError(ApiError, ValueError):
+    """A user-supplied image was rejected; ``field`` names the form field it came from (status 400;
+    413 for more work than the service takes in one request)."""
 
 
 def decode_image(

@@ -1,0 +1,96 @@
+"""What ``info`` says: the models served, their checksums, parity and measured quality, the
+provider and precision each session actually runs on, the device, the threads, the queue.
+
+Paths are relative to the export folder (file names only): nothing about the host's layout.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from service.startup import Models
+
+
+def describe(models: Models, request_threads: int) -> dict[str, Any]:
+    manifest, cpus, providers = models.manifest, models.cpus, models.providers
+    return {
+        "service": "atelier",
+        "version": manifest["atelier_version"],
+        "manifest_version": manifest["version"],
+        "exported": manifest["created"],
+        "exports": models.exports.name,  # the folder's name: info never shows host paths
+        "device": models.device,
+        "providers": {
+            "requested": providers.spec,
+            "fallback": providers.fallback,
+            "cuda_options": providers.cuda_options,
+        },
+        "cpus": {"count": cpus.count, "source": cpus.source, "request_threads": request_threads},
+        "models": _models(models),
+        "export_check": models.watch.check(),
+        "stylize_queue": models.heavy.describe() if models.style else None,
+    }
+
+
+def _models(models: Models) -> dict[str, Any]:
+    out = {}
+    for role, entry in models.roles.items():
+        out[role] = {
+            "path": entry["path"],
+            "sha256": entry["sha256"],
+            "opset": entry["opset"],
+            "inputs": entry["inputs"],
+            "outputs": entry["outputs"],
+            "parity": entry["parity"],
+            "provider": models.provider(role),
+            "precision": models.files[role][1],  # fp16: the export's variant, entry["variants"]["fp16"]
+            **({"precision_fallback": models.precision_fallback[role]} if role in models.precision_fallback else {}),
+            "variants": entry.get("variants", {}),
+        }
+    if "generator" in out:
+        out["generator"].update(_generator(models))
+    if "stylizer" in out:
+        st = models.manifest["style"]
+        vgg = {**st["vgg"], "weights": st["vgg"]["weights"] and Path(st["vgg"]["weights"].split("#")[0]).name}
+        out["style_encoder"].update({"vgg": vgg, "levels": st["levels"]})
+        out["stylizer"].update(
+            {
+                "levels": st["levels"],
+                "transform": st["transform"],
+                # where the style's own patches are swapped in and their detail added (None: off)
+                "patches": {k: st["patches"][k] for k in ("scale", "cell", "detail_gain")} if "patches" in st else None,
+                "training": {"metrics": finite(st.get("metrics"))},
+                "quality": finite(st.get("quality")),
+                "presets": [p["name"] for p in st["presets"]],
+                "shape_step": models.style.step,  # inputs padded to multiples of this
+                "warm_shapes": sorted(f"{h}x{w}" for h, w in models.warm_shapes),
+            }
+        )
+    return out
+
+
+def _generator(models: Models) -> dict[str, Any]:
+    g, batcher = models.roles["generator"], models.gan.batcher
+    return {
+        "latent_dim": g["latent_dim"],
+        "image_size": g["image_size"],
+        "channels": g["channels"],
+        "class_labels": g["class_labels"],
+        "dataset": g["dataset"],
+        "metrics": finite(g.get("metrics")),
+        "latent": g["latent"],
+        "batching": {"enabled": True, "runs": batcher.runs, "calls": batcher.calls} if batcher else {"enabled": False},
+    }
+
+
+def finite(obj: Any) -> Any:
+    """JSON has no NaN: unmeasured metrics become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
