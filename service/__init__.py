@@ -1,3 +1,3 @@
 """Atelier service: BentoML on ONNX Runtime (numpy, Pillow; no torch)."""
 
-__version__ = "0.1.0"  # the service and its API; the manifest records the exporter's own
+__version__ = "0.1.0"  # the project's version: the API's, and the exporter's in the manifest

@@ -24,10 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from service.errors import ApiError
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-# zlib level of the PNGs the service writes. Pillow's default (6) took 110-130 ms for a 512x512
-# stylisation on one core, more than half of the model's time; level 1 takes 22-34 ms for files
-# 13-16% larger (measured on 2 stylised photos and a gradient; 1024x768: 307 -> 100 ms, 1.01 -> 1.15 MB).
-# jpeg and webp are the small formats.
+# zlib level of the PNGs the service writes: Pillow's default (6) took more than the model's time,
+# level 1 a quarter of it for files a little larger (docs/performance.md, "Around the model").
 PNG_COMPRESS_LEVEL = 1
 
 # Pillow format names accepted on upload; only these parsers ever see the bytes.

@@ -25,11 +25,9 @@ assert tuple(PROVIDER_NAMES) == PROVIDER_WORDS
 CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
 
 
-# Chosen by measurement on an NVIDIA H200 (ONNX Runtime 1.31.1, cuDNN 9; `python -m tests.cuda_options`,
-# docs/performance.md): ONNX Runtime's default, an exhaustive cuDNN search, cost 350-1200 ms on the
-# first call in each new input shape and, with shapes alternating as mixed uploads make them, 343 ms
-# a call (fp32, 512-1024 px) against 40 ms with cuDNN's default algorithms (first calls 48-75 ms).
-# Operators whose every input has one shape can set cudnn_conv_algo_search=EXHAUSTIVE.
+# ONNX Runtime's default, an exhaustive cuDNN search per input shape, made mixed upload sizes many
+# times slower (`python -m tests.cuda_options`; docs/performance.md, "On a GPU"). Operators whose
+# every input has one shape can set cudnn_conv_algo_search=EXHAUSTIVE.
 CUDA_DEFAULTS = {"cudnn_conv_algo_search": "DEFAULT"}
 
 

@@ -35,10 +35,8 @@ STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
 # arena (fast; its high-water mark is reached at warm-up). Up to SHRINK_MAX_PIXELS they run there
 # too, and the CPU arena is shrunk after the run (memory given back). Larger ones run on the session
-# without an arena (see service/runtime.open_session). Measured on 2 cores (the AMD EPYC, an earlier
-# and several times slower stylizer), extra peak memory and time per call: 1024 px: arena + shrink
-# 1.5 GB, 3.2-3.3 s; no arena 1.4 GB, 5.3 s. 2048 px: arena + shrink 9.9 GB, 30 s; no arena 5.8 GB,
-# 22 s.
+# without an arena (see service/runtime.open_session): at 2048 px the arena held far more memory
+# than the call needed, and was slower.
 ARENA_MAX_PIXELS = 512 * 512
 SHRINK_MAX_PIXELS = 1024 * 1024
 # The coarsest feature map must be at least this many pixels on each side (the decoders' reflection
@@ -46,8 +44,8 @@ SHRINK_MAX_PIXELS = 1024 * 1024
 MIN_FEATURE_SIDE = 4
 # Under CUDA, inputs are padded to multiples of this many pixels a side (shape buckets): cuDNN
 # picks its algorithms once per input shape, so a bounded set of shapes, warmed at start-up,
-# keeps that cost off requests. On the CPU a new shape costs no more than a known one (measured:
-# 0.43-0.60 s either way at 512 px, 2 cores), so there the padding stays minimal.
+# keeps that cost off requests. On the CPU a new shape costs no more than a known one (`make bench`'s
+# new-shape rows), so there the padding stays minimal.
 CUDA_SHAPE_BUCKET = 64
 
 # mean_L (C,), cov_L (C, C) for each level L, in the manifest's order; then, with patches on, the

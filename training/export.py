@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from service import __version__
 from service.manifest import sha256_file
 from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.options import build_models, stored_options
@@ -30,7 +31,7 @@ from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_sca
 from training.style.swap import DEFAULT_PATCHES, PatchSettings
 
 MANIFEST_VERSION = 1
-ATELIER_VERSION = "0.1.0"
+ATELIER_VERSION = __version__  # recorded in the manifest: which code wrote it
 PARITY_SEEDS = list(range(8))  # the first seeds of the training grid
 
 

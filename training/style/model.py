@@ -48,9 +48,7 @@ SHADING_RADIUS = 2
 # (``MIN_FEATURE_SIDE`` in service/style.py), so a decoder may mirror by up to one less (``padding_plan``).
 MIN_FEATURE_SIDE = 4
 # A full-size relu1_1 stage estimates the photo's feature statistics from every fourth position each
-# way: a sixteenth of the products for 64 channels at every pixel, 0.95x the stylizer's time with every
-# second position (the earlier default; 512 px, 2 CPU cores), and the output 48-52 dB from every second
-# position's, which was 54-64 dB from all positions' (held-out photos x presets, 512 px; see ``Cascade``).
+# way: a sixteenth of the products, the output 48-52 dB from every second position's (``Cascade``).
 STATS_STRIDE = 4
 
 
