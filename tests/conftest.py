@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -47,3 +48,9 @@ def server(exports_dir, tmp_path_factory):
 def bento(exports_dir, tmp_path_factory):
     """The bento `bentoml build` makes of the service and the tiny export (offline), built once."""
     return build_bento(exports_dir, tmp_path_factory.mktemp("bento"))
+
+
+@pytest.fixture
+def manifest(exports_dir) -> dict:
+    """The tiny export's manifest, a fresh copy for each test (some change it to tamper with the export)."""
+    return json.loads((exports_dir / "manifest.json").read_text())

@@ -17,8 +17,8 @@ from PIL import Image, ImageSequence
 
 from atelier_client import Atelier, AtelierError
 from tests import hostile_images as hi
+from tests.helpers import SLOW, in_background, post_stylize, queue_state, wait_until
 from tests.pipeline import REPO, Server, run_fresh
-from tests.test_resilience import SLOW, in_background, post_stylize, queue_state, wait_until
 
 
 @pytest.fixture()

@@ -16,8 +16,7 @@ from training.onnx_export import ParityError, export_checked
 from training.runs import load_checkpoint
 
 
-def test_generator_matches_pytorch_on_fixed_seeds(exports_dir, tiny_gan_run):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+def test_generator_matches_pytorch_on_fixed_seeds(exports_dir, manifest, tiny_gan_run):
     entry = manifest["models"]["generator"]
     assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["seeds"] == list(range(8))
     assert [i["name"] for i in entry["inputs"]] == ["z", "label"]
@@ -37,8 +36,7 @@ def test_generator_matches_pytorch_on_fixed_seeds(exports_dir, tiny_gan_run):
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_manifest_records_the_contract(exports_dir):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+def test_manifest_records_the_contract(exports_dir, manifest):
     assert manifest["version"] == 1 and manifest["created"]
     g = manifest["models"]["generator"]
     assert g["sha256"] == sha256_file(exports_dir / "generator.onnx")

@@ -71,10 +71,9 @@ def test_the_fp16_arithmetic_check_refuses_an_overflow_the_cpu_provider_computes
     assert choose_precision("m", {"path": "m.onnx", "variants": {"fp16": entry}}, "auto", on_cuda=True)[1] == "fp32"
 
 
-def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_dir):
+def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_dir, manifest):
     """The stylizer's fp16 graph, in fp16 arithmetic, on a picture and a style the export did not
     check: finite exactly when the export recorded it finite, and then within the bound."""
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
     entry = manifest["models"]["stylizer"]
     cpu = StyleTransfer(
         exports_dir,
@@ -96,8 +95,7 @@ def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_di
         assert score >= min(FP16_MIN_PSNR_DB, recorded["min_psnr_db"] - 3)
 
 
-def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(exports_dir, tiny_gan_run):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(exports_dir, manifest, tiny_gan_run):
     entry = manifest["models"]["generator"]
     module, options = load_generator(tiny_gan_run)
     seeds = list(range(100, 132))  # not the seeds the export checked
@@ -113,8 +111,7 @@ def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(e
     )
 
 
-def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir, manifest):
     models = manifest["models"]
     encoder = open_session(exports_dir / models["style_encoder"]["path"], CPU)
     fp32 = StyleTransfer(exports_dir, manifest, encoder, open_session(exports_dir / models["stylizer"]["path"], CPU))

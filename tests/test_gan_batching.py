@@ -10,7 +10,7 @@ import pytest
 
 from service.gan import GanSampler, MicroBatcher
 from service.runtime import open_session
-from tests.test_resilience import wait_until
+from tests.helpers import wait_until
 
 
 def sampler_pair(exports_dir):
@@ -74,8 +74,7 @@ def test_calls_that_arrive_during_a_run_are_merged_into_one_run(exports_dir):
     assert not batcher._leading  # nothing left: the next caller leads at once
 
 
-def test_a_batch_never_exceeds_max_batch_and_an_error_reaches_its_caller(exports_dir):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+def test_a_batch_never_exceeds_max_batch_and_an_error_reaches_its_caller(exports_dir, manifest):
     entry = manifest["models"]["generator"]
     session = open_session(exports_dir / entry["path"], ["CPUExecutionProvider"])
     batcher = MicroBatcher(session, max_batch=4)

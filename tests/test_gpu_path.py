@@ -18,8 +18,8 @@ import requests
 from service.manifest import load_manifest, sha256_file
 from service.runtime import choose_providers, cuda_problem
 from tests import hostile_images as hi
+from tests.helpers import wait_until
 from tests.pipeline import REPO, Server
-from tests.test_resilience import wait_until
 
 NO_CUDA = cuda_problem()
 

@@ -11,7 +11,7 @@ import skimage.data
 from PIL import Image, ImageSequence
 
 from tests import hostile_images as hi
-from tests.test_http_style import image_of, stylize
+from tests.helpers import image_of, stylize
 
 FLICKER_LIMIT = 1.5  # output frame-to-frame change / input frame-to-frame change (measured 1.08-1.10)
 

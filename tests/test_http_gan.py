@@ -11,12 +11,9 @@ import requests
 from PIL import Image
 
 from service.runtime import cuda_problem
+from tests.helpers import post
 
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
-
-
-def post(server, endpoint, payload=None, **kwargs):
-    return requests.post(f"{server.url}/{endpoint}", json=payload, timeout=60, **kwargs)
 
 
 def decode(b64: str) -> np.ndarray:
@@ -98,11 +95,10 @@ def test_interpolation_ends_at_both_seeds(server, method):
     assert body["images"][2] not in (a, b)
 
 
-def test_info_reports_models_and_the_provider_in_use(server, exports_dir):
+def test_info_reports_models_and_the_provider_in_use(server, exports_dir, manifest):
     r = requests.post(f"{server.url}/info", timeout=10)
     assert r.status_code == 200
     info = r.json()
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
     g = info["models"]["generator"]
     assert g["sha256"] == manifest["models"]["generator"]["sha256"]
     assert g["provider"] == ("CPUExecutionProvider" if cuda_problem() else "CUDAExecutionProvider")  # what runs here

@@ -12,8 +12,7 @@ import requests
 from PIL import Image
 
 from tests import hostile_images as hi
-from tests.test_http_gan import post
-from tests.test_http_style import image_of, stylize
+from tests.helpers import image_of, post, stylize
 
 
 def pixels(b64: str) -> np.ndarray:

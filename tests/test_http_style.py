@@ -16,24 +16,9 @@ from PIL import Image
 
 from service.runtime import cuda_problem
 from tests import hostile_images as hi
+from tests.helpers import image_of, stylize
 
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
-
-
-def stylize(
-    server, content: bytes | None, style: bytes | list[bytes] | None = None, extra_file: bool = False, **fields
-):
-    files = [("styel", ("typo.png", hi.png(), "image/png"))] if extra_file else []
-    if content is not None:
-        files.append(("content", ("content.bin", content, "application/octet-stream")))
-    for i, data in enumerate([style] if isinstance(style, bytes) else style or []):
-        files.append(("style", (f"style{i}.bin", data, "application/octet-stream")))
-    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
-    return requests.post(f"{server.url}/stylize", files=files or None, data=data, timeout=120)
-
-
-def image_of(response) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def test_preset_keeps_the_aspect_ratio(server):

@@ -3,8 +3,6 @@ property it is there for: a style's stripes reach a flat photo through the serve
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -142,7 +140,9 @@ def stripe_share(image: np.ndarray, period: int) -> float:
     return float(power[k - 1 : k + 2].sum() / power[1:].sum())
 
 
-def test_the_served_graph_puts_a_styles_stripes_into_a_flat_photo_and_the_statistics_alone_do_not(exports_dir):
+def test_the_served_graph_puts_a_styles_stripes_into_a_flat_photo_and_the_statistics_alone_do_not(
+    exports_dir, manifest
+):
     """A flat photo (one slow swell of colour) in the style of vertical stripes 16 px apart: the stylised
     picture's column profile has most of its power at that period through the served graph; the
     same decoders with the statistics transform alone (the stylizer before patches) paint none."""
@@ -152,7 +152,6 @@ def test_the_served_graph_puts_a_styles_stripes_into_a_flat_photo_and_the_statis
     from training.style.options import load_style_checkpoint
     from training.style.patterns import stripes
 
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
     cpu = ["CPUExecutionProvider"]
     sessions = [open_session(exports_dir / manifest["models"][r]["path"], cpu) for r in ("style_encoder", "stylizer")]
     st = StyleTransfer(exports_dir, manifest, *sessions)

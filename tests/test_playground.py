@@ -5,40 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 
 import pytest
 import requests
 from PIL import Image
 
 from tests import hostile_images as hi
-
-INSTALL = "sudo apt-get install chromium chromium-driver (`make setup` does it)"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def open_browser(width: int = 1200, height: int = 1000):
-    """Headless Chromium through the system's driver (no download: Selenium Manager is not used)."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail(f"the playground's browser tests need Chromium and its driver: {INSTALL}")
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        f"--window-size={width},{height}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+from tests.browser import open_browser, wait
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +26,6 @@ def load(driver, server, query: str = ""):
 
     driver.get(f"{server.url}/playground{query}")
     WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
-
-
-def wait(driver, script: str, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
 
 
 def requested_urls(driver) -> list[str]:

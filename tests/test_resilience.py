@@ -8,55 +8,15 @@ import os
 import shutil
 import signal
 import socket
-import threading
-import time
 
 import pytest
 import requests
 
 from tests import hostile_images as hi
+from tests.helpers import SLOW, in_background, post_stylize, queue_state, wait_until
 from tests.pipeline import Server
 from tests.soak import photo, worker_pids
 from tests.soak import run as soak
-
-SLOW = photo(1024, 768)  # about 6 s on the test model on 2 AVX2 cores, 1.8 s with AVX-512: caught in flight
-
-
-def post_stylize(server: Server, content: bytes, timeout: float = 120, **fields) -> requests.Response:
-    return requests.post(
-        f"{server.url}/stylize",
-        files={"content": ("c.jpg", content)},
-        data={"style_name": "wheat_field", **{k: str(v) for k, v in fields.items()}},
-        timeout=timeout,
-    )
-
-
-def in_background(fn, *args, **kwargs) -> dict:
-    """Run ``fn`` on a thread; the returned dict gets its "result" (or "error") and a "done" event."""
-    box: dict = {"done": threading.Event()}
-
-    def target():
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 — reported to the test
-            box["error"] = e
-        box["done"].set()
-
-    threading.Thread(target=target, daemon=True).start()
-    return box
-
-
-def queue_state(server: Server) -> dict:
-    return requests.post(f"{server.url}/info", json={}, timeout=30).json()["stylize_queue"]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_sigterm_turns_readyz_503_finishes_work_in_flight_refuses_new_and_exits_0(exports_dir, tmp_path):
