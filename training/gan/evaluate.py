@@ -71,16 +71,14 @@ def quality_reference(
         vgg, info = load_vgg(o.quality_vgg, log=log)
         space = f"generic: VGG ({info['source']}) relu4_1 channel means — no classifier for unlabelled data"
         return Reference(vgg_featurizer(vgg.to(device), device), space, data.train.images, data.held_out.images, 0)
-    path = run / "classifier.pt"
-    model = LeNet(o.channels, o.image_size, o.num_classes)
-    if path.exists():
-        model.load_state_dict(load_checkpoint(path)["model"])
-        model = model.to(device).eval()
-    else:
-        model = train_classifier(
+    model = kept_or_trained(
+        run / "classifier.pt",
+        LeNet(o.channels, o.image_size, o.num_classes),
+        lambda: train_classifier(
             data.train.images, data.train.labels, o.num_classes, o.classifier_epochs, device, CLASSIFIER_SEED
-        )
-        save_checkpoint(path, {"model": model.state_dict()})
+        ),
+        device,
+    )
     accuracy = held_out_accuracy(model, data, device)
     space = (
         f"FID-LeNet: classifier trained on the {o.dataset} training split "
@@ -101,6 +99,17 @@ def evaluation_samples(
     z = latents_for_seeds(list(range(first_seed, first_seed + n)), o.latent_dim)
     labels = np.arange(n) % o.num_classes if o.num_classes else None
     return generate(g.eval(), z, labels, device), labels
+
+
+def kept_or_trained(path: Path, model: torch.nn.Module, train: Callable[[], torch.nn.Module], device: torch.device):
+    """The feature network a run keeps at ``path`` (loaded into ``model``), or ``train()``'s, then kept there:
+    a resumed or re-scored run measures in the same space."""
+    if path.exists():
+        model.load_state_dict(load_checkpoint(path)["model"])
+        return model.to(device).eval()
+    model = train()
+    save_checkpoint(path, {"model": model.state_dict()})
+    return model
 
 
 def held_out_accuracy(model: LeNet | ResidualJudge, data: DatasetSplit, device: torch.device) -> float:
@@ -127,16 +136,14 @@ def independent_reference(
             return None
         space = "independent: EfficientNet-Lite0 (ImageNet) stage5 channel means, another split"
         return Reference(effnet_featurizer(effnet, device), space, split.train.images, split.held_out.images, 0)
-    path = run / "judge.pt"
-    model = ResidualJudge(o.channels, o.image_size, o.num_classes)
-    if path.exists():
-        model.load_state_dict(load_checkpoint(path)["model"])
-        model = model.to(device).eval()
-    else:
-        model = train_judge(
+    model = kept_or_trained(
+        run / "judge.pt",
+        ResidualJudge(o.channels, o.image_size, o.num_classes),
+        lambda: train_judge(
             split.train.images, split.train.labels, o.num_classes, o.classifier_epochs, device, JUDGE_SEED
-        )
-        save_checkpoint(path, {"model": model.state_dict()})
+        ),
+        device,
+    )
     accuracy = held_out_accuracy(model, split, device)
     space = (
         f"independent: residual CNN on the centre {model.crop} px, trained on another split of {o.dataset} "
