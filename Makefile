@@ -84,19 +84,19 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 
 smoke: $(VENV)/.dev
-	$(PY) -m tests.smoke
+	$(PY) -m bench.smoke
 
 bench: $(VENV)/.dev
-	$(PY) -m tests.bench --exports "$(EXPORTS)"
+	$(PY) -m bench.bench --exports "$(EXPORTS)"
 
 bench-train: $(VENV)/.training
-	$(PY) -m tests.bench_train
+	$(PY) -m bench.bench_train
 
 CLIENTS ?= 64
 DURATION ?= 180
 soak: $(VENV)/.dev
-	$(PY) -m tests.soak --exports "$(EXPORTS)" --clients $(CLIENTS) --duration $(DURATION)
-	$(PY) -m tests.upload_burst --exports "$(EXPORTS)" --clients $(CLIENTS)
+	$(PY) -m bench.soak --exports "$(EXPORTS)" --clients $(CLIENTS) --duration $(DURATION)
+	$(PY) -m bench.upload_burst --exports "$(EXPORTS)" --clients $(CLIENTS)
 
 report: $(VENV)/.dev
 	$(PY) -m training.style.report --exports "$(EXPORTS)" --out reports/style --peer

@@ -26,7 +26,7 @@ CUDA_PROVIDER_LIBRARY = Path(ort.__file__).parent / "capi" / "libonnxruntime_pro
 
 
 # ONNX Runtime's default, an exhaustive cuDNN search per input shape, made mixed upload sizes many
-# times slower (`python -m tests.cuda_options`; docs/performance.md, "On a GPU"). Operators whose
+# times slower (`python -m bench.cuda_options`; docs/performance.md, "On a GPU"). Operators whose
 # every input has one shape can set cudnn_conv_algo_search=EXHAUSTIVE.
 CUDA_DEFAULTS = {"cudnn_conv_algo_search": "DEFAULT"}
 

@@ -8,8 +8,8 @@ import os
 import pytest
 from PIL import Image
 
-from tests.hostile_images import gradient
-from tests.pipeline import Server, build_bento, export, train_tiny_gan, train_tiny_style
+from bench.hostile_images import gradient
+from bench.pipeline import Server, build_bento, export, train_tiny_gan, train_tiny_style
 
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 

@@ -10,9 +10,9 @@ import numpy as np
 import requests
 from PIL import Image
 
-from tests import hostile_images as hi
-from tests.pipeline import Server
-from tests.soak import photo
+from bench import hostile_images as hi
+from bench.pipeline import Server
+from bench.soak import photo
 
 SLOW = photo(1024, 768)  # about 6 s on the test model on 2 AVX2 cores, 1.8 s with AVX-512: caught in flight
 

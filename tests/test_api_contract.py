@@ -15,8 +15,8 @@ import pytest
 import requests
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
-from tests import hostile_images as hi
-from tests.pipeline import REPO
+from bench import hostile_images as hi
+from bench.pipeline import REPO
 
 API = ("/sample", "/sample_grid", "/interpolate", "/stylize", "/styles", "/info")
 FUZZ_EXAMPLES = 15  # per route and phase

@@ -16,9 +16,9 @@ import requests
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from atelier_client import Atelier, AtelierError
+from bench.pipeline import REPO, Server, export
 from service.access import TokenBuckets
 from tests.browser import open_browser, wait
-from tests.pipeline import REPO, Server, export
 
 KEY, OTHER = "k-0123456789abcdef0123", "k-fedcba9876543210fedc"
 API = ("/sample", "/sample_grid", "/interpolate", "/stylize", "/styles", "/info")

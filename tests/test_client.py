@@ -16,9 +16,9 @@ import requests
 from PIL import Image, ImageSequence
 
 from atelier_client import Atelier, AtelierError
-from tests import hostile_images as hi
+from bench import hostile_images as hi
+from bench.pipeline import REPO, Server, run_fresh
 from tests.helpers import SLOW, in_background, post_stylize, queue_state, wait_until
-from tests.pipeline import REPO, Server, run_fresh
 
 
 @pytest.fixture()
@@ -93,7 +93,7 @@ def test_an_unreachable_service_is_an_error_not_a_hang(free_url):
 
 @pytest.fixture()
 def free_url():
-    from tests.pipeline import free_port
+    from bench.pipeline import free_port
 
     return f"http://127.0.0.1:{free_port()}"
 

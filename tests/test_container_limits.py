@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.pipeline import Server, run_fresh
 from service.runtime import CPUS_ENV, Cpus, available_memory, cgroup_cpu_quota, cpu_budget
 from service.settings import Settings, SettingsError
-from tests.pipeline import Server, run_fresh
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 V1_MEMORY = Path("/sys/fs/cgroup/memory")

@@ -15,9 +15,9 @@ import pytest
 import requests
 import yaml
 
+from bench import hostile_images as hi
+from bench.pipeline import REPO, Server
 from service.settings import NAMES
-from tests import hostile_images as hi
-from tests.pipeline import REPO, Server
 
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("cpu", "gpu", "gpu-exports-volume")

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tests.hostile_images import gradient
-from tests.pipeline import REPO, TINY_GAN_ARGS, TINY_STYLE_ARGS
+from bench.hostile_images import gradient
+from bench.pipeline import REPO, TINY_GAN_ARGS, TINY_STYLE_ARGS
 from training.runs import load_checkpoint
 
 
@@ -112,7 +112,7 @@ def test_the_replica_check_stops_a_run_whose_ranks_diverged():
     are caught on both ranks."""
     import torch.multiprocessing as mp
 
-    from tests.pipeline import free_port
+    from bench.pipeline import free_port
 
     for differ, expected in ((False, "same"), (True, "the replicas' weights differ")):
         results = mp.get_context("spawn").SimpleQueue()

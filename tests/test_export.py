@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from bench.pipeline import run_fresh
 from service.manifest import ManifestError, load_manifest, sha256_file
 from service.sampling import latents_for_seeds
-from tests.pipeline import run_fresh
 from training.gan.train import build_models
 from training.onnx_export import ParityError, export_checked
 from training.runs import load_checkpoint

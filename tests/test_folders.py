@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests import hostile_images as hostile
-from tests.pipeline import TINY_STYLE_ARGS
+from bench import hostile_images as hostile
+from bench.pipeline import TINY_STYLE_ARGS
 from training.gan import train as gan_train
 from training.gan.data import load_dataset
 from training.style import train as style_train

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench.hostile_images import gradient
 from service.manifest import ManifestError, choose_precision, load_manifest
 from service.runtime import open_session
 from service.sampling import latents_for_seeds
 from service.style import StyleTransfer, _to_input, pad_for_cascade, style_input
-from tests.hostile_images import gradient
 from training.export import load_generator
 from training.onnx_export import FP16_MIN_PSNR_DB, fp16_arithmetic_scores, fp16_parity, fp16_variant, psnr_db
 

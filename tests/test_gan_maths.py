@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.pipeline import run_fresh
 from service import sampling
-from tests.pipeline import run_fresh
 from training.gan.functions import EMA, d_loss, diff_augment, g_loss, mode_seeking_loss, r1_penalty
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
+from bench.pipeline import REPO, TINY_GAN_ARGS, train_tiny_gan
 from training.export import load_generator
 from training.gan.data import load_dataset
 from training.gan.evaluate import quality_reference

@@ -15,11 +15,11 @@ import onnx
 import pytest
 import requests
 
+from bench import hostile_images as hi
+from bench.pipeline import REPO, Server
 from service.manifest import load_manifest, sha256_file
 from service.runtime import choose_providers, cuda_problem
-from tests import hostile_images as hi
 from tests.helpers import wait_until
-from tests.pipeline import REPO, Server
 
 NO_CUDA = cuda_problem()
 

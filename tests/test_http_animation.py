@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageSequence
 
-from tests import hostile_images as hi
+from bench import hostile_images as hi
 from tests.helpers import image_of, stylize
 
 FLICKER_LIMIT = 1.5  # output frame-to-frame change / input frame-to-frame change (measured 1.08-1.10)

@@ -11,7 +11,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from tests import hostile_images as hi
+from bench import hostile_images as hi
 from tests.helpers import image_of, post, stylize
 
 

@@ -14,8 +14,8 @@ import pytest
 import requests
 from PIL import Image
 
+from bench import hostile_images as hi
 from service.runtime import cuda_problem
-from tests import hostile_images as hi
 from tests.helpers import image_of, stylize
 
 MAGIC = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from bench import hostile_images as hostile
 from service.images import (
     FORMATS,
     ImageInputError,
@@ -19,7 +20,6 @@ from service.images import (
     tile_grid,
     to_rgb_array,
 )
-from tests import hostile_images as hostile
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"

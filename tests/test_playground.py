@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests import hostile_images as hi
+from bench import hostile_images as hi
 from tests.browser import open_browser, wait
 
 

@@ -12,11 +12,11 @@ import socket
 import pytest
 import requests
 
-from tests import hostile_images as hi
+from bench import hostile_images as hi
+from bench.pipeline import Server
+from bench.soak import photo, worker_pids
+from bench.soak import run as soak
 from tests.helpers import SLOW, in_background, post_stylize, queue_state, wait_until
-from tests.pipeline import Server
-from tests.soak import photo, worker_pids
-from tests.soak import run as soak
 
 
 def test_sigterm_turns_readyz_503_finishes_work_in_flight_refuses_new_and_exits_0(exports_dir, tmp_path):

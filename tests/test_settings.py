@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from bench.pipeline import REPO
 from service.settings import NAMES, Settings, SettingsError
-from tests.pipeline import REPO
 
 
 def test_defaults_when_nothing_is_set():

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from bench.hostile_images import gradient
 from service.runtime import open_session
 from service.style import (
     STYLE,
@@ -21,7 +22,6 @@ from service.style import (
     style_input,
     style_picture,
 )
-from tests.hostile_images import gradient
 
 
 @pytest.fixture(scope="module")

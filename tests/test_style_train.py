@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.pipeline import TINY_STYLE_ARGS
+from bench.pipeline import TINY_STYLE_ARGS
 from training.runs import load_checkpoint
 from training.style import train
 from training.style.data import TrainingImages, content_source, is_grey, recolour, rotate_hue

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.pipeline import REPO, TINY_GAN_ARGS, TINY_STYLE_ARGS
+from bench.pipeline import REPO, TINY_GAN_ARGS, TINY_STYLE_ARGS
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
 """Admission before buffering: a burst of large uploads is refused at the door (429 with
 Retry-After) once the bodies held would pass the upload budget, so the worker's memory stays
-bounded, on a real `bentoml serve` (the full-size burst: `make soak`, tests/upload_burst.py)."""
+bounded, on a real `bentoml serve` (the full-size burst: `make soak`, bench/upload_burst.py)."""
 
 from __future__ import annotations
 
-from tests.pipeline import Server
-from tests.upload_burst import measured_burst
+from bench.pipeline import Server
+from bench.upload_burst import measured_burst
 
 CLIENTS = 16
 MEGABYTES = 6.0  # each of the two PNGs: a body of about 12 MB

@@ -3,8 +3,8 @@
     .venv/bin/python tools/screenshots.py --exports exports
 
 Starts ``bentoml serve`` on a free loopback port with ``ATELIER_EXPORTS`` at ``--exports`` (the
-tests' ``Server``: ready when ``/readyz`` says so, stopped with SIGTERM to its process group),
-opens the playground in headless Chromium (the tests' ``open_browser``: Debian's ``chromium`` and
+``bench.pipeline.Server``: ready when ``/readyz`` says so, stopped with SIGTERM to its process group),
+opens the playground in headless Chromium (``tests.browser.open_browser``: Debian's ``chromium`` and
 ``chromium-driver``) in a 1200 px wide window, and writes, the window's height fitted to the page:
 
 - ``docs/playground-style.jpg`` (JPEG, quality 85): the style transfer tab with a photo chosen,
@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.pipeline import Server  # noqa: E402
 from tests.browser import open_browser, wait  # noqa: E402
-from tests.pipeline import Server  # noqa: E402
 
 WIDTH = 1200
 GAN_QUERY = "?tab=gan&seed=5&n=8"

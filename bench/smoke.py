@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from tests import hostile_images
-from tests.pipeline import Server, export, train_tiny_gan, train_tiny_style
+from bench import hostile_images
+from bench.pipeline import Server, export, train_tiny_gan, train_tiny_style
 
 SMOKE_GAN_ARGS = ["--dataset", "mnist", "--epochs", "1", "--classifier-epochs", "1"]
 

@@ -1,4 +1,4 @@
-"""CUDA provider options for the stylizer, measured: ``python -m tests.cuda_options --exports exports``.
+"""CUDA provider options for the stylizer, measured: ``python -m bench.cuda_options --exports exports``.
 
 For each precision the export has (fp32, and fp16 where it was exported) and each combination of
 cuDNN's convolution algorithm search (``EXHAUSTIVE``, ONNX Runtime's default; ``HEURISTIC``;
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.hostile_images import gradient
+from bench.pipeline import REPO
 from service.manifest import choose_precision, load_manifest
 from service.runtime import PROVIDER_NAMES, cuda_problem, open_session
 from service.style import StyleTransfer, _to_input, pad_for_cascade
-from tests.hostile_images import gradient
-from tests.pipeline import REPO
 
 SHAPES = ((512, 512), (1024, 768), (768, 1024), (1024, 1024))  # (width, height)
 SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -53,21 +53,16 @@ def variants(manifest: dict) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.cuda_options", description=__doc__.split("\n\n")[0])
-    p.add_argument("--exports", type=Path, default=REPO / "exports")
-    p.add_argument("--rounds", type=int, default=15, help="warm rounds per shape and session")
-    p.add_argument("--out", type=Path, default=REPO / "reports" / "cuda_options.json")
-    args = p.parse_args(argv)
-    problem = cuda_problem()
-    if problem:
-        print(f"CUDA provider not usable here: {problem}", file=sys.stderr)
-        return 1
-    exports = args.exports.resolve()
-    manifest = load_manifest(exports)
-    names = [PROVIDER_NAMES["cuda"], PROVIDER_NAMES["cpu"]]
-    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], names)
-    preset = manifest["style"]["presets"][0]["name"]
+def call_ms(style: StyleTransfer, session, x: np.ndarray, preset: str) -> float:
+    """One stylizer call on ``x`` with ``preset``'s statistics, in milliseconds."""
+    start = time.perf_counter()
+    style.run_stylizer(session, x, style.resident[preset], 1.0)
+    return (time.perf_counter() - start) * 1000
+
+
+def open_all(exports: Path, manifest: dict, names: list[str], encoder, preset: str) -> list[dict]:
+    """One session per precision and setting, each timed as it opens and on its first call in each
+    shape: measured before any warm round, since a cold shape is what the first call pays for."""
     entries = []
     for precision, file in variants(manifest).items():
         for search in SEARCH:
@@ -79,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert session.get_providers()[0] == PROVIDER_NAMES["cuda"], session.get_providers()
                 style = StyleTransfer(exports, manifest, encoder, session)
                 inputs = [_to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step)) for w, h in SHAPES]
-                first = []
-                for x in inputs:
-                    start = time.perf_counter()
-                    style.run_stylizer(session, x, style.resident[preset], 1.0)
-                    first.append((time.perf_counter() - start) * 1000)
+                first = [call_ms(style, session, x, preset) for x in inputs]
                 print(
                     f"{precision} {search} nhwc={nhwc}: opened in {opened:.2f} s, first calls (ms) {first}", flush=True
                 )
@@ -98,22 +89,24 @@ def main(argv: list[str] | None = None) -> int:
                         "run": (style, session, inputs),
                     }
                 )
+    return entries
+
+
+def time_rounds(entries: list[dict], rounds: int, preset: str) -> None:
+    """The warm calls, in rounds over all the sessions, each round in a new random order: a GPU
+    whose clock drifts during the run slows every session alike."""
     order = np.random.default_rng(0)
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for i in order.permutation(len(entries)):
             style, session, inputs = entries[i]["run"]
-            times = []
-            for x in inputs:
-                start = time.perf_counter()
-                style.run_stylizer(session, x, style.resident[preset], 1.0)
-                times.append((time.perf_counter() - start) * 1000)
-            entries[i]["warm"].append(times)
+            entries[i]["warm"].append([call_ms(style, session, x, preset) for x in inputs])
             for _ in range(2):  # the shape changes on the first; the second repeats it
                 style.run_stylizer(session, inputs[0], style.resident[preset], 1.0)
-            start = time.perf_counter()
-            style.run_stylizer(session, inputs[0], style.resident[preset], 1.0)
-            entries[i]["repeated"].append((time.perf_counter() - start) * 1000)
-    shapes = [f"{w}x{h}" for w, h in SHAPES]
+            entries[i]["repeated"].append(call_ms(style, session, inputs[0], preset))
+
+
+def summarise(entries: list[dict], shapes: list[str]) -> list[str]:
+    """Medians into ``entries`` (their sessions dropped, so they serialise); the Markdown table's lines."""
     lines = [
         "| precision | cudnn_conv_algo_search | prefer_nhwc | open (s) | "
         + " | ".join(f"{s} first / alternating (ms)" for s in shapes)
@@ -132,6 +125,28 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(f"{f:.1f} / {w:.2f}" for f, w in zip(e["first_ms"], e["warm_ms"]))
             + f" | {e['repeated_ms']:.2f} | {worst:.1f}× |"
         )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cuda_options", description=__doc__.split("\n\n")[0])
+    p.add_argument("--exports", type=Path, default=REPO / "exports")
+    p.add_argument("--rounds", type=int, default=15, help="warm rounds per shape and session")
+    p.add_argument("--out", type=Path, default=REPO / "reports" / "cuda_options.json")
+    args = p.parse_args(argv)
+    problem = cuda_problem()
+    if problem:
+        print(f"CUDA provider not usable here: {problem}", file=sys.stderr)
+        return 1
+    exports = args.exports.resolve()
+    manifest = load_manifest(exports)
+    names = [PROVIDER_NAMES["cuda"], PROVIDER_NAMES["cpu"]]
+    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], names)
+    preset = manifest["style"]["presets"][0]["name"]
+    entries = open_all(exports, manifest, names, encoder, preset)
+    time_rounds(entries, args.rounds, preset)
+    shapes = [f"{w}x{h}" for w, h in SHAPES]
+    lines = summarise(entries, shapes)
     import onnxruntime as ort
 
     report = {"onnxruntime": ort.__version__, "shapes": shapes, "rounds": args.rounds, "results": entries}

@@ -1,8 +1,8 @@
 """Builders for good and hostile image uploads, made in memory (no binary files in the repo).
 
 Every function returns the bytes of one file. The pixel content is deterministic (gradients
-and solid blocks) so tests can check decoded values. Used by ``tests/test_images.py`` and by
-HTTP tests against a running server.
+and solid blocks) so tests can check decoded values. Used by ``tests/test_images.py``, by
+HTTP tests against a running server, and by the soak's hostile requests (``bench/soak.py``).
 """
 
 from __future__ import annotations

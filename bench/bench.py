@@ -41,15 +41,15 @@ import onnxruntime as ort
 import requests
 from PIL import Image
 
+from bench import hostile_images as hi
+from bench.hostile_images import gradient
+from bench.pipeline import REPO, Server
 from service.images import decode_image, encode_image
 from service.manifest import choose_precision, load_manifest
 from service.runtime import Providers, cpu_budget, device_name, open_session, providers_from_settings
 from service.sampling import latents_for_seeds, seed_range
 from service.settings import Settings
 from service.style import STYLE, StyleTransfer, _to_input, pad_for_cascade, stats_names, style_input
-from tests import hostile_images as hi
-from tests.hostile_images import gradient
-from tests.pipeline import REPO, Server
 
 SIDES = (256, 512, 1024)
 SETTINGS = Settings.from_environment()  # the service's settings, as it would read them here
@@ -438,7 +438,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--exports", type=Path, default=REPO / "exports", help="export folder to serve and measure")
     p.add_argument(
         "--repeats",

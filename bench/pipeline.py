@@ -1,5 +1,6 @@
-"""The project's path in miniature, shared by the tests, `make smoke` and `make bench`:
-tiny trainings, export, and a real `bentoml serve` process on a free loopback port."""
+"""The project's path in miniature, shared by the tests and the tooling beside it (`make smoke`,
+`make bench`, `make soak`): tiny trainings, export, and a real `bentoml serve` process on a free
+loopback port."""
 
 from __future__ import annotations
 

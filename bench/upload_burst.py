@@ -1,6 +1,6 @@
 """A burst of large stylize uploads at once, judged by the worker's memory and its answers.
 
-    python -m tests.upload_burst --exports exports --clients 64 --megabytes 18   # part of `make soak`
+    python -m bench.upload_burst --exports exports --clients 64 --megabytes 18   # part of `make soak`
 
 Each of ``--clients`` threads sends one ``stylize`` with two incompressible PNGs of about
 ``--megabytes`` each (content and style), all released together. The worker's RSS is sampled every
@@ -25,8 +25,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-from tests.pipeline import Server
-from tests.soak import worker_rss
+from bench.pipeline import Server
+from bench.soak import worker_rss
 
 
 def noise_png(megabytes: float, seed: int) -> bytes:

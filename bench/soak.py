@@ -3,7 +3,7 @@
 N clients (asyncio tasks, one keep-alive connection each) join over a ramp-up (as a load tool's
 spawn rate does; 16 clients a second by default) and then send, for a given duration, a mix of
 ``sample``, ``sample_grid``, ``interpolate``, ``styles``, ``info`` and ``stylize`` calls, a quarter
-of them hostile (broken, oversized, animated images from ``tests/hostile_images.py``; bad JSON
+of them hostile (broken, oversized, animated images from ``bench/hostile_images.py``; bad JSON
 fields). A client that gets 429 or 503 waits as ``Retry-After`` says, plus a random part (polite
 back-off with jitter).
 
@@ -40,8 +40,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-from tests import hostile_images as hi
-from tests.pipeline import Server
+from bench import hostile_images as hi
+from bench.pipeline import Server
 
 RSS_GROWTH_LIMIT = 0.10
 TAIL_RATIO_LIMIT = 5.0
@@ -279,22 +279,30 @@ def run(
     elapsed = asyncio.run(load(url, mix, clients, duration, results, timeout, ramp))
     time.sleep(1.0)
     rss_end = worker_rss(server)
+    return judge(results, clients, ramp, elapsed, max_side, rss_start, rss_end, out)
+
+
+def ramp_summary(ramp_times: list[float]) -> dict:
+    """The ramp-up's cheap calls: their count, and p50/p99 when there were any."""
+    if not ramp_times:
+        return {"count": 0}
+    return {
+        "count": len(ramp_times),
+        "p50_ms": round(percentile(ramp_times, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(ramp_times, 0.99) * 1000, 1),
+    }
+
+
+def judge(
+    results: Results, clients: int, ramp: float, elapsed: float, max_side: int, rss_start: int, rss_end: int, out
+) -> dict:
+    """The report of a finished load, printed with ``out`` as it is judged; "passed" is the verdict."""
     ramp_times = results.ramp_latencies
     report = {
         "clients": clients,
         "ramp_s": round(ramp, 1),
         "duration_s": round(elapsed - ramp, 1),
-        "ramp_cheap_calls": {
-            "count": len(ramp_times),
-            **(
-                {
-                    "p50_ms": round(percentile(ramp_times, 0.5) * 1000, 1),
-                    "p99_ms": round(percentile(ramp_times, 0.99) * 1000, 1),
-                }
-                if ramp_times
-                else {}
-            ),
-        },
+        "ramp_cheap_calls": ramp_summary(ramp_times),
         "rss_start_mb": round(rss_start / 2**20),
         "rss_end_mb": round(rss_end / 2**20),
         "rss_growth": round(rss_end / rss_start - 1, 3),
@@ -306,31 +314,7 @@ def run(
         f"{clients} clients joining over {ramp:.1f} s, then {elapsed - ramp:.0f} s of load, max_side {max_side}; "
         f"latencies from after the ramp-up"
     )
-    out(f"{'kind':<22}{'answers by status':<34}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}{'good/s':>8}")
-    tails_ok = True
-    for kind in sorted(results.statuses):
-        codes = dict(sorted(results.statuses[kind].items(), key=lambda kv: str(kv[0])))
-        times = results.latencies.get(kind, [])
-        row = {
-            "statuses": {str(k): v for k, v in codes.items()},
-            "goodput_per_s": round(len(times) / (elapsed - ramp), 2),
-        }
-        p50 = p99 = ratio = None
-        if times:
-            p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
-            ratio = p99 / p50
-            row.update(p50_ms=round(p50 * 1000, 1), p99_ms=round(p99 * 1000, 1), tail_ratio=round(ratio, 2))
-            if len(times) >= MIN_SAMPLES_FOR_TAIL and ratio > TAIL_RATIO_LIMIT:
-                tails_ok = False
-        report["kinds"][kind] = row
-
-        def fmt(v, scale=1000):
-            return f"{v * scale:9.1f}" if v is not None else f"{'-':>9}"
-
-        out(
-            f"{kind:<22}{', '.join(f'{k}: {v}' for k, v in codes.items()):<34}{fmt(p50)}{fmt(p99)}"
-            f"{fmt(ratio, 1)}{row['goodput_per_s']:8.2f}"
-        )
+    report["kinds"], tails_ok = kind_table(results, elapsed - ramp, out)
     if ramp_times:
         out(
             f"during the ramp-up: {len(ramp_times)} cheap calls answered, "
@@ -352,6 +336,38 @@ def run(
         f"(limit {RSS_GROWTH_LIMIT:.0%}); p99/p50 within {TAIL_RATIO_LIMIT:g}x: {tails_ok}"
     )
     return report
+
+
+def _column(v: float | None, scale: float = 1000) -> str:
+    return f"{v * scale:9.1f}" if v is not None else f"{'-':>9}"
+
+
+def kind_table(results: Results, steady_s: float, out) -> tuple[dict, bool]:
+    """Per request kind, a row of the report and of the printed table (answers by status, p50,
+    p99, goodput over the ``steady_s`` after the ramp-up); and whether every kind with enough
+    samples kept its p99 within ``TAIL_RATIO_LIMIT`` times its p50."""
+    out(f"{'kind':<22}{'answers by status':<34}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}{'good/s':>8}")
+    kinds, tails_ok = {}, True
+    for kind in sorted(results.statuses):
+        codes = dict(sorted(results.statuses[kind].items(), key=lambda kv: str(kv[0])))
+        times = results.latencies.get(kind, [])
+        row = {
+            "statuses": {str(k): v for k, v in codes.items()},
+            "goodput_per_s": round(len(times) / steady_s, 2),
+        }
+        p50 = p99 = ratio = None
+        if times:
+            p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
+            ratio = p99 / p50
+            row.update(p50_ms=round(p50 * 1000, 1), p99_ms=round(p99 * 1000, 1), tail_ratio=round(ratio, 2))
+            if len(times) >= MIN_SAMPLES_FOR_TAIL and ratio > TAIL_RATIO_LIMIT:
+                tails_ok = False
+        kinds[kind] = row
+        out(
+            f"{kind:<22}{', '.join(f'{k}: {v}' for k, v in codes.items()):<34}{_column(p50)}{_column(p99)}"
+            f"{_column(ratio, 1)}{row['goodput_per_s']:8.2f}"
+        )
+    return kinds, tails_ok
 
 
 def main(argv: list[str] | None = None) -> int:

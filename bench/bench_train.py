@@ -2,8 +2,8 @@
 on whatever the machine has (CUDA GPUs with NCCL, else CPU processes with gloo), and the scaling
 efficiency as a ratio measured in the same run.
 
-    python -m tests.bench_train                    # N = the GPUs, or 2 CPU processes
-    python -m tests.bench_train --nproc 4 --steps 200 --profile full
+    python -m bench.bench_train                    # N = the GPUs, or 2 CPU processes
+    python -m bench.bench_train --nproc 4 --steps 200 --profile full
 
 Each configuration trains from scratch with random VGG weights (the same work as real weights,
 no download) for ``--steps`` steps; the first ``--warmup`` steps are not timed. Throughput is
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tests.pipeline import REPO
+from bench.pipeline import REPO
 
 
 def measure(nproc: int, profile: str, steps: int, warmup: int, work: Path) -> dict:
@@ -69,7 +69,7 @@ def measure(nproc: int, profile: str, steps: int, warmup: int, work: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     gpus = torch.cuda.device_count()
-    p = argparse.ArgumentParser(prog="python -m tests.bench_train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.bench_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--nproc", type=int, default=gpus if gpus > 1 else 2, help="processes for the N run")
     p.add_argument("--profile", default="quick", choices=("quick", "full"))
     p.add_argument("--steps", type=int, default=60)
