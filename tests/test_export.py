@@ -57,24 +57,22 @@ def test_manifest_records_the_contract(exports_dir, manifest):
     assert s["conv1_2_low_rank"] is None and manifest["models"]["style_encoder"]["conv1_2_low_rank"] is None
 
 
-def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--style-coarse-scales", "16,4,8", "--style-coarse-scales must be auto or decreasing powers of two"),
+        ("--style-fine-scales", "3", "--style-fine-scales must be auto, none or decreasing powers of two"),
+        ("--style-shading-radius", "-1", "--style-shading-radius must be 0 or more, not -1"),
+        ("--style-conv1-2-energy", "1.5", "--style-conv1-2-energy must be in (0, 1], not 1.5"),
+    ],
+    ids=["coarse-scales", "fine-scales", "shading-radius", "conv1-2-energy"],
+)
+def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys, flag, value, message):
     from training.export import main
 
-    code = main(["--runs-root", str(tmp_path), "--style-coarse-scales", "16,4,8", "--out", str(tmp_path / "x")])
+    code = main(["--runs-root", str(tmp_path), flag, value, "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "--style-coarse-scales must be auto or decreasing powers of two" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
-    code = main(["--runs-root", str(tmp_path), "--style-fine-scales", "3", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "--style-fine-scales must be auto, none or decreasing powers of two" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
-    code = main(["--runs-root", str(tmp_path), "--style-shading-radius", "-1", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "--style-shading-radius must be 0 or more, not -1" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
-    code = main(["--runs-root", str(tmp_path), "--style-conv1-2-energy", "1.5", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "--style-conv1-2-energy must be in (0, 1], not 1.5" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
