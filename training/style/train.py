@@ -44,8 +44,10 @@ from training.runs import (
     until_interrupted,
 )
 from training.style.data import TrainingImages, content_source
+from training.style.decoder import build_decoder, decoder_config
 from training.style.functions import content_loss, psnr
-from training.style.model import Cascade, build_decoder, decoder_config, default_scales, levels_up_to
+from training.style.levels import levels_up_to
+from training.style.model import Cascade, default_scales
 from training.style.options import StyleOptions, start
 from training.style.samples import fixed_samples, write_samples
 from training.vgg import VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
