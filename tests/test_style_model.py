@@ -1,4 +1,4 @@
-"""Universal style-transfer maths (training/style/functions.py) and networks (training/style/model.py),
+"""Universal style-transfer maths (training/style/functions.py) and networks (training/style/model.py, decoder.py),
 and the service's style mixing (service/style.py), each against an independent expectation."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import torch
 
 from service.style import MIN_FEATURE_SIDE as SERVED_MIN_FEATURE_SIDE
 from service.style import mix_stats, pad_for_cascade
+from training.style.decoder import MIN_FEATURE_SIDE, Decoder, build_decoder, decoder_config, padding_plan
 from training.style.functions import (
     COV_EPS,
     NS_ITERS,
@@ -29,22 +30,10 @@ from training.style.functions import (
     transform_matrix,
     transform_matrix_eigh,
 )
-from training.style.model import (
-    MIN_FEATURE_SIDE,
-    Cascade,
-    Decoder,
-    StyleEncoder,
-    build_decoder,
-    check_scales,
-    decoder_config,
-    default_scales,
-    feature_channels,
-    levels_up_to,
-    padding_plan,
-    size_multiple,
-)
+from training.style.levels import feature_channels, levels_up_to, size_multiple
+from training.style.model import Cascade, StyleEncoder, check_scales, default_scales
 from training.style.pyramid import enlarge, half_size, keep_shading, laplacian_pyramid, luma
-from training.vgg import VGGFeatures
+from training.vgg_net import VGGFeatures
 
 
 def _feat(seed: int, shape=(2, 5, 6, 7)) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The Gatys optimisation reference (training/style/reference.py) and the quality report
+"""The Gatys optimisation reference (training/style/gatys.py, its command line reference.py) and the quality report
 (training/style/report.py): on the seeded random VGG, tiny images and the session's tiny export."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from training.style import quality, reference, report
-from training.style.reference import ReferenceSettings, stylize_by_optimisation
+from training.style.gatys import ReferenceSettings, stylize_by_optimisation
 from training.vgg import load_vgg
 
 

