@@ -45,7 +45,7 @@ from bench import hostile_images as hi
 from bench.hostile_images import gradient
 from bench.pipeline import REPO, Server
 from service.images import decode_image, encode_image
-from service.manifest import choose_precision, load_manifest
+from service.manifest import Manifest, Style, choose_precision, load_manifest
 from service.runtime import Providers, cpu_budget, device_name, open_session, providers_from_settings
 from service.sampling import latents_for_seeds, seed_range
 from service.settings import Settings
@@ -56,14 +56,10 @@ SETTINGS = Settings.from_environment()  # the service's settings, as it would re
 CPUS = cpu_budget(SETTINGS.cpus)  # the cores the service would size its pools to
 
 
-def served(manifest: dict, role: str, providers: Providers) -> tuple[str, str]:
+def served(manifest: Manifest, role: str, providers: Providers) -> tuple[str, str]:
     """``(file, precision)`` the service serves ``role`` with here (``ATELIER_PRECISION``)."""
-    return choose_precision(
-        role,
-        manifest["models"][role],
-        SETTINGS.precision,
-        providers.names[0] == "CUDAExecutionProvider",
-    )
+    entry = manifest.models.roles()[role]
+    return choose_precision(role, entry, SETTINGS.precision, providers.names[0] == "CUDAExecutionProvider")
 
 
 def session(path: Path, providers: Providers):
@@ -71,11 +67,11 @@ def session(path: Path, providers: Providers):
     return open_session(path, providers.names, cuda_options=providers.cuda_options, threads=CPUS.count)
 
 
-def style_transfer(exports: Path, manifest: dict, providers: Providers) -> StyleTransfer:
+def style_transfer(exports: Path, manifest: Manifest, providers: Providers) -> StyleTransfer:
     """The service's style code on fresh sessions of the files it serves."""
-    encoder = session(exports / manifest["models"]["style_encoder"]["path"], providers)
+    encoder = session(exports / manifest.models.style_encoder.path, providers)
     stylizer = session(exports / served(manifest, "stylizer", providers)[0], providers)
-    return StyleTransfer(exports, manifest, encoder, stylizer)
+    return StyleTransfer(exports, manifest.style, encoder, stylizer)
 
 
 def timed(
@@ -178,21 +174,21 @@ def repeats_for(pixels: int, base: int) -> int:
 class Torch:
     """PyTorch eager runs of the export's source models, on the device the service uses."""
 
-    def __init__(self, manifest: dict[str, Any], cuda: bool):
+    def __init__(self, manifest: Manifest, cuda: bool):
         import torch
 
         self.torch = torch
         self.device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
         self.generator = self.cascade = None
         self.notes: list[str] = []
-        gen = manifest["models"].get("generator")
-        if gen and Path(gen.get("run", "")).joinpath("checkpoint.pt").exists():
+        gen = manifest.models.generator
+        if gen and Path(gen.run).joinpath("checkpoint.pt").exists():
             from training.export import load_generator
 
-            self.generator = load_generator(Path(gen["run"]))[0].to(self.device)
+            self.generator = load_generator(Path(gen.run))[0].to(self.device)
         elif gen:
             self.notes.append("generator: its training run is not on this disk")
-        style = manifest.get("style")
+        style = manifest.style
         if style:
             run = style_run(style)
             if run is not None:
@@ -202,11 +198,11 @@ class Torch:
                 from training.style.swap import PatchSettings, StyleSwapCascade
 
                 modules = load_style_modules(
-                    load_style_checkpoint(run / CHECKPOINT), style["levels"], style["transform"], log=lambda _: None
+                    load_style_checkpoint(run / CHECKPOINT), style.levels, style.transform, log=lambda _: None
                 )
                 cascade = modules[-1]
-                if "patches" in style:  # the exported stylizer: the cascade with the style's patches
-                    fields = {k: style["patches"][k] for k in PatchSettings.__dataclass_fields__}
+                if style.patches:  # the exported stylizer: the cascade with the style's patches
+                    fields = style.patches.model_dump(include=set(PatchSettings.__dataclass_fields__))
                     cascade = StyleSwapCascade(cascade, PatchSettings(**fields))
                 self.cascade = cascade.to(self.device)
             else:
@@ -226,12 +222,10 @@ class Torch:
         return call
 
 
-def style_run(style: dict[str, Any]) -> Path | None:
+def style_run(style: Style) -> Path | None:
     """The style run an export came from: recorded in the manifest, else ``<runs_root>/style/latest``."""
-    candidates = [
-        style.get("run"),
-        style.get("training", {}).get("runs_root") and str(Path(style["training"]["runs_root"]) / "style" / "latest"),
-    ]
+    runs_root = style.training.get("runs_root")
+    candidates = [style.run, runs_root and str(Path(runs_root) / "style" / "latest")]
     for candidate in candidates:
         if candidate and (Path(candidate) / "checkpoint.pt").exists():
             return Path(candidate).resolve()
@@ -250,15 +244,15 @@ def peer(cuda: bool):
 
 
 def bench_sample(
-    server: Server, exports: Path, manifest: dict, providers: Providers, torch: Torch | None, repeats: int
+    server: Server, exports: Path, manifest: Manifest, providers: Providers, torch: Torch | None, repeats: int
 ) -> list[dict]:
-    entry = manifest["models"]["generator"]
+    entry = manifest.models.generator
     generator = session(exports / served(manifest, "generator", providers)[0], providers)
     rows = []
     for n in (1, 64):
-        feed = {"z": latents_for_seeds(seed_range(0, n), entry["latent_dim"])}
-        if entry["class_labels"]:
-            feed["label"] = np.arange(n, dtype=np.int64) % len(entry["class_labels"])
+        feed = {"z": latents_for_seeds(seed_range(0, n), entry.latent_dim)}
+        if entry.class_labels:
+            feed["label"] = np.arange(n, dtype=np.int64) % len(entry.class_labels)
 
         def http(n=n):
             requests.post(f"{server.url}/sample", json={"n": n, "seed": 0}, timeout=120).raise_for_status()
@@ -280,12 +274,18 @@ def bench_sample(
 
 
 def bench_style(
-    server: Server, exports: Path, manifest: dict, providers: Providers, torch: Torch | None, peer_model, repeats: int
+    server: Server,
+    exports: Path,
+    manifest: Manifest,
+    providers: Providers,
+    torch: Torch | None,
+    peer_model,
+    repeats: int,
 ) -> list[dict]:
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
-    name = manifest["style"]["presets"][0]["name"]
-    thumbnail = Image.open(exports / manifest["style"]["presets"][0]["thumbnail"]).convert("RGB")
+    name = manifest.style.presets[0].name
+    thumbnail = Image.open(exports / manifest.style.presets[0].thumbnail).convert("RGB")
     rows = []
     for side in SIDES:
         pixels = gradient(side, side)
@@ -334,13 +334,13 @@ def bench_style(
     return rows
 
 
-def bench_new_shapes(server: Server, exports: Path, manifest: dict, providers: Providers) -> list[dict]:
+def bench_new_shapes(server: Server, exports: Path, manifest: Manifest, providers: Providers) -> list[dict]:
     """The first call in a shape the session has not seen vs the warm one: on a fresh session warmed
     at 512², then 4:3 shapes; then those three shapes in turn (each call in a shape other than the
     last call's) vs each repeated; over HTTP, 1024x768 (long side 1024 is never warmed at start-up)."""
     style = style_transfer(exports, manifest, providers)
     stylizer = style.stylizer
-    name = manifest["style"]["presets"][0]["name"]
+    name = manifest.style.presets[0].name
     warm = _to_input(pad_for_cascade(gradient(512, 512), style.multiple, style.step))
     style.run_stylizer(stylizer, warm, style.resident[name], 1.0)
     rows = []
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = providers_from_settings(SETTINGS, log=lambda _: None)
     cuda = chosen.names[0] == "CUDAExecutionProvider"
     torch = None if args.no_torch else Torch(manifest, cuda)
-    peer_model = peer(cuda) if "stylizer" in manifest["models"] else None
+    peer_model = peer(cuda) if manifest.models.stylizer is not None else None
     notes = list(torch.notes if torch else ["PyTorch eager (--no-torch)"])
     if peer_model is None:
         notes.append("the peer (pip install --no-deps -r requirements-bench.txt)")
@@ -462,13 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"CUDA ({chosen.fallback})")
     with tempfile.TemporaryDirectory() as tmp, Server(exports, Path(tmp) / "serve.log") as server:
         rows, new_shapes = [], []
-        if "generator" in manifest["models"]:
+        if manifest.models.generator is not None:
             rows += bench_sample(server, exports, manifest, chosen, torch, args.repeats)
-        if "stylizer" in manifest["models"]:
+        if manifest.models.stylizer is not None:
             rows += bench_style(server, exports, manifest, chosen, torch, peer_model, max(5, args.repeats * 3 // 4))
             new_shapes = bench_new_shapes(server, exports, manifest, chosen)
     precision = ", ".join(
-        f"{role} {served(manifest, role, chosen)[1]}" for role in manifest["models"] if role != "style_encoder"
+        f"{role} {served(manifest, role, chosen)[1]}" for role in manifest.models.roles() if role != "style_encoder"
     )
     report = {
         "machine": {

@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.hostile_images import gradient
 from bench.pipeline import REPO
-from service.manifest import choose_precision, load_manifest
+from service.manifest import Manifest, choose_precision, load_manifest
 from service.runtime import PROVIDER_NAMES, cuda_problem, open_session
 from service.style import StyleTransfer, _to_input, pad_for_cascade
 
@@ -42,14 +42,14 @@ SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 NHWC = ("0",)
 
 
-def variants(manifest: dict) -> dict[str, str]:
+def variants(manifest: Manifest) -> dict[str, str]:
     """``precision -> file`` of the stylizer's variants in the export."""
-    entry = manifest["models"]["stylizer"]
-    out = {"fp32": entry["path"]}
+    entry = manifest.models.stylizer
+    out = {"fp32": entry.path}
     served = choose_precision("stylizer", entry, "auto", on_cuda=True)[1]  # what the service picks on CUDA
-    for precision, variant in entry.get("variants", {}).items():
+    for precision, variant in entry.variants.items():
         label = precision if precision == served else f"{precision} (not served: out of its parity bound)"
-        out[label] = variant["path"]
+        out[label] = variant.path
     return out
 
 
@@ -60,7 +60,7 @@ def call_ms(style: StyleTransfer, session, x: np.ndarray, preset: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def open_all(exports: Path, manifest: dict, names: list[str], encoder, preset: str) -> list[dict]:
+def open_all(exports: Path, manifest: Manifest, names: list[str], encoder, preset: str) -> list[dict]:
     """One session per precision and setting, each timed as it opens and on its first call in each
     shape: measured before any warm round, since a cold shape is what the first call pays for."""
     entries = []
@@ -72,7 +72,7 @@ def open_all(exports: Path, manifest: dict, names: list[str], encoder, preset: s
                 session = open_session(exports / file, names, cuda_options=options)
                 opened = time.perf_counter() - start
                 assert session.get_providers()[0] == PROVIDER_NAMES["cuda"], session.get_providers()
-                style = StyleTransfer(exports, manifest, encoder, session)
+                style = StyleTransfer(exports, manifest.style, encoder, session)
                 inputs = [_to_input(pad_for_cascade(gradient(w, h), style.multiple, style.step)) for w, h in SHAPES]
                 first = [call_ms(style, session, x, preset) for x in inputs]
                 print(
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     exports = args.exports.resolve()
     manifest = load_manifest(exports)
     names = [PROVIDER_NAMES["cuda"], PROVIDER_NAMES["cpu"]]
-    encoder = open_session(exports / manifest["models"]["style_encoder"]["path"], names)
-    preset = manifest["style"]["presets"][0]["name"]
+    encoder = open_session(exports / manifest.models.style_encoder.path, names)
+    preset = manifest.style.presets[0].name
     entries = open_all(exports, manifest, names, encoder, preset)
     time_rounds(entries, args.rounds, preset)
     shapes = [f"{w}x{h}" for w, h in SHAPES]

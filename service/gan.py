@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from service.manifest import Generator
 from service.sampling import latents_for_seeds, lerp, seed_range, slerp, to_uint8
 
 MAX_BATCH = 256  # images in one merged generator run
@@ -84,13 +84,13 @@ class MicroBatcher:
 
 
 class GanSampler:
-    def __init__(self, session: ort.InferenceSession, entry: dict[str, Any], batching: bool = False):
+    def __init__(self, session: ort.InferenceSession, entry: Generator, batching: bool = False):
         self.session = session
         self.batcher = MicroBatcher(session) if batching else None
         self.entry = entry
-        self.latent_dim: int = entry["latent_dim"]
-        self.labels: list[str] | None = entry.get("class_labels")
-        self.input_names = [i["name"] for i in entry["inputs"]]
+        self.latent_dim = entry.latent_dim
+        self.labels = entry.class_labels
+        self.input_names = [i.name for i in entry.inputs]
 
     @property
     def num_classes(self) -> int:

@@ -4,7 +4,6 @@ allows."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from service.access import KeyGuard
 from service.api import FORM_BODY_LIMIT, JSON_BODY_LIMIT, MAX_IN_FLIGHT, MAX_STYLES
 from service.lifecycle import TrafficGuard
 from service.limits import BodyGuard, UploadBudget
+from service.manifest import ManifestError, read_manifest
 from service.openapi import ApiDocs, openapi_document
 from service.request_id import RequestIds
 from service.settings import Settings
@@ -77,11 +77,12 @@ def document(service: Any, settings: Settings) -> dict[str, Any]:
 def export_fields(exports: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """What this export allows, for the OpenAPI document: its presets' names and its labels."""
     try:
-        manifest = json.loads((exports / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    presets = "|".join(re.escape(p["name"]) for p in manifest.get("style", {}).get("presets", []))
-    labels = manifest["models"].get("generator", {}).get("class_labels") or []
+        manifest = read_manifest(exports / "manifest.json")
+    except (ManifestError, OSError):
+        return {}  # the service refuses to start on it, and says why
+    presets = "|".join(re.escape(p.name) for p in manifest.style.presets) if manifest.style else ""
+    generator = manifest.models.generator
+    labels = (generator.class_labels if generator else None) or []
     number = r"\s*\d+(\.\d*)?\s*"
     fields: dict[str, dict[str, Any]] = {"weights": {"pattern": f"^{number}(,{number}){{0,{MAX_STYLES - 1}}}$"}}
     if presets:

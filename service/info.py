@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from service.gan import MicroBatcher
+from service.manifest import Generator
 from service.startup import Models
 
 
@@ -17,9 +19,9 @@ def describe(models: Models, request_threads: int) -> dict[str, Any]:
     manifest, cpus, providers = models.manifest, models.cpus, models.providers
     return {
         "service": "atelier",
-        "version": manifest["atelier_version"],
-        "manifest_version": manifest["version"],
-        "exported": manifest["created"],
+        "version": manifest.atelier_version,
+        "manifest_version": manifest.version,
+        "exported": manifest.created,
         "exports": models.exports.name,  # the folder's name: info never shows host paths
         "device": models.device,
         "providers": {
@@ -38,32 +40,30 @@ def _models(models: Models) -> dict[str, Any]:
     out = {}
     for role, entry in models.roles.items():
         out[role] = {
-            "path": entry["path"],
-            "sha256": entry["sha256"],
-            "opset": entry["opset"],
-            "inputs": entry["inputs"],
-            "outputs": entry["outputs"],
-            "parity": entry["parity"],
+            **entry.model_dump(include={"path", "sha256", "opset", "inputs", "outputs", "parity"}, exclude_unset=True),
             "provider": models.provider(role),
-            "precision": models.files[role][1],  # fp16: the export's variant, entry["variants"]["fp16"]
+            "precision": models.files[role][1],  # fp16: the export's variant, entry.variants["fp16"]
             **({"precision_fallback": models.precision_fallback[role]} if role in models.precision_fallback else {}),
-            "variants": entry.get("variants", {}),
+            "variants": {name: v.model_dump() for name, v in entry.variants.items()},
         }
-    if "generator" in out:
-        out["generator"].update(_generator(models))
-    if "stylizer" in out:
-        st = models.manifest["style"]
-        vgg = {**st["vgg"], "weights": st["vgg"]["weights"] and Path(st["vgg"]["weights"].split("#")[0]).name}
-        out["style_encoder"].update({"vgg": vgg, "levels": st["levels"]})
+    generator, style = models.manifest.models.generator, models.manifest.style
+    if generator is not None:
+        out["generator"].update(_generator(generator, models.gan.batcher))
+    if style is not None:
+        vgg = style.vgg.model_dump()
+        vgg["weights"] = style.vgg.weights and Path(style.vgg.weights.split("#")[0]).name
+        out["style_encoder"].update({"vgg": vgg, "levels": style.levels})
         out["stylizer"].update(
             {
-                "levels": st["levels"],
-                "transform": st["transform"],
+                "levels": style.levels,
+                "transform": style.transform,
                 # where the style's own patches are swapped in and their detail added (None: off)
-                "patches": {k: st["patches"][k] for k in ("scale", "cell", "detail_gain")} if "patches" in st else None,
-                "training": {"metrics": finite(st.get("metrics"))},
-                "quality": finite(st.get("quality")),
-                "presets": [p["name"] for p in st["presets"]],
+                "patches": style.patches.model_dump(include={"scale", "cell", "detail_gain"})
+                if style.patches
+                else None,
+                "training": {"metrics": finite(style.metrics)},
+                "quality": finite(style.quality.model_dump(exclude_unset=True)),
+                "presets": [p.name for p in style.presets],
                 "shape_step": models.style.step,  # inputs padded to multiples of this
                 "warm_shapes": sorted(f"{h}x{w}" for h, w in models.warm_shapes),
             }
@@ -71,16 +71,10 @@ def _models(models: Models) -> dict[str, Any]:
     return out
 
 
-def _generator(models: Models) -> dict[str, Any]:
-    g, batcher = models.roles["generator"], models.gan.batcher
+def _generator(g: Generator, batcher: MicroBatcher | None) -> dict[str, Any]:
     return {
-        "latent_dim": g["latent_dim"],
-        "image_size": g["image_size"],
-        "channels": g["channels"],
-        "class_labels": g["class_labels"],
-        "dataset": g["dataset"],
-        "metrics": finite(g.get("metrics")),
-        "latent": g["latent"],
+        **g.model_dump(include={"latent_dim", "image_size", "channels", "class_labels", "dataset", "latent"}),
+        "metrics": finite(g.metrics),
         "batching": {"enabled": True, "runs": batcher.runs, "calls": batcher.calls} if batcher else {"enabled": False},
     }
 

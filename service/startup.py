@@ -18,7 +18,7 @@ from service.admission import HeavyWork
 from service.api import MAX_SAMPLES
 from service.gan import GanSampler
 from service.lifecycle import LIFECYCLE
-from service.manifest import ExportWatch, ManifestError, choose_precision, load_manifest
+from service.manifest import ExportWatch, ManifestError, ModelEntry, choose_precision, load_manifest
 from service.metrics import export_provider_gauges
 from service.runtime import PROVIDER_NAMES, Cpus, device_name, open_session, providers_from_settings
 from service.sampling import latents_for_seeds, seed_range
@@ -58,15 +58,15 @@ class Models:
         self.warm_shapes: set[tuple[int, int]] = set()
 
     @property
-    def roles(self) -> dict[str, Any]:
-        return self.manifest["models"]
+    def roles(self) -> dict[str, ModelEntry]:
+        return self.manifest.models.roles()
 
     def provider(self, role: str) -> str:
         """The execution provider ``role``'s session actually runs on."""
         return self.sessions[role].get_providers()[0]
 
     def model_id(self, role: str) -> str:
-        return f"{role}@{self.roles[role]['sha256'][:12]}"
+        return f"{role}@{self.roles[role].sha256[:12]}"
 
     def _session(self, role: str, **options: Any):
         return open_session(
@@ -86,18 +86,17 @@ class Models:
     def _build(self) -> None:
         """The GAN sampler and the style transfer over the current sessions."""
         self.gan = None
-        if "generator" in self.roles:
-            self.gan = GanSampler(
-                self.sessions["generator"], self.roles["generator"], batching=self.settings.sample_batching
-            )
+        models = self.manifest.models
+        if models.generator is not None:
+            self.gan = GanSampler(self.sessions["generator"], models.generator, batching=self.settings.sample_batching)
         self.style = None
-        if "stylizer" in self.roles:
+        if self.manifest.style is not None:
             large = None  # an arena-less session for large inputs: the CPU arena's concern only (style.py)
             if self.provider("stylizer") == PROVIDER_NAMES["cpu"]:
                 large = self.heavy.on_heavy_thread(lambda: self._session("stylizer", arena=False, spinning=False))
             self.style = StyleTransfer(
                 self.exports,
-                self.manifest,
+                self.manifest.style,
                 self.sessions["style_encoder"],
                 self.sessions["stylizer"],
                 large,
@@ -116,7 +115,7 @@ class Models:
                 raise ManifestError(f"ATELIER_PRECISION=fp16: {role}'s fp16 variant {problem}; use auto or fp32")
             logger.error("%s: its fp16 variant %s on %s; serving the fp32 model", role, problem, self.provider(role))
             self.precision_fallback[role] = problem
-            self.files[role] = (self.roles[role]["path"], "fp32")
+            self.files[role] = (self.roles[role].path, "fp32")
             self.sessions[role] = self._open(role)
             self._build()
 

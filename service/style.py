@@ -1,7 +1,7 @@
 """Universal style transfer on ONNX Runtime: ``style_encoder.onnx`` and ``stylizer.onnx``.
 
 A style is described by its statistics: the mean and covariance of its VGG features at every
-level of the cascade (the manifest's ``style.style_stats``). ``style_encoder.onnx`` computes them:
+level of the cascade (docs/style-transfer.md). ``style_encoder.onnx`` computes them:
 once at export for the presets (``style_presets.npz``), once per uploaded style (cached by the
 upload's sha256). ``stylizer.onnx`` holds the whole cascade (encode, match the statistics,
 decode; coarse to fine), so features never leave the device. Several styles are blended by
@@ -23,13 +23,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
 from service.images import fit_long_side, resize_to
+from service.manifest import Style
 
 STYLE_CACHE_SIZE = 128
 # Inputs up to ARENA_MAX_PIXELS (padded) run on the stylizer session with ONNX Runtime's memory
@@ -98,30 +98,27 @@ class StyleTransfer:
     def __init__(
         self,
         exports: Path,
-        manifest: dict[str, Any],
+        style: Style,
         encoder: ort.InferenceSession,
         stylizer: ort.InferenceSession,
         large_stylizer: ort.InferenceSession | None = None,
         bucket: int | None = None,
     ):
-        style = manifest["style"]
         self.encoder, self.stylizer = encoder, stylizer
         self.large_stylizer = large_stylizer or stylizer
-        self.levels: list[str] = style["levels"]
-        self.multiple: int = style["size_multiple"]
+        self.levels = style.levels
+        self.multiple = style.size_multiple
         # Where the stylizer's tensors live: inputs are bound there, preset statistics kept there.
         self.device = "cuda" if stylizer.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         if bucket is None:
             bucket = CUDA_SHAPE_BUCKET if self.device == "cuda" else 0
         self.step = math.lcm(self.multiple, bucket) if bucket else self.multiple  # padded sides are multiples
-        self.style_side: int = style["style_image_side"]
-        # with patches on, the side of a style picture's cells (``style.patches.cell``), else 0
-        self.cell: int = style.get("patches", {}).get("cell", 0)
+        self.style_side = style.style_image_side
+        self.cell = style.cell  # with patches on, the side of a style picture's cells, else 0
         self.stats_names = style_inputs(self.levels, bool(self.cell))
-        with np.load(exports / style["presets_file"]) as npz:
+        with np.load(exports / style.presets_file) as npz:
             self.presets: dict[str, Stats] = {
-                p["name"]: [npz[key] for key in preset_keys(p["name"], self.levels, bool(self.cell))]
-                for p in style["presets"]
+                p.name: [npz[key] for key in preset_keys(p.name, self.levels, bool(self.cell))] for p in style.presets
             }
         # Each preset's statistics (and picture) as tensors on the stylizer's device, uploaded once.
         self.resident: dict[str, list[ort.OrtValue]] = {
@@ -131,11 +128,9 @@ class StyleTransfer:
             ]
             for name, stats in self.presets.items()
         }
-        self.thumbnails: dict[str, bytes] = {
-            p["name"]: (exports / p["thumbnail"]).read_bytes() for p in style["presets"]
-        }
-        self.preset_sources = {p["name"]: p["source"] for p in style["presets"]}
-        self.preset_credits = {p["name"]: p.get("credit") for p in style["presets"]}
+        self.thumbnails = {p.name: (exports / p.thumbnail).read_bytes() for p in style.presets}
+        self.preset_sources = {p.name: p.source for p in style.presets}
+        self.preset_credits = {p.name: p.credit for p in style.presets}
         self._cache: OrderedDict[str, Stats] = OrderedDict()
         self._lock = threading.Lock()
 

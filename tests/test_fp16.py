@@ -4,15 +4,12 @@ service only where they are meant to run."""
 
 from __future__ import annotations
 
-import copy
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from bench.hostile_images import gradient
-from service.manifest import ManifestError, choose_precision, load_manifest
+from service.manifest import ManifestError, ModelEntry, Parity, choose_precision, load_manifest
 from service.runtime import open_session
 from service.sampling import latents_for_seeds
 from service.style import StyleTransfer, _to_input, pad_for_cascade, style_input
@@ -24,18 +21,17 @@ CPU = ["CPUExecutionProvider"]
 
 def test_every_variant_is_a_verified_file_with_its_parity_recorded(exports_dir):
     manifest = load_manifest(exports_dir)  # sha256 of every file, the variants included
-    assets = {a["path"] for a in manifest["assets"]}
+    assets = {a.path for a in manifest.assets}
     for role in ("generator", "stylizer"):
-        fp16 = manifest["models"][role]["variants"]["fp16"]
-        assert fp16["path"] in assets and fp16["path"] != manifest["models"][role]["path"]
-        parity = fp16["parity"]
-        assert parity["vs"] == "PyTorch fp32" and parity["bound_psnr_db"] == FP16_MIN_PSNR_DB
-        arithmetic = parity["fp16_arithmetic"]
-        assert arithmetic["finite"] == (arithmetic["min_psnr_db"] is not None)
-        assert parity["within_bound"] == (
-            parity["min_psnr_db"] >= FP16_MIN_PSNR_DB
-            and arithmetic["finite"]
-            and arithmetic["min_psnr_db"] >= FP16_MIN_PSNR_DB
+        entry = manifest.models.roles()[role]
+        fp16 = entry.variants["fp16"]
+        assert fp16.path in assets and fp16.path != entry.path
+        parity = fp16.parity
+        assert parity.vs == "PyTorch fp32" and parity.bound_psnr_db == FP16_MIN_PSNR_DB
+        arithmetic = parity.fp16_arithmetic
+        assert arithmetic.finite == (arithmetic.min_psnr_db is not None)
+        assert parity.within_bound == (
+            parity.min_psnr_db >= FP16_MIN_PSNR_DB and arithmetic.finite and arithmetic.min_psnr_db >= FP16_MIN_PSNR_DB
         )
 
 
@@ -62,13 +58,20 @@ def test_the_fp16_arithmetic_check_refuses_an_overflow_the_cpu_provider_computes
     entry = fp16_parity(
         tmp_path / "m.fp16.onnx", [reference], [feed], "y", 200.0, ops, arithmetic=([reference], [feed])
     )
-    parity = entry["parity"]
-    assert parity["min_psnr_db"] is None or parity["min_psnr_db"] >= FP16_MIN_PSNR_DB  # the CPU provider: fine
-    assert parity["fp16_arithmetic"] == {**parity["fp16_arithmetic"], "finite": False, "min_psnr_db": None}
-    assert not parity["within_bound"]
+    parity = entry.parity
+    assert parity.min_psnr_db is None or parity.min_psnr_db >= FP16_MIN_PSNR_DB  # the CPU provider: fine
+    assert not parity.fp16_arithmetic.finite and parity.fp16_arithmetic.min_psnr_db is None
+    assert not parity.within_bound
+    model = ModelEntry(
+        path="m.onnx", sha256="0" * 64, opset=18, inputs=[], outputs=[], parity=_parity(), variants={"fp16": entry}
+    )
     with pytest.raises(ManifestError, match="overflows float16"):
-        choose_precision("m", {"path": "m.onnx", "variants": {"fp16": entry}}, "fp16", on_cuda=True)
-    assert choose_precision("m", {"path": "m.onnx", "variants": {"fp16": entry}}, "auto", on_cuda=True)[1] == "fp32"
+        choose_precision("m", model, "fp16", on_cuda=True)
+    assert choose_precision("m", model, "auto", on_cuda=True)[1] == "fp32"
+
+
+def _parity() -> Parity:
+    return Parity(max_abs_diff=0.0, atol=1e-4, checked_on="CPUExecutionProvider")
 
 
 def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_dir, manifest):
@@ -77,7 +80,7 @@ def test_the_stylizers_recorded_fp16_arithmetic_holds_on_other_inputs(exports_di
     entry = manifest["models"]["stylizer"]
     cpu = StyleTransfer(
         exports_dir,
-        manifest,
+        load_manifest(exports_dir).style,
         open_session(exports_dir / manifest["models"]["style_encoder"]["path"], CPU),
         open_session(exports_dir / entry["path"], CPU),
     )
@@ -112,11 +115,11 @@ def test_the_generators_fp16_variant_meets_its_recorded_parity_on_onnx_runtime(e
 
 
 def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir, manifest):
-    models = manifest["models"]
+    models, style = manifest["models"], load_manifest(exports_dir).style
     encoder = open_session(exports_dir / models["style_encoder"]["path"], CPU)
-    fp32 = StyleTransfer(exports_dir, manifest, encoder, open_session(exports_dir / models["stylizer"]["path"], CPU))
+    fp32 = StyleTransfer(exports_dir, style, encoder, open_session(exports_dir / models["stylizer"]["path"], CPU))
     fp16 = StyleTransfer(
-        exports_dir, manifest, encoder, open_session(exports_dir / models["stylizer"]["variants"]["fp16"]["path"], CPU)
+        exports_dir, style, encoder, open_session(exports_dir / models["stylizer"]["variants"]["fp16"]["path"], CPU)
     )
     content = gradient(96, 72)
     for name in list(fp32.presets)[:2]:
@@ -126,24 +129,19 @@ def test_the_stylizers_fp16_variant_stylises_like_fp32(exports_dir, manifest):
 
 
 def test_precision_is_fp16_only_on_cuda_by_default_and_refused_when_out_of_bound(exports_dir):
-    entry = json.loads((exports_dir / "manifest.json").read_text())["models"]["generator"]
-    assert entry["variants"]["fp16"]["parity"]["within_bound"]
+    entry = load_manifest(exports_dir).models.generator
+    assert entry.variants["fp16"].parity.within_bound
     assert choose_precision("generator", entry, "auto", on_cuda=False) == ("generator.onnx", "fp32")
     assert choose_precision("generator", entry, "auto", on_cuda=True) == ("generator.fp16.onnx", "fp16")
     assert choose_precision("generator", entry, "fp32", on_cuda=True) == ("generator.onnx", "fp32")
     assert choose_precision("generator", entry, "fp16", on_cuda=False) == ("generator.fp16.onnx", "fp16")
-    worse = copy.deepcopy(entry)
-    worse["variants"]["fp16"]["parity"].update(min_psnr_db=20.0, within_bound=False)
+    variant = entry.variants["fp16"]
+    parity = variant.parity.model_copy(update={"min_psnr_db": 20.0, "within_bound": False})
+    worse = entry.model_copy(update={"variants": {"fp16": variant.model_copy(update={"parity": parity})}})
     assert choose_precision("generator", worse, "auto", on_cuda=True) == ("generator.onnx", "fp32")
     with pytest.raises(ManifestError, match="20.0 dB from PyTorch fp32, below its 35.0 dB bound"):
         choose_precision("generator", worse, "fp16", on_cuda=True)
-    # an export from before the fp16-arithmetic check: its CPU-provider parity alone is not trusted
-    older = copy.deepcopy(entry)
-    del older["variants"]["fp16"]["parity"]["fp16_arithmetic"]
-    assert choose_precision("generator", older, "auto", on_cuda=True) == ("generator.onnx", "fp32")
-    with pytest.raises(ManifestError, match="checked on the CPU provider only"):
-        choose_precision("generator", older, "fp16", on_cuda=True)
     with pytest.raises(ManifestError, match="no fp16 variant"):
-        choose_precision("generator", {"path": "generator.onnx"}, "fp16", on_cuda=True)
+        choose_precision("generator", entry.model_copy(update={"variants": {}}), "fp16", on_cuda=True)
     with pytest.raises(ManifestError, match="use one of auto, fp32, fp16"):
         choose_precision("generator", entry, "int4", on_cuda=True)

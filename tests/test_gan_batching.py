@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
 import pytest
 
 from service.gan import GanSampler, MicroBatcher
+from service.manifest import load_manifest
 from service.runtime import open_session
 from tests.helpers import wait_until
 
 
 def sampler_pair(exports_dir):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
-    entry = manifest["models"]["generator"]
-    session = open_session(exports_dir / entry["path"], ["CPUExecutionProvider"])
+    entry = load_manifest(exports_dir).models.generator
+    session = open_session(exports_dir / entry.path, ["CPUExecutionProvider"])
     return GanSampler(session, entry, batching=False), GanSampler(session, entry, batching=True)
 
 

@@ -289,11 +289,11 @@ def test_a_folder_of_colour_photos_trains_exports_and_samples_at_64_px(tmp_path)
         assert np.isfinite(metrics["independent"]["fid_vs_baseline"])
         out = tmp_path / f"exports_{name}"
         export_all(tmp_path / "runs" / "gan" / name, None, out, None, log=lambda line: None)
-        entry = load_manifest(out)["models"]["generator"]  # checksums verified
-        assert (entry["image_size"], entry["channels"], entry.get("class_labels")) == (64, 3, labels)
-        session = ort.InferenceSession(str(out / entry["path"]), providers=["CPUExecutionProvider"])
+        entry = load_manifest(out).models.generator  # checksums verified
+        assert (entry.image_size, entry.channels, entry.class_labels) == (64, 3, labels)
+        session = ort.InferenceSession(str(out / entry.path), providers=["CPUExecutionProvider"])
         sampler = GanSampler(session, entry)
-        z = np.random.default_rng(0).standard_normal((2, entry["latent_dim"])).astype(np.float32)
+        z = np.random.default_rng(0).standard_normal((2, entry.latent_dim)).astype(np.float32)
         images = sampler.run(np.concatenate([z, z]), [0, 0, 1, 1] if labels else None)
         assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
         if labels:  # the label reaches the generator: the same latents, another class, other pixels

@@ -53,7 +53,7 @@ def test_the_bento_builds_offline_with_the_models_the_cuda_wheels_and_a_non_root
         "playground.js",
     }  # the page ships in the bento
     manifest = load_manifest(bento / "src" / "exports")  # every model's sha256 verified in the bento
-    assert {"generator", "style_encoder", "stylizer"} <= set(manifest["models"])
+    assert {"generator", "style_encoder", "stylizer"} <= set(manifest.models.roles())
 
 
 # As in the container (the image sets it): BentoML does not respawn a worker whose start failed,

@@ -146,6 +146,7 @@ def test_the_served_graph_puts_a_styles_stripes_into_a_flat_photo_and_the_statis
     """A flat photo (one slow swell of colour) in the style of vertical stripes 16 px apart: the stylised
     picture's column profile has most of its power at that period through the served graph; the
     same decoders with the statistics transform alone (the stylizer before patches) paint none."""
+    from service.manifest import load_manifest
     from service.runtime import open_session
     from service.style import StyleTransfer
     from training.style.export import load_style_modules
@@ -154,7 +155,7 @@ def test_the_served_graph_puts_a_styles_stripes_into_a_flat_photo_and_the_statis
 
     cpu = ["CPUExecutionProvider"]
     sessions = [open_session(exports_dir / manifest["models"][r]["path"], cpu) for r in ("style_encoder", "stylizer")]
-    st = StyleTransfer(exports_dir, manifest, *sessions)
+    st = StyleTransfer(exports_dir, load_manifest(exports_dir).style, *sessions)
     period = 16
     style = stripes(512, 512, period=period, angle=0.0)
     y, x = np.mgrid[0:128, 0:128]

@@ -3,13 +3,12 @@ statistics and shape buckets (the CUDA path's mechanics, run here on CPU ``OrtVa
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from bench.hostile_images import gradient
+from service.manifest import load_manifest
 from service.runtime import open_session
 from service.style import (
     STYLE,
@@ -26,16 +25,16 @@ from service.style import (
 
 @pytest.fixture(scope="module")
 def sessions(exports_dir):
-    manifest = json.loads((exports_dir / "manifest.json").read_text())
+    manifest = load_manifest(exports_dir)
     cpu = ["CPUExecutionProvider"]
-    encoder = open_session(exports_dir / manifest["models"]["style_encoder"]["path"], cpu)
-    stylizer = open_session(exports_dir / manifest["models"]["stylizer"]["path"], cpu)
-    return exports_dir, manifest, encoder, stylizer
+    encoder = open_session(exports_dir / manifest.models.style_encoder.path, cpu)
+    stylizer = open_session(exports_dir / manifest.models.stylizer.path, cpu)
+    return exports_dir, manifest.style, encoder, stylizer
 
 
 def style(sessions, bucket: int | None = None) -> StyleTransfer:
-    exports, manifest, encoder, stylizer = sessions
-    return StyleTransfer(exports, manifest, encoder, stylizer, bucket=bucket)
+    exports, style_section, encoder, stylizer = sessions
+    return StyleTransfer(exports, style_section, encoder, stylizer, bucket=bucket)
 
 
 def test_io_binding_and_resident_presets_give_the_pixels_of_a_plain_run(sessions):

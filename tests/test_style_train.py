@@ -16,7 +16,7 @@ from bench.pipeline import TINY_STYLE_ARGS
 from training.runs import load_checkpoint
 from training.style import train
 from training.style.data import TrainingImages, content_source, is_grey, recolour, rotate_hue
-from training.style.export import preset_name
+from training.style.presets import preset_name
 from training.vgg import VGGMismatchError, check_same_vgg
 
 # The shared tiny settings; every run here gives its own --steps (the last one given wins).
@@ -186,47 +186,47 @@ def test_export_refuses_a_different_vgg(tmp_path, tiny_run):
     assert not (tmp_path / "out").exists()
 
 
-def test_export_style_round_trip(tmp_path, tiny_run):
-    import onnxruntime as ort
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_run):
+    """The tiny run exported with relu3_1 and relu1_1 and a styles folder: (folder, models, assets, style)."""
     from PIL import Image
 
-    from training.style.export import export_style, load_decoders
-    from training.style.model import Cascade, StyleEncoder
-    from training.style.swap import DEFAULT_PATCHES, StyleSwapCascade
-    from training.vgg import load_vgg
+    from training.style.export import export_style
 
-    styles = tmp_path / "my styles"
-    styles.mkdir()
+    styles = tmp_path_factory.mktemp("my styles")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)).save(styles / "Chevrons.png")
-    out = tmp_path / "exports"
-    result = export_style(
+    out = tmp_path_factory.mktemp("exports")
+    models, assets, style = export_style(
         tiny_run, out, styles, log=lambda s: None, style_side=96, transform="wct", levels=["relu1_1", "relu3_1"]
     )
+    return out, models, assets, style
 
-    style = result["style"]
-    assert style["levels"] == ["relu3_1", "relu1_1"] and style["size_multiple"] == 4  # coarse to fine
-    assert style["transform"] == "wct" and style["feature_channels"] == {"relu3_1": 256, "relu1_1": 64}
-    assert style["vgg"]["random_weights"] is True
-    assert style["style_image_side"] == 96 and style["training"]["steps"] == 4
-    psnr = style["quality"]["reconstruction_psnr_db"]
+
+def test_export_style_writes_its_manifest_entries_and_presets(exported):
+    from training.style.swap import DEFAULT_PATCHES
+
+    out, models, assets, style = exported
+    assert style.levels == ["relu3_1", "relu1_1"] and style.size_multiple == 4  # coarse to fine
+    assert style.transform == "wct" and style.feature_channels == {"relu3_1": 256, "relu1_1": 64}
+    assert style.vgg.random_weights is True
+    assert style.style_image_side == 96 and style.training["steps"] == 4
+    psnr = style.quality.reconstruction_psnr_db
     assert set(psnr) == {"relu3_1", "relu1_1"} and set(psnr["relu3_1"]) == {"china", "flower", "grace_hopper", "mean"}
-    assert {m["path"] for m in result["models"].values()} == {"style_encoder.onnx", "stylizer.onnx"}
-    assert all(m["parity"]["max_abs_diff"] <= m["parity"]["atol"] for m in result["models"].values())
-    transform_parity = result["models"]["stylizer"]["transform_parity"]
-    assert transform_parity["max_rel_err"] <= transform_parity["rtol"]
-    names = [p["name"] for p in style["presets"]]
+    assert {m.path for m in models.values()} == {"style_encoder.onnx", "stylizer.onnx"}
+    assert all(m.parity.max_abs_diff <= m.parity.atol for m in models.values())
+    assert models["stylizer"].transform_parity.max_rel_err <= models["stylizer"].transform_parity.rtol
+    names = [p.name for p in style.presets]
     assert "chevrons" in names and "chevrons-2" in names
-    assert {"source": "file:Chevrons.png", "name": "chevrons-2", "thumbnail": "presets/chevrons-2.jpg"} in style[
-        "presets"
-    ]
-    credited = {p["name"]: p.get("credit", "") for p in style["presets"]}
+    mine = next(p for p in style.presets if p.name == "chevrons-2")
+    assert (mine.source, mine.thumbnail, mine.credit) == ("file:Chevrons.png", "presets/chevrons-2.jpg", None)
+    credited = {p.name: p.credit or "" for p in style.presets}
     assert "van Gogh" in credited["wheat_field"] and "patterns.py" in credited["chevrons"]
-    for rel in result["assets"]:
+    for rel in assets:
         assert (out / rel).is_file(), rel
     # the whole cascade runs at full size (relu3_1 has no pyramid): the patches go in there, in cells of 4 px
-    patches = style["patches"]
-    assert patches["input"] == "style" and patches["scale"] == 1 and patches["cell"] == 4
-    assert patches["prior"] == DEFAULT_PATCHES.prior and patches["detail_gain"] == DEFAULT_PATCHES.detail_gain
+    patches = style.patches
+    assert patches.input == "style" and patches.scale == 1 and patches.cell == 4
+    assert patches.prior == DEFAULT_PATCHES.prior and patches.detail_gain == DEFAULT_PATCHES.detail_gain
     with np.load(out / "style_presets.npz") as npz:
         for name in names:
             assert npz[f"{name}__relu3_1__mean"].shape == (256,)
@@ -236,7 +236,16 @@ def test_export_style_round_trip(tmp_path, tiny_run):
             assert picture.dtype == np.uint8 and max(picture.shape[:2]) <= 96 and picture.shape[2] == 3
             assert picture.shape[0] % 4 == 0 and picture.shape[1] % 4 == 0
 
-    # both graphs through ONNX Runtime on non-square inputs match the torch modules
+
+def test_both_exported_style_graphs_match_the_torch_modules_on_other_shapes(exported, tiny_run):
+    import onnxruntime as ort
+
+    from training.style.export import load_decoders
+    from training.style.model import Cascade, StyleEncoder
+    from training.style.swap import DEFAULT_PATCHES, StyleSwapCascade
+    from training.vgg import load_vgg
+
+    out = exported[0]
     enc = ort.InferenceSession(str(out / "style_encoder.onnx"), providers=["CPUExecutionProvider"])
     sty = ort.InferenceSession(str(out / "stylizer.onnx"), providers=["CPUExecutionProvider"])
     image = torch.rand(1, 3, 44, 68, generator=torch.Generator().manual_seed(0))
@@ -261,10 +270,14 @@ def test_export_style_round_trip(tmp_path, tiny_run):
         np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
 
-    # --style-patch-scale 0: the stylizer is the statistics cascade alone, the presets have no picture
-    plain = export_style(tiny_run, tmp_path / "plain", None, log=lambda s: None, style_side=96, patches=None)
-    assert "patches" not in plain["style"]
-    assert "style" not in {i["name"] for i in plain["models"]["stylizer"]["inputs"]}
+
+def test_without_patches_the_stylizer_is_the_statistics_cascade_alone(tmp_path, tiny_run):
+    """``--style-patch-scale 0``: no ``style`` input, and the presets have no picture."""
+    from training.style.export import export_style
+
+    models, _, style = export_style(tiny_run, tmp_path / "plain", None, log=lambda s: None, style_side=96, patches=None)
+    assert style.patches is None and style.cell == 0
+    assert "style" not in {i.name for i in models["stylizer"].inputs}
     with np.load(tmp_path / "plain" / "style_presets.npz") as npz:
         assert not any(key.endswith("__style") for key in npz.files)
 

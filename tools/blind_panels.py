@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.imaging import image_to_tensor, tensor_to_image  # noqa: E402
-from training.style.methods import FastModel, PeerModel  # noqa: E402
-from training.style.report import fixed_pairs, held_out_pictures, read_manifest  # noqa: E402
+from training.style.methods import FastModel, PeerModel, style_manifest  # noqa: E402
+from training.style.report import fixed_pairs, held_out_pictures  # noqa: E402
 
 
 def panel(photo: Image.Image, style: Image.Image, left: Image.Image, right: Image.Image, side: int) -> Image.Image:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=384, help="long side of the photo and the outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the left/right draws")
     args = p.parse_args(argv)
-    manifest = read_manifest(args.exports)
+    manifest = style_manifest(args.exports)
     fast = FastModel(args.exports, manifest, ["CPUExecutionProvider"])
     peer = PeerModel(torch.device("cpu"))
     contents, styles = held_out_pictures(None, None)

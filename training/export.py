@@ -21,16 +21,16 @@ from typing import Any
 import torch
 
 from service import __version__
-from service.manifest import sha256_file
+from service.manifest import VERSION, FileEntry, Generator, Manifest, Models, sha256_file
 from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.options import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant, fp16_verdict
-from training.runs import CHECKPOINT, atomic_write_json, load_checkpoint
-from training.style.export import CONV1_2_ENERGY, check_styles_dir, export_style
+from training.runs import CHECKPOINT, atomic_write_bytes, load_checkpoint
+from training.style.export import CONV1_2_ENERGY, export_style
 from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_scales
+from training.style.presets import check_styles_dir
 from training.style.swap import DEFAULT_PATCHES, PatchSettings
 
-MANIFEST_VERSION = 1
 ATELIER_VERSION = __version__  # recorded in the manifest: which code wrote it
 PARITY_SEEDS = list(range(8))  # the first seeds of the training grid
 
@@ -39,7 +39,7 @@ class ExportError(RuntimeError):
     pass
 
 
-def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
+def export_generator(run: Path, out_dir: Path, log=print) -> Generator:
     """The EMA generator of a GAN run -> ``generator.onnx`` and its manifest entry."""
     module, options = load_generator(run)
     conditional = bool(options["num_classes"])
@@ -70,28 +70,24 @@ def export_generator(run: Path, out_dir: Path, log=print) -> dict[str, Any]:
     feed = dict(zip(names, (t.numpy() for t in check)))
     small = ([reference[:8]], [{k: v[:8] for k, v in feed.items()}])  # fp16 arithmetic: 8 seeds (slow evaluator)
     fp16 = fp16_parity(variant, [reference], [feed], "image", 2.0, ops, arithmetic=small)
-    log(
-        f"{variant.name}: PSNR vs PyTorch fp32 {fp16['parity']['min_psnr_db']} dB on 64 seeds, "
-        f"{fp16_verdict(fp16['parity'])}"
-    )
+    log(f"{variant.name}: PSNR vs PyTorch fp32 {fp16.parity.min_psnr_db} dB on 64 seeds, {fp16_verdict(fp16.parity)}")
     metrics_path = run / "metrics.json"
-    entry = {
-        "path": "generator.onnx",
-        **result.manifest_fields(),
-        "latent_dim": options["latent_dim"],
-        "image_size": options["image_size"],
-        "channels": options["channels"],
-        "output_range": [-1.0, 1.0],
-        "class_labels": options["class_names"] if conditional else None,
-        "latent": LATENT_RULE,
-        "dataset": options["dataset"],
-        "run": str(run.resolve()),
-        "training": options,
-        "variants": {"fp16": fp16},
-        "metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
-    }
-    entry["parity"]["seeds"] = PARITY_SEEDS
-    return entry
+    return Generator(
+        path="generator.onnx",
+        sha256=sha256_file(out_dir / "generator.onnx"),
+        **result.entry_fields(seeds=PARITY_SEEDS),
+        variants={"fp16": fp16},
+        latent_dim=options["latent_dim"],
+        image_size=options["image_size"],
+        channels=options["channels"],
+        output_range=(-1.0, 1.0),
+        class_labels=options["class_names"] if conditional else None,
+        latent=LATENT_RULE,
+        dataset=options["dataset"],
+        run=str(run.resolve()),
+        training=options,
+        metrics=json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
+    )
 
 
 def load_generator(run: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -126,8 +122,8 @@ def export_all(
     styles_dir: Path | None,
     log=print,
     style_options: dict[str, Any] | None = None,
-) -> dict:
-    """Export the runs into ``out_dir``; ``style_options``: ``transform``, ``levels``,
+) -> Manifest:
+    """Export the runs into ``out_dir`` and write its manifest, last; ``style_options``: ``transform``, ``levels``,
     ``coarse_scales``, ``fine_scales``, ``shading_radius``, ``conv1_2_energy`` and ``patches`` for
     ``export_style``."""
     if gan_run is None and style_run is None:
@@ -139,28 +135,27 @@ def export_all(
     try:
         models: dict[str, Any] = {}
         assets: list[str] = []
-        manifest: dict[str, Any] = {}
+        style = None
         if gan_run is not None:
             models["generator"] = export_generator(gan_run, staging, log)
         if style_run is not None:
-            style = export_style(style_run, staging, styles_dir, log=log, **(style_options or {}))
-            models.update(style["models"])
-            assets.extend(style["assets"])
-            manifest["style"] = style["style"]
+            style_models, style_assets, style = export_style(
+                style_run, staging, styles_dir, log=log, **(style_options or {})
+            )
+            models.update(style_models)
+            assets.extend(style_assets)
         for entry in models.values():
-            entry["sha256"] = sha256_file(staging / entry["path"])
-            assets.extend(variant["path"] for variant in entry.get("variants", {}).values())  # verified like the rest
-        asset_entries = [{"path": a, "sha256": sha256_file(staging / a)} for a in sorted(assets)]
+            assets.extend(variant.path for variant in entry.variants.values())  # verified like the rest
+        manifest = Manifest(
+            version=VERSION,
+            atelier_version=ATELIER_VERSION,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            models=Models(**models),
+            assets=[FileEntry(path=a, sha256=sha256_file(staging / a)) for a in sorted(assets)],
+            **({"style": style} if style is not None else {}),
+        )
         _replace_contents(staging, out_dir)
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "atelier_version": ATELIER_VERSION,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "models": models,
-            "assets": asset_entries,
-            **manifest,
-        }
-        atomic_write_json(out_dir / "manifest.json", manifest)
+        atomic_write_bytes(out_dir / "manifest.json", manifest.to_json().encode())
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -220,7 +215,7 @@ def _latest(runs_root: Path, kind: str) -> Path | None:
     return latest.resolve() if (latest / CHECKPOINT).exists() else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.export",
         description=__doc__.split("\n\n")[0],
@@ -313,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         help="how much detail of the style's matched pixels is added at full size (0: none)",
     )
     p.add_argument("--out", type=Path, default=Path("exports"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.style_shading_radius < 0:
         print(f"error: --style-shading-radius must be 0 or more, not {args.style_shading_radius}", file=sys.stderr)
         return 2
@@ -353,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.out / 'manifest.json'}: " + ", ".join(f"{k} ({v['path']})" for k, v in manifest["models"].items())
+        f"wrote {args.out / 'manifest.json'}: "
+        + ", ".join(f"{role} ({entry.path})" for role, entry in manifest.models.roles().items())
     )
     return 0
 

@@ -19,7 +19,10 @@ import numpy as np
 import onnx
 import torch
 
+from service.manifest import Fp16Arithmetic, Fp16Parity, Parity, Tensor, Variant
+
 OPSET = 18
+CPU = "CPUExecutionProvider"  # where every parity is checked at export
 
 
 # Messages the exporter prints on every export that say nothing about the model: torchvision's
@@ -59,12 +62,14 @@ class ExportResult:
     max_abs_diff: float
     atol: float
 
-    def manifest_fields(self) -> dict[str, Any]:
+    def entry_fields(self, **parity: Any) -> dict[str, Any]:
+        """What this export measured, for its ``ModelEntry``: the opset, inputs, outputs and parity
+        (``parity``: further ``Parity`` fields, e.g. the seeds checked)."""
         return {
             "opset": self.opset,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "parity": {"max_abs_diff": self.max_abs_diff, "atol": self.atol, "checked_on": "CPUExecutionProvider"},
+            "inputs": [Tensor(**t) for t in self.inputs],
+            "outputs": [Tensor(**t) for t in self.outputs],
+            "parity": Parity(max_abs_diff=self.max_abs_diff, atol=self.atol, checked_on=CPU, **parity),
         }
 
 
@@ -105,7 +110,7 @@ def export_checked(
             )
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tmp), providers=[CPU])
         max_diff = 0.0
         for inputs in check_inputs:
             with torch.no_grad():
@@ -232,44 +237,44 @@ def fp16_parity(
     peak: float,
     converted_ops: list[str],
     arithmetic: tuple[Sequence[np.ndarray], Sequence[Mapping[str, np.ndarray]]],
-) -> dict[str, Any]:
+) -> Variant:
     """The fp16 variant at ``path`` scored against fp32 PyTorch outputs: run on an ONNX Runtime CPU
     session over ``feeds`` (against ``reference``), and in fp16 arithmetic
     (``fp16_arithmetic_scores``) over ``arithmetic`` = (reference, feeds), small inputs since the
     reference evaluator is slow. Within its bound only when both are: the manifest's
-    ``variants.fp16`` entry (less its sha256)."""
+    ``variants.fp16`` entry."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=[CPU])
     scores = [
         psnr_db(ref, session.run([output], dict(feed))[0], peak) for ref, feed in zip(reference, feeds, strict=True)
     ]
     worst = min(scores)
     in_fp16 = min(fp16_arithmetic_scores(path, *arithmetic, output, peak))
-    return {
-        "path": path.name,
-        "precision": "fp16",
-        "ops_in_fp16": converted_ops,
-        "parity": {
-            "vs": "PyTorch fp32",
-            "min_psnr_db": round(worst, 2) if np.isfinite(worst) else None,
-            "bound_psnr_db": FP16_MIN_PSNR_DB,
-            "within_bound": bool(worst >= FP16_MIN_PSNR_DB and in_fp16 >= FP16_MIN_PSNR_DB),
-            "checked_on": "CPUExecutionProvider",
-            "cases": len(scores),
-            "fp16_arithmetic": {
-                "checked_on": "ONNX reference evaluator, numpy float16",
-                "min_psnr_db": round(in_fp16, 2) if np.isfinite(in_fp16) else None,
-                "finite": bool(np.isfinite(in_fp16)),
-                "cases": len(arithmetic[1]),
-            },
-        },
-    }
+    return Variant(
+        path=path.name,
+        precision="fp16",
+        ops_in_fp16=converted_ops,
+        parity=Fp16Parity(
+            vs="PyTorch fp32",
+            min_psnr_db=round(worst, 2) if np.isfinite(worst) else None,
+            bound_psnr_db=FP16_MIN_PSNR_DB,
+            within_bound=bool(worst >= FP16_MIN_PSNR_DB and in_fp16 >= FP16_MIN_PSNR_DB),
+            checked_on=CPU,
+            cases=len(scores),
+            fp16_arithmetic=Fp16Arithmetic(
+                checked_on="ONNX reference evaluator, numpy float16",
+                min_psnr_db=round(in_fp16, 2) if np.isfinite(in_fp16) else None,
+                finite=bool(np.isfinite(in_fp16)),
+                cases=len(arithmetic[1]),
+            ),
+        ),
+    )
 
 
-def fp16_verdict(parity: Mapping[str, Any]) -> str:
-    """The fp16-arithmetic half of a ``variants.fp16.parity`` entry and what it decides, for the export's log."""
-    arithmetic = parity["fp16_arithmetic"]
-    score = f"{arithmetic['min_psnr_db']} dB" if arithmetic["finite"] else "not finite"
-    served = "served" if parity["within_bound"] else "not served"
-    return f"{score} in fp16 arithmetic (bound {parity['bound_psnr_db']:g} dB): {served} on CUDA"
+def fp16_verdict(parity: Fp16Parity) -> str:
+    """The fp16-arithmetic half of a variant's parity and what it decides, for the export's log."""
+    arithmetic = parity.fp16_arithmetic
+    score = f"{arithmetic.min_psnr_db} dB" if arithmetic.finite else "not finite"
+    served = "served" if parity.within_bound else "not served"
+    return f"{score} in fp16 arithmetic (bound {parity.bound_psnr_db:g} dB): {served} on CUDA"

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 
 from service.manifest import sha256_file
 from training.vgg_net import IMAGENET_NORM, VGGFeatures, layer_names
-from training.vgg_net import factorize_conv as factorize_conv  # re-exported for training/style/export.py
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torch.hub checks the "dcbb9e9d" sha256 prefix on download

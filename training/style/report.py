@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -54,11 +53,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.manifest import Manifest, Vgg
 from training.folders import UNREADABLE, describe_unreadable
+from training.imaging import image_to_tensor
 from training.runs import atomic_write_json, pick_device
 from training.style.data import evaluation_pictures, find_images, load_image
 from training.style.evaluate import reconstruction_psnr, run_pairs, summarise
-from training.style.methods import FastModel, PeerModel
+from training.style.gatys import ReferenceSettings, deepest_layer, stylize_by_optimisation
+from training.style.methods import FastModel, PeerModel, record_in_manifest, style_manifest
 from training.style.quality import (
     EFFNET_CONTENT_LAYER,
     EFFNET_STYLE_LAYERS,
@@ -66,7 +68,6 @@ from training.style.quality import (
     VGG_STYLE_LAYERS,
     feature_spaces,
 )
-from training.style.reference import ReferenceSettings, deepest_layer, image_to_tensor, stylize_by_optimisation
 from training.style.sheet import print_summary, save_sheet
 from training.vgg import VGG_IDENTITY, VGGMismatchError, VGGWeightsError, check_same_vgg, load_vgg, recorded_source
 
@@ -76,34 +77,13 @@ DEFAULT_REFERENCE_PAIRS = 4
 DEFAULT_STRENGTHS = (0.25, 0.5, 0.75, 1.0)
 
 
-# ----------------------------------------------------------------------------- manifest and VGG
+# ----------------------------------------------------------------------------- VGG
 
 
-def read_manifest(exports: Path) -> dict[str, Any]:
-    """The manifest, every file checked against its sha256, holding a style model."""
-    from service.manifest import ManifestError, load_manifest
-
-    try:
-        manifest = load_manifest(exports)
-    except ManifestError as e:
-        raise SystemExit(f"error: {e}") from e
-    if "style" not in manifest or not {"style_encoder", "stylizer"} <= set(manifest["models"]):
-        raise SystemExit(f"error: {exports / 'manifest.json'} has no style model (style_encoder + stylizer)")
-    return manifest
-
-
-def record_in_manifest(exports: Path, headline: dict[str, Any]) -> None:
-    """Write the report's headline numbers into the manifest (``style.quality.report``), atomically."""
-    path = exports / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["style"].setdefault("quality", {})["report"] = headline
-    atomic_write_json(path, manifest)
-
-
-def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
+def vgg_source(manifest_vgg: Vgg, requested: str | None) -> str:
     """The ``load_vgg`` source that reproduces the manifest's VGG; a different request is refused."""
-    recorded = recorded_source(manifest_vgg)
-    if requested is not None and requested not in (recorded, manifest_vgg["source"]):
+    recorded = recorded_source(manifest_vgg.model_dump())
+    if requested is not None and requested not in (recorded, manifest_vgg.source):
         raise SystemExit(
             f"error: --vgg {requested} but the exported model was trained against "
             f"{recorded}; its metrics are only meaningful in that VGG's space"
@@ -111,18 +91,16 @@ def vgg_source(manifest_vgg: dict[str, Any], requested: str | None) -> str:
     return recorded
 
 
-def load_checked_vgg(
-    manifest: dict[str, Any], requested: str | None, settings: ReferenceSettings, device: torch.device
-):
+def load_checked_vgg(manifest: Manifest, requested: str | None, settings: ReferenceSettings, device: torch.device):
     """The manifest's VGG, deep enough for the reference and the metrics, on ``device``."""
-    expected = manifest["style"]["vgg"]
+    expected = manifest.style.vgg
     source = vgg_source(expected, requested)
     try:
         vgg, info = load_vgg(source, last_layer=deepest_layer([*settings.taps, *VGG_STYLE_LAYERS, VGG_CONTENT_LAYER]))
     except VGGWeightsError as e:
         raise SystemExit(f"error: {e}") from e
     try:  # the report's VGG is cut deeper than the encoder: its weights must match, not its depth
-        check_same_vgg(expected, info, VGG_IDENTITY)
+        check_same_vgg(expected.model_dump(), info, VGG_IDENTITY)
     except VGGMismatchError as e:
         raise SystemExit(f"error: {e}") from e
     return vgg.to(device), info
@@ -316,9 +294,9 @@ def report_settings(args, settings: ReferenceSettings, pairs, manifest) -> dict[
         "effnet_content_layer": EFFNET_CONTENT_LAYER,
         "reference": settings.to_json(),
         "fast": {
-            "levels": manifest["style"]["levels"],
-            "transform": manifest["style"]["transform"],
-            "style_image_side": manifest["style"]["style_image_side"],
+            "levels": manifest.style.levels,
+            "transform": manifest.style.transform,
+            "style_image_side": manifest.style.style_image_side,
         },
     }
 
@@ -347,7 +325,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    manifest = read_manifest(args.exports)
+    manifest = style_manifest(args.exports)
     settings = ReferenceSettings(steps=args.reference_steps)
     contents, styles = held_out_pictures(args.content_dir, args.style_dir)
     pairs = fixed_pairs(list(contents), list(styles), args.pairs)
@@ -382,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "exports": str(args.exports),
-        "manifest_created": manifest.get("created"),
+        "manifest_created": manifest.created,
         "vgg": info,
         "machine": machine_info(device, fast, peer),
         "settings": report_settings(args, settings, pairs, manifest),
