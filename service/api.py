@@ -1,13 +1,15 @@
-"""What a request may carry and what it gets back: the API's limits, field types and response
-models. A leaf: it imports nothing of the service, and every other module may import it."""
+"""What a request may carry and what it gets back: the API's limits, field types, the GAN
+endpoints' request models and the response models. A leaf: it imports nothing of the service,
+and every other module may import it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Gt, Le
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 MAX_SAMPLES = 64
 MAX_STEPS = 64
@@ -45,6 +47,71 @@ Label = Annotated[int, Strict(), Ge(0)]
 Count = Annotated[int, Strict(), Ge(1), Le(MAX_SAMPLES)]
 Steps = Annotated[int, Strict(), Ge(2), Le(MAX_STEPS)]
 MaxSide = Annotated[int, Strict(), Ge(64), Le(2048)]
+# Typed with a None default: BentoML 1.4.39 cannot build an optional file field
+# (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
+StyleFiles = list[Path]
+STYLE_NAME = "preset(s) from /styles, comma-separated to blend"
+WEIGHTS = "blend weights, comma-separated: one per style, presets first (in style_name order), then uploads"
+
+
+# --- the GAN endpoints' request bodies (their `input_spec`) --------------------------------------
+# Each field once, in a group; an endpoint's model combines the groups it takes. Pydantic orders a
+# model's fields base by base from the last base to the first, so the bases below read right to
+# left: the fields keep the order the endpoints had (the OpenAPI document's, the unknown-field
+# answer's list, and the positional order of BentoML's Python client).
+# Comments, not docstrings: pydantic makes a model's docstring its schema's description.
+
+
+class _Fields(BaseModel):
+    # The title BentoML gives the models it makes of an endpoint's parameters: its validation errors
+    # say "1 validation error for Input", and the document's request schemas are titled so.
+    model_config = ConfigDict(title="Input")
+
+
+class _Batch(_Fields):  # how many samples, from which seed
+    n: Count = 1
+    seed: Seed | None = None
+
+
+class _Walk(_Fields):  # interpolate's ends and the path between them
+    seed_a: Seed
+    seed_b: Seed
+    steps: Steps = 8
+    method: Literal["slerp", "lerp"] = "slerp"
+
+
+class _Latent(_Fields):  # where in the generator's latent space: every GAN endpoint
+    truncation: Truncation = 1.0
+    label: Label | None = None
+
+
+class _Painting(_Fields):  # the style the samples are painted in, if any
+    style_name: str | None = Field(
+        default=None, description=f"{STYLE_NAME}: the samples come back painted, enlarged to {SAMPLE_STYLE_SIDE} px"
+    )
+    style: StyleFiles = Field(
+        default=None, description="style image(s) to paint the samples in (multipart/form-data); repeat to blend"
+    )
+    weights: Weights = Field(default=None, description=WEIGHTS)
+    strength: Strength = 1.0
+
+
+class _Encoding(_Fields):  # every GAN endpoint
+    format: Format = "png"
+
+
+class SampleRequest(_Encoding, _Painting, _Latent, _Batch):  # n, seed, truncation, ..., strength, format
+    pass
+
+
+class SampleGridRequest(SampleRequest):  # sample's fields, in their places; 16 samples by default
+    n: Count = 16
+    style_name: str | None = Field(default=None, description="preset(s) from /styles, as for sample")
+    style: StyleFiles = Field(default=None, description="style image(s), as for sample (multipart/form-data)")
+
+
+class InterpolateRequest(_Encoding, _Latent, _Walk):  # seed_a, seed_b, steps, method, truncation, label, format
+    pass
 
 
 class SampleResponse(BaseModel):

@@ -1,9 +1,10 @@
 """Atelier's HTTP service: BentoML on ONNX Runtime. ``bentoml serve`` (see bentofile.yaml).
 
 The endpoints, each a few lines: the models come from ``startup.Models``, the stylisation flow
-from ``painting.Painter``, the fields' types and limits from ``api``, the middleware from
-``http``. Configuration: the ``ATELIER_*`` environment variables, read once by ``settings``.
-Every refusal is an ``ApiError``, answered by ``answers_api_errors``.
+from ``painting.Painter``, the fields' types and limits (and the GAN endpoints' request models)
+from ``api``, the middleware from ``http``. Configuration: the ``ATELIER_*`` environment
+variables, read once by ``settings``. Every refusal is an ``ApiError``, answered by
+``answers_api_errors``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import gc
 import logging
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio.to_thread
 import bentoml
@@ -24,25 +25,24 @@ from starlette.responses import Response
 from service import http
 from service.admission import HeavyWork
 from service.api import (
-    SAMPLE_STYLE_SIDE,
+    STYLE_NAME,
     STYLIZE_BASE_BYTES,
     STYLIZE_BYTES_PER_PIXEL,
-    Count,
+    WEIGHTS,
     Flag,
-    Format,
+    InterpolateRequest,
     InterpolateResponse,
-    Label,
     MaxSide,
     Preset,
+    SampleGridRequest,
+    SampleRequest,
     SampleResponse,
-    Seed,
-    Steps,
     Strength,
     StyleChoice,
+    StyleFiles,
     StyleFormat,
     StylesResponse,
     Stylisation,
-    Truncation,
     Weights,
 )
 from service.errors import ApiError, answers_api_errors
@@ -62,12 +62,6 @@ CPUS = cpu_budget(SETTINGS.cpus)
 REQUEST_THREADS = max(4, 2 * CPUS.count)  # threads for the cheap endpoints (BentoML's pool, and sample's)
 logger = logging.getLogger("atelier")
 logger.setLevel(logging.INFO)  # our start-up line beside BentoML's (the root logger stays at its level)
-
-# Typed with a None default: BentoML 1.4.39 cannot build an optional file field
-# (`Path | None` is not read as a file, `Optional[Path]` fails with "unhashable FileSchema").
-StyleFiles = list[Path]
-STYLE_NAME = "preset(s) from /styles, comma-separated to blend"
-WEIGHTS = "blend weights, comma-separated: one per style, presets first (in style_name order), then uploads"
 
 
 def heavy_work() -> HeavyWork:
@@ -134,54 +128,41 @@ class Atelier:
         return gan
 
     async def _samples(
-        self, ctx, n: int, seed: int | None, truncation: float, label: int | None, style_name, style, weights, strength
+        self, ctx: bentoml.Context, r: SampleRequest
     ) -> tuple[int, list[int], list[int], list[np.ndarray], str | None]:
         """(seed, seeds, labels, images, the style's description or None): the generator's images,
         on the cheap endpoints' threads, painted in the heavy queue when a style is given."""
-        gan = self._generator(label)
-        painted = style_name is not None or bool(style)
-        choice: StyleChoice | None = await self.painter.choice(style_name, style, weights) if painted else None
-        if not painted and weights is not None:
+        gan = self._generator(r.label)
+        painted = r.style_name is not None or bool(r.style)
+        choice: StyleChoice | None = await self.painter.choice(r.style_name, r.style, r.weights) if painted else None
+        if not painted and r.weights is not None:
             raise ApiError("weights", "weights blend styles: give style_name and/or style too")
-        seed = secrets.randbelow(2**32) if seed is None else seed
-        labels = [label] * n if label is not None else gan.default_labels(n)
-        seeds, images = await anyio.to_thread.run_sync(gan.sample, seed, n, truncation, labels, limiter=self.cheap)
+        seed = secrets.randbelow(2**32) if r.seed is None else r.seed
+        labels = [r.label] * r.n if r.label is not None else gan.default_labels(r.n)
+        seeds, images = await anyio.to_thread.run_sync(gan.sample, seed, r.n, r.truncation, labels, limiter=self.cheap)
         if choice is None:
             return seed, seeds, labels, list(images), None
         painted_images, described = await self.painter.samples(
-            list(images), choice, strength, ctx.request.is_disconnected
+            list(images), choice, r.strength, ctx.request.is_disconnected
         )
         return seed, seeds, labels, painted_images, described
 
-    @bentoml.api
+    # The GAN endpoints' bodies are their `input_spec` models (service/api.py). BentoML validates the
+    # body into the model and calls the endpoint with its fields as keyword arguments: the endpoint
+    # takes them back as the model (model_construct: checked already, not validated again).
+
+    @bentoml.api(input_spec=SampleRequest)
     @answers_api_errors
-    async def sample(
-        self,
-        ctx: bentoml.Context,
-        n: Count = 1,
-        seed: Seed | None = None,
-        truncation: Truncation = 1.0,
-        label: Label | None = None,
-        style_name: str | None = Field(
-            default=None, description=f"{STYLE_NAME}: the samples come back painted, enlarged to {SAMPLE_STYLE_SIDE} px"
-        ),
-        style: StyleFiles = Field(
-            default=None, description="style image(s) to paint the samples in (multipart/form-data); repeat to blend"
-        ),
-        weights: Weights = Field(default=None, description=WEIGHTS),
-        strength: Strength = 1.0,
-        format: Format = "png",
-    ) -> SampleResponse:
+    async def sample(self, ctx: bentoml.Context, **fields: Any) -> SampleResponse:
         """Generate ``n`` images. The same seed (and truncation, label) gives the same images on every call.
 
         With a style (``style_name`` presets and/or ``style`` uploads, blended with ``weights``), each
         image is enlarged to 256 px (Lanczos) and stylised with ``strength``: the same images as
         ``stylize`` gives for the enlarged samples. Send JSON, or multipart/form-data to upload a style."""
-        seed, seeds, labels, images, described = await self._samples(
-            ctx, n, seed, truncation, label, style_name, style, weights, strength
-        )
+        r = SampleRequest.model_construct(**fields)
+        seed, seeds, labels, images, described = await self._samples(ctx, r)
         encoded = await anyio.to_thread.run_sync(
-            lambda: [_b64(encode_image(img, format)) for img in images], limiter=self.cheap
+            lambda: [_b64(encode_image(img, r.format)) for img in images], limiter=self.cheap
         )
         height, width = images[0].shape[:2]
         return SampleResponse(
@@ -189,64 +170,44 @@ class Atelier:
             seeds=seeds,
             labels=labels,
             images=encoded,
-            format=format,
+            format=r.format,
             width=width,
             height=height,
             model=self.models.model_id("generator"),
             style=described,
         )
 
-    @bentoml.api
+    @bentoml.api(input_spec=SampleGridRequest)
     @answers_api_errors
     async def sample_grid(
-        self,
-        ctx: bentoml.Context,
-        n: Count = 16,
-        seed: Seed | None = None,
-        truncation: Truncation = 1.0,
-        label: Label | None = None,
-        style_name: str | None = Field(default=None, description="preset(s) from /styles, as for sample"),
-        style: StyleFiles = Field(default=None, description="style image(s), as for sample (multipart/form-data)"),
-        weights: Weights = Field(default=None, description=WEIGHTS),
-        strength: Strength = 1.0,
-        format: Format = "png",
+        self, ctx: bentoml.Context, **fields: Any
     ) -> Annotated[Path, bentoml.validators.ContentType("image/*")]:
         """The same samples as ``sample``, tiled into one image (row-major, near-square); the seed is in
         X-Atelier-Seed, the style (when painted) in X-Atelier-Style."""
-        seed, _, _, images, described = await self._samples(
-            ctx, n, seed, truncation, label, style_name, style, weights, strength
-        )
+        r = SampleGridRequest.model_construct(**fields)
+        seed, _, _, images, described = await self._samples(ctx, r)
         grid = await anyio.to_thread.run_sync(
-            lambda: encode_image(tile_grid(np.stack(images)), format), limiter=self.cheap
+            lambda: encode_image(tile_grid(np.stack(images)), r.format), limiter=self.cheap
         )
         headers = {"X-Atelier-Seed": str(seed), **({"X-Atelier-Style": described} if described else {})}
-        return Response(grid, media_type=FORMATS[format], headers=headers)
+        return Response(grid, media_type=FORMATS[r.format], headers=headers)
 
-    @bentoml.api
+    @bentoml.api(input_spec=InterpolateRequest)
     @answers_api_errors
-    def interpolate(
-        self,
-        seed_a: Seed,
-        seed_b: Seed,
-        steps: Steps = 8,
-        method: Literal["slerp", "lerp"] = "slerp",
-        truncation: Truncation = 1.0,
-        label: Label | None = None,
-        format: Format = "png",
-    ) -> InterpolateResponse:
+    def interpolate(self, **fields: Any) -> InterpolateResponse:
         """``steps`` images walking the latent space from seed_a's image to seed_b's (both ends included)."""
-        gan = self._generator(label)
-        if gan.num_classes and label is None:
-            label = 0
-        images = gan.interpolate(seed_a, seed_b, steps, method, truncation, label)
+        r = InterpolateRequest.model_construct(**fields)
+        gan = self._generator(r.label)
+        label = 0 if gan.num_classes and r.label is None else r.label
+        images = gan.interpolate(r.seed_a, r.seed_b, r.steps, r.method, r.truncation, label)
         return InterpolateResponse(
-            seed_a=seed_a,
-            seed_b=seed_b,
-            steps=steps,
-            method=method,
+            seed_a=r.seed_a,
+            seed_b=r.seed_b,
+            steps=r.steps,
+            method=r.method,
             label=label,
-            images=[_b64(encode_image(img, format)) for img in images],
-            format=format,
+            images=[_b64(encode_image(img, r.format)) for img in images],
+            format=r.format,
             width=images.shape[2],
             height=images.shape[1],
             model=self.models.model_id("generator"),
