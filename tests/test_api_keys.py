@@ -138,6 +138,18 @@ def test_the_rate_limit_refuses_with_retry_after(style_only, tmp_path):
         assert requests.get(f"{server.url}/livez", timeout=10).status_code == 200  # probes are never limited
 
 
+def test_metrics_need_a_key_when_the_operator_says_so(style_only, tmp_path):
+    env = {"ATELIER_API_KEYS": KEY, "ATELIER_METRICS_AUTH": "key"}
+    with Server(style_only, tmp_path / "serve.log", env=env) as server:
+        refused = requests.get(f"{server.url}/metrics", timeout=30)
+        assert refused.status_code == 401 and "needs an API key" in refused.json()["error"]
+        assert requests.get(f"{server.url}/metrics", headers=bearer(OTHER), timeout=30).status_code == 401
+        scraped = requests.get(f"{server.url}/metrics", headers=bearer(KEY), timeout=30)
+        assert scraped.status_code == 200 and "atelier_stylize_queue_depth" in scraped.text
+        for probe in ("/livez", "/readyz"):  # the probes stay open for the kubelet
+            assert requests.get(f"{server.url}{probe}", timeout=30).status_code == 200
+
+
 def test_a_bucket_refills_at_its_rate_and_holds_at_most_a_minutes_worth():
     now = [0.0]
     buckets = TokenBuckets(60, clock=lambda: now[0])  # one a second, 60 at most
