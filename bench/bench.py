@@ -261,16 +261,19 @@ def bench_sample(
         if torch is not None and torch.generator is not None:
             calls["pytorch"] = torch.run(torch.generator, list(feed.values()))
         summary, times = interleaved(calls, repeats, warmup=3, sync=torch.sync if torch else lambda: None, primed=True)
-        rows.append(
-            {
-                "endpoint": "sample",
-                "case": f"n={n}",
-                "provider": generator.get_providers()[0],
-                **summary,
-                "ratios": round_ratios(times, RATIOS),
-            }
-        )
+        rows.append(result_row("sample", f"n={n}", generator, summary, times))
     return rows
+
+
+def result_row(endpoint: str, case: str, session, summary: dict, times: dict) -> dict:
+    """One row of the report: what was measured, on which provider, the timings and their ratios."""
+    return {
+        "endpoint": endpoint,
+        "case": case,
+        "provider": session.get_providers()[0],
+        **summary,
+        "ratios": round_ratios(times, RATIOS),
+    }
 
 
 def bench_style(
@@ -322,15 +325,7 @@ def bench_style(
         summary, times = interleaved(
             calls, repeats_for(side * side, repeats), sync=torch.sync if torch else lambda: None
         )
-        rows.append(
-            {
-                "endpoint": "stylize",
-                "case": f"{side}x{side} preset",
-                "provider": stylizer.get_providers()[0],
-                **summary,
-                "ratios": round_ratios(times, RATIOS),
-            }
-        )
+        rows.append(result_row("stylize", f"{side}x{side} preset", stylizer, summary, times))
     return rows
 
 
