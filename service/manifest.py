@@ -241,7 +241,7 @@ class Style(Fields):
 
 
 class Manifest(Fields):
-    version: Literal[2]
+    version: Literal[VERSION]  # the one version this code reads and writes
     atelier_version: str
     created: str
     models: Models
