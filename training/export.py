@@ -73,8 +73,6 @@ def export_generator(run: Path, out_dir: Path, log=print) -> Generator:
     log(f"{variant.name}: PSNR vs PyTorch fp32 {fp16.parity.min_psnr_db} dB on 64 seeds, {fp16_verdict(fp16.parity)}")
     metrics_path = run / "metrics.json"
     return Generator(
-        path="generator.onnx",
-        sha256=sha256_file(out_dir / "generator.onnx"),
         **result.entry_fields(seeds=PARITY_SEEDS),
         variants={"fp16": fp16},
         latent_dim=options["latent_dim"],

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from service.manifest import Fp16Arithmetic, Fp16Parity, Parity, Tensor, Variant
+from service.manifest import Fp16Arithmetic, Fp16Parity, Parity, Tensor, Variant, sha256_file
 
 OPSET = 18
 CPU = "CPUExecutionProvider"  # where every parity is checked at export
@@ -63,9 +63,11 @@ class ExportResult:
     atol: float
 
     def entry_fields(self, **parity: Any) -> dict[str, Any]:
-        """What this export measured, for its ``ModelEntry``: the opset, inputs, outputs and parity
-        (``parity``: further ``Parity`` fields, e.g. the seeds checked)."""
+        """The start of this model's ``ModelEntry``: its file (beside the manifest) and checksum, the
+        opset, inputs, outputs and parity (``parity``: further ``Parity`` fields, e.g. the seeds checked)."""
         return {
+            "path": self.path.name,
+            "sha256": sha256_file(self.path),
             "opset": self.opset,
             "inputs": [Tensor(**t) for t in self.inputs],
             "outputs": [Tensor(**t) for t in self.outputs],

@@ -33,11 +33,9 @@ from service.manifest import (
     Stylizer,
     TransformParity,
     Vgg,
-    sha256_file,
 )
 from service.manifest import StyleEncoder as EncoderEntry
 from service.style import STYLE
-from training.onnx_export import ExportResult
 from training.runs import CHECKPOINT, MetricsLog
 from training.style.decoder import Decoder, build_decoder, decoder_config
 from training.style.functions import COV_EPS, NS_ITERS, STYLE_COV_EPS, ns_iters
@@ -113,7 +111,7 @@ def export_style(
     }
     models = {
         "style_encoder": EncoderEntry(
-            **_file_fields(out_dir, "style_encoder.onnx", enc),
+            **enc.entry_fields(),
             role="style_encoder",
             **common,
             vgg=vgg_entry,
@@ -122,9 +120,7 @@ def export_style(
             input_range=(0.0, 1.0),
             color="RGB",
         ),
-        "stylizer": _stylizer_entry(
-            _file_fields(out_dir, "stylizer.onnx", dec), common, cascade, decoders, ckpt, low_rank, checks
-        ),
+        "stylizer": _stylizer_entry(dec.entry_fields(), common, cascade, decoders, ckpt, low_rank, checks),
     }
     style = Style(
         vgg=vgg_entry,
@@ -140,11 +136,6 @@ def export_style(
         quality=StyleQuality(reconstruction_psnr_db=held_out_psnr(vgg, decoders, log)),
     )
     return models, ["style_presets.npz"] + [p.thumbnail for p in presets], style
-
-
-def _file_fields(out_dir: Path, name: str, result: ExportResult) -> dict[str, Any]:
-    """A graph's file, checksum and what its export measured: the start of its manifest entry."""
-    return {"path": name, "sha256": sha256_file(out_dir / name), **result.entry_fields()}
 
 
 def _stylizer_entry(
