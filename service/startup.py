@@ -41,6 +41,7 @@ class Models:
         self.exports: Path = settings.exports
         self.providers = providers_from_settings(settings)  # strict `cuda`: the GPU or refuse to start
         self.manifest = load_manifest(self.exports)  # every file's sha256 verified
+        self.roles: dict[str, ModelEntry] = self.manifest.models.roles()
         self.watch = ExportWatch(self.exports, self.manifest)
         on_cuda = self.providers.names[0] == PROVIDER_NAMES["cuda"]
         # The style encoder (uploaded styles' statistics) is exported in fp32 only, whatever is asked.
@@ -56,10 +57,6 @@ class Models:
         first = PROVIDER_NAMES[self.providers.spec.split(",")[0]]
         export_provider_gauges({role: self.provider(role) for role in self.sessions}, first)
         self.warm_shapes: set[tuple[int, int]] = set()
-
-    @property
-    def roles(self) -> dict[str, ModelEntry]:
-        return self.manifest.models.roles()
 
     def provider(self, role: str) -> str:
         """The execution provider ``role``'s session actually runs on."""
