@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 VERSION = 2  # 2: typed; the prose rules of version 1 moved to the docs
 
@@ -183,10 +183,6 @@ class Models(Fields):
         if (self.style_encoder is None) != (self.stylizer is None):
             raise ValueError("style_encoder and stylizer come together")
         return self
-
-    @model_serializer(mode="wrap")
-    def _present(self, handler: Any) -> dict[str, Any]:
-        return {role: entry for role, entry in handler(self).items() if entry is not None}
 
     def roles(self) -> dict[str, ModelEntry]:
         return {role: getattr(self, role) for role in Models.model_fields if getattr(self, role) is not None}
