@@ -66,9 +66,10 @@ def feeds(manifest: dict[str, Any], exports: Path, role: str) -> list[dict[str, 
     """The fixed inputs each model is run on, from its manifest entry (and the first preset)."""
     entry = manifest["models"][role]
     if role == "generator":
-        z = latents_for_seeds(SEEDS, entry["latent_dim"])
-        labels = {"label": np.arange(len(SEEDS), dtype=np.int64) % len(entry["class_labels"])}
-        return [{"z": z, **(labels if entry["class_labels"] else {})}]
+        feed = {"z": latents_for_seeds(SEEDS, entry["latent_dim"])}
+        if entry["class_labels"]:  # None: an unconditional generator takes z alone
+            feed["label"] = np.arange(len(SEEDS), dtype=np.int64) % len(entry["class_labels"])
+        return [feed]
     if role == "style_encoder":
         return [{"image": picture(96, 128)}, {"image": picture(75, 50)}]
     style = manifest["style"]
