@@ -32,6 +32,7 @@ from service.manifest import (
     StyleQuality,
     Stylizer,
     TransformParity,
+    Variant,
     Vgg,
 )
 from service.manifest import StyleEncoder as EncoderEntry
@@ -99,7 +100,7 @@ def export_style(
     enc = export_style_encoder(encoder, out_dir / "style_encoder.onnx", log)
     dec = export_stylizer(encoder, stylizer, m, out_dir / "stylizer.onnx", log)
     variant = stylizer_fp16(encoder, stylizer, m, out_dir / "stylizer.onnx", out_dir / "stylizer.fp16.onnx", log)
-    checks = {"variants": {"fp16": variant}, "transform_error": check_transform(encoder, transform, log)}
+    transform_error = check_transform(encoder, transform, log)
     presets = write_presets(out_dir, out_dir / "style_encoder.onnx", encoder.levels, styles_dir, style_side, log, cell)
 
     vgg_entry = Vgg(**{k: info[k] for k in Vgg.model_fields})
@@ -120,7 +121,9 @@ def export_style(
             input_range=(0.0, 1.0),
             color="RGB",
         ),
-        "stylizer": _stylizer_entry(dec.entry_fields(), common, cascade, decoders, ckpt, low_rank, checks),
+        "stylizer": _stylizer_entry(
+            dec.entry_fields(), common, cascade, decoders, ckpt, low_rank, transform_error, variant
+        ),
     }
     style = Style(
         vgg=vgg_entry,
@@ -145,10 +148,11 @@ def _stylizer_entry(
     decoders: Sequence[Decoder],
     ckpt: dict[str, Any],
     low_rank: LowRank | None,
-    checks: dict[str, Any],
+    transform_error: float,
+    variant: Variant,
 ) -> Stylizer:
-    """The stylizer's manifest entry: the cascade as built, its decoders, and the checks of its
-    transform and fp16 variant (``checks``: ``transform_error`` and ``variants``)."""
+    """The stylizer's manifest entry: the cascade as built, its decoders, its transform's error
+    against the exact one, and its fp16 variant."""
     channels = max(common["feature_channels"].values())
     served = decoder_config({d.layer: d for d in decoders})  # the cascade's decoders, as built
     return Stylizer(
@@ -156,7 +160,7 @@ def _stylizer_entry(
         role="stylizer",
         **common,
         transform_parity=TransformParity(
-            vs="float64 eigendecomposition", max_rel_err=checks["transform_error"], rtol=TRANSFORM_RTOL
+            vs="float64 eigendecomposition", max_rel_err=transform_error, rtol=TRANSFORM_RTOL
         ),
         input_range=(0.0, 1.0),
         output_range=(0.0, 1.0),
@@ -173,7 +177,7 @@ def _stylizer_entry(
         decoder_widths=served["widths"],
         pointwise_entry=served["pointwise_entry"],
         conv1_2_low_rank=low_rank,
-        variants=checks["variants"],
+        variants={"fp16": variant},
     )
 
 
