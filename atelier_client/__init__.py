@@ -142,7 +142,7 @@ class Atelier:
     ) -> list[Image.Image]:
         """``n`` generated images; image i was drawn from seed ``seed + i`` (in its ``.info["seed"]``).
         With a style (preset(s) ``style_name`` and/or uploaded ``style`` image(s), blended with
-        ``weights`` as in ``stylize``), painted in it at 256 px with ``strength`` (default 1)."""
+        ``weights`` as in ``stylize``), painted in it at 256 px with ``strength`` (None: the service's default)."""
         response = self._post(
             "sample",
             **_request(
@@ -215,7 +215,7 @@ class Atelier:
         style: ImageInput | Sequence[ImageInput] | None = None,
         style_name: str | Sequence[str] | None = None,
         weights: Sequence[float] | None = None,
-        strength: float = 1.0,
+        strength: float | None = None,
         preserve_color: bool = False,
         max_side: int = 512,
         format: Format | Literal["gif"] | None = None,

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda v: [float(x) for x in v.split(",")],
         help="blend weights, comma-separated: presets first, then images (default: equal)",
     )
-    s.add_argument("--strength", type=float, default=1.0, help="0 (the photo) to 1 (fully styled; default)")
+    s.add_argument("--strength", type=float, help="0 (the photo) to 1 (fully styled); default: the service's")
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     s.add_argument("--max-side", type=int, default=512, help="long side of the result, px (default 512)")
     s.add_argument("-o", "--out", type=Path, required=True, help="result file (.png, .jpg, .webp, .gif)")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--style-image", action="append", default=[], type=Path, help="... or in an image's style")
     g.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")], help="blend weights, as for stylize")
-    g.add_argument("--strength", type=float, help="0 to 1, with a style (default 1)")
+    g.add_argument("--strength", type=float, help="0 to 1, with a style (default: the service's)")
     g.add_argument("-o", "--out", type=Path, required=True, help="grid file (.png, .jpg, .webp)")
 
     i = sub.add_parser("interpolate", help="walk from one seed's image to another's")

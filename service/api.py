@@ -41,6 +41,7 @@ Seed = Annotated[int, Strict(), Ge(0), Le(2**32 - 1)]
 # Strict: a boolean or a string is refused, not read as a number (the OpenAPI document says number).
 Truncation = Annotated[float, Strict(), Gt(0.0), Le(1.0)]
 Strength = Annotated[float, Strict(), Ge(0.0), Le(1.0)]
+STRENGTH = "0 (the photo) to 1 (the full style); default: the export's (info: models.stylizer.default_strength)"
 Weights = str | Annotated[float, Strict()] | list[Annotated[float, Strict()]] | None
 Flag = Annotated[bool, Strict()]
 Label = Annotated[int, Strict(), Ge(0)]
@@ -93,7 +94,7 @@ class _Painting(_Fields):  # the style the samples are painted in, if any
         default=None, description="style image(s) to paint the samples in (multipart/form-data); repeat to blend"
     )
     weights: Weights = Field(default=None, description=WEIGHTS)
-    strength: Strength = 1.0
+    strength: Strength | None = Field(default=None, description=STRENGTH)
 
 
 class _Encoding(_Fields):  # every GAN endpoint

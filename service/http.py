@@ -85,6 +85,8 @@ def export_fields(exports: Path) -> dict[str, dict[str, dict[str, Any]]]:
     labels = (generator.class_labels if generator else None) or []
     number = r"\s*\d+(\.\d*)?\s*"
     fields: dict[str, dict[str, Any]] = {"weights": {"pattern": f"^{number}(,{number}){{0,{MAX_STYLES - 1}}}$"}}
+    if manifest.style:
+        fields["strength"] = {"default": manifest.style.default_strength}
     if presets:
         fields["style_name"] = {"pattern": f"^({presets})(,({presets})){{0,{MAX_STYLES - 1}}}$"}
     if labels:

@@ -57,6 +57,7 @@ def _models(models: Models) -> dict[str, Any]:
             {
                 "levels": style.levels,
                 "transform": style.transform,
+                "default_strength": style.default_strength,
                 # where the style's own patches are swapped in and their detail added (None: off)
                 "patches": style.patches.model_dump(include={"scale", "cell", "detail_gain"})
                 if style.patches

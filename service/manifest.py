@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 VERSION = 2  # 2: typed; the prose rules of version 1 moved to the docs
 
@@ -208,6 +208,7 @@ class Patches(Fields):
     shading: bool
     detail_gain: float
     detail_radius: int
+    tone: float = 0.0  # absent in exports made before the option: off
 
 
 class StyleQuality(Fields):
@@ -225,6 +226,8 @@ class Style(Fields):
     presets_file: str
     presets: list[Preset]
     patches: Patches | None = None  # None: a statistics-only stylizer
+    # the strength a request that gives none is painted at (the export's choice: docs/style-transfer.md)
+    default_strength: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     training: dict[str, Any]  # the run's options (training/style/options.py)
     run: str
     metrics: dict[str, Any]

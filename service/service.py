@@ -25,6 +25,7 @@ from starlette.responses import Response
 from service import http
 from service.admission import HeavyWork
 from service.api import (
+    STRENGTH,
     STYLE_NAME,
     STYLIZE_BASE_BYTES,
     STYLIZE_BYTES_PER_PIXEL,
@@ -142,8 +143,9 @@ class Atelier:
         seeds, images = await anyio.to_thread.run_sync(gan.sample, seed, r.n, r.truncation, labels, limiter=self.cheap)
         if choice is None:
             return seed, seeds, labels, list(images), None
+        strength = self.models.style.default_strength if r.strength is None else r.strength
         painted_images, described = await self.painter.samples(
-            list(images), choice, r.strength, ctx.request.is_disconnected
+            list(images), choice, strength, ctx.request.is_disconnected
         )
         return seed, seeds, labels, painted_images, described
 
@@ -227,7 +229,7 @@ class Atelier:
         style: StyleFiles = Field(default=None, description="style image(s); repeat the field to blend several"),
         style_name: str | None = Field(default=None, description=STYLE_NAME),
         weights: Weights = Field(default=None, description=f"{WEIGHTS}; default equal"),
-        strength: Strength = 1.0,
+        strength: Strength | None = Field(default=None, description=STRENGTH),
         preserve_color: Flag = False,
         max_side: MaxSide = 512,
         format: StyleFormat | None = Field(
@@ -247,6 +249,7 @@ class Atelier:
         """
         uploads = list(style or [])
         names, blend = self.painter.check(style_name, len(uploads), weights)
+        strength = self.models.style.default_strength if strength is None else strength
         work = Stylisation(StyleChoice(names, [], blend), strength, preserve_color, max_side, format)
         response = await self.painter.stylize(content, uploads, work, ctx.request.is_disconnected)
         ctx.response.status_code = response.status_code  # BentoML applies the context's status to the response

@@ -114,6 +114,7 @@ class StyleTransfer:
             bucket = CUDA_SHAPE_BUCKET if self.device == "cuda" else 0
         self.step = math.lcm(self.multiple, bucket) if bucket else self.multiple  # padded sides are multiples
         self.style_side = style.style_image_side
+        self.default_strength = style.default_strength  # for requests that give none
         self.cell = style.cell  # with patches on, the side of a style picture's cells, else 0
         self.stats_names = style_inputs(self.levels, bool(self.cell))
         with np.load(exports / style.presets_file) as npz:

@@ -63,8 +63,10 @@ def test_manifest_records_the_contract(exports_dir, manifest):
         ("--style-fine-scales", "3", "--style-fine-scales must be auto, none or decreasing powers of two"),
         ("--style-shading-radius", "-1", "--style-shading-radius must be 0 or more, not -1"),
         ("--style-conv1-2-energy", "1.5", "--style-conv1-2-energy must be in (0, 1], not 1.5"),
+        ("--style-default-strength", "1.2", "--style-default-strength must be in [0, 1], not 1.2"),
+        ("--style-patch-tone", "-1", "--style-patch-tone must be in [0, 4], not -1.0"),
     ],
-    ids=["coarse-scales", "fine-scales", "shading-radius", "conv1-2-energy"],
+    ids=["coarse-scales", "fine-scales", "shading-radius", "conv1-2-energy", "default-strength", "patch-tone"],
 )
 def test_export_refuses_bad_pyramid_options_clearly(tmp_path, capsys, flag, value, message):
     from training.export import main

@@ -45,6 +45,20 @@ def test_strength_changes_the_output(server):
     assert len(set(outputs)) == 3
 
 
+def test_a_request_without_strength_is_painted_at_the_exports_default(server):
+    """The export decides the default (its manifest's ``default_strength``, shown by ``info`` and in
+    the OpenAPI document): a request without ``strength`` is that request with it, not full strength."""
+    default = requests.post(f"{server.url}/info", json={}, timeout=30).json()["models"]["stylizer"]["default_strength"]
+    assert 0 < default < 1  # this export's: below full strength
+    content = hi.png(64, 48)
+    unset = stylize(server, content, style_name="pebbles").content
+    assert unset == stylize(server, content, style_name="pebbles", strength=default).content
+    assert unset != stylize(server, content, style_name="pebbles", strength=1.0).content
+    doc = requests.get(f"{server.url}/docs.json", timeout=10).json()
+    form = doc["paths"]["/stylize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["strength"]["default"] == default
+
+
 def test_preserve_color_takes_luminance_from_the_style_and_chroma_from_the_content(server):
     content = hi.png(64, 48)
     kept = image_of(stylize(server, content, style_name="wheat_field", preserve_color=True))

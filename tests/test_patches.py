@@ -13,26 +13,39 @@ from training.style.patches import (
     grid_size,
     home_patches,
     overlap_average,
+    patch_tones,
     pixel_patches,
+    tone_penalty,
     whitened,
 )
 
 
-def numpy_best(content: np.ndarray, style: np.ndarray, stride: int) -> np.ndarray:
+def numpy_best(content: np.ndarray, style: np.ndarray, stride: int, lights=None, tone: float = 0.0) -> np.ndarray:
     """For each content position, the argmax over style patch centres of <content patch, style
-    patch / |style patch|>: 3x3 patches, the content mirrored by one position at its edges."""
+    patch / |style patch|>: 3x3 patches, the content mirrored by one position at its edges. With
+    ``lights`` (the content's (h, w) and the style's (nh, nw) patch lights) less ``tone`` times the
+    mean query length times the squared distance of the style patch's light from the content's
+    light standardised and laid onto the style's spread, in units of 0.25."""
     c, h, w = content.shape
     padded = np.pad(content, ((0, 0), (1, 1), (1, 1)), mode="reflect")
     nh, nw = grid_size(*style.shape[1:], stride)
+    queries = [padded[:, i : i + 3, j : j + 3].ravel() for i in range(h) for j in range(w)]
+    mean_length = np.mean([np.linalg.norm(q) for q in queries])
     best = np.zeros(h * w, dtype=np.int64)
     for i in range(h):
         for j in range(w):
-            query = padded[:, i : i + 3, j : j + 3].ravel()
+            query = queries[i * w + j]
             scores = []
             for u in range(nh):
                 for v in range(nw):
                     patch = style[:, u * stride : u * stride + 3, v * stride : v * stride + 3].ravel()
-                    scores.append(query @ patch / np.linalg.norm(patch))
+                    score = query @ patch / np.linalg.norm(patch)
+                    if lights is not None:
+                        ours, theirs = lights
+                        z = (ours[i, j] - ours.mean()) / ours.std(ddof=1)
+                        wanted = theirs.mean() + theirs.std(ddof=1) * z
+                        score -= tone * mean_length * ((theirs[u, v] - wanted) / 0.25) ** 2
+                    scores.append(score)
             best[i * w + j] = int(np.argmax(scores))
     return best
 
@@ -45,6 +58,67 @@ def test_best_patches_finds_what_a_plain_search_finds(stride):
     best, nw = best_patches(torch.from_numpy(content), torch.from_numpy(style), stride)
     assert nw == grid_size(9, 8, stride)[1]
     np.testing.assert_array_equal(best[0].numpy(), numpy_best(content[0], style[0], stride))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_matching_with_the_tone_term_finds_what_a_plain_search_finds(stride):
+    rng = np.random.default_rng(10 + stride)
+    content = rng.normal(size=(1, 4, 5, 7)).astype(np.float32)
+    style = rng.normal(size=(1, 4, 9, 8)).astype(np.float32)
+    nh, nw = grid_size(9, 8, stride)
+    ours, theirs = rng.uniform(size=(5, 7)), rng.uniform(size=(nh, nw))
+    tones = (torch.from_numpy(ours.reshape(1, -1)).float(), torch.from_numpy(theirs.reshape(1, -1)).float())
+    best, _ = best_patches(torch.from_numpy(content), torch.from_numpy(style), stride, tones=tones, tone=0.3)
+    expected = numpy_best(content[0], style[0], stride, (ours, theirs), 0.3)
+    np.testing.assert_array_equal(best[0].numpy(), expected)
+    assert (expected != numpy_best(content[0], style[0], stride)).any()  # the term decides some matches
+
+
+def test_patch_tones_are_the_mean_light_of_each_patchs_pixels():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(size=(1, 3, 20, 28)).astype(np.float32)
+    cell = 2
+    light = image[0].mean(0).reshape(10, cell, 14, cell).mean((1, 3))  # per feature position
+    theirs = patch_tones(torch.from_numpy(image), cell, stride=2)[0].numpy().reshape(grid_size(10, 14, 2))
+    np.testing.assert_allclose(theirs[1, 2], light[2:5, 4:7].mean(), rtol=1e-5)
+    padded = np.pad(light, 1, mode="reflect")
+    ours = patch_tones(torch.from_numpy(image), cell)[0].numpy().reshape(10, 14)
+    np.testing.assert_allclose(ours[0, 13], padded[0:3, 13:16].mean(), rtol=1e-5)
+
+
+def test_the_tone_term_lays_a_dark_and_light_style_onto_the_photos_dark_and_light_and_asks_nothing_of_stripes():
+    """A style of a dark and a light half, its features noise: with the tone term the photo's dark
+    half takes patches from the style's dark half and its light half from the light one; without
+    it the structure alone decides and both halves mix. A style of stripes finer than a patch has
+    one light at the patches' size: the term then changes no match."""
+    rng = np.random.default_rng(7)
+    style_feat = torch.from_numpy(rng.normal(size=(1, 8, 12, 16)).astype(np.float32))
+    content_feat = torch.from_numpy(rng.normal(size=(1, 8, 10, 10)).astype(np.float32))
+    cell = 2
+    style_image = torch.full((1, 3, 24, 32), 0.85)
+    style_image[..., :16] = 0.15  # the left half dark: patch centres in columns 1..6
+    photo = torch.full((1, 3, 20, 20), 0.9)
+    photo[..., :10, :] = 0.2  # the top half dark
+    tones = (patch_tones(photo, cell), patch_tones(style_image, cell, 1))
+    nh, nw = grid_size(12, 16, 1)
+    dark_photo = np.arange(100).reshape(10, 10) < 40  # rows 0..3: away from the edge between the halves
+    light_photo = np.arange(100).reshape(10, 10) >= 60
+
+    def dark_share(best: torch.Tensor, where: np.ndarray) -> float:
+        centre_col = best[0].numpy() % nw + 1
+        return float((centre_col[where.ravel()] <= 6).mean())
+
+    plain, _ = best_patches(content_feat, style_feat)
+    toned, _ = best_patches(content_feat, style_feat, tones=tones, tone=0.5)
+    assert dark_share(toned, dark_photo) == 1.0 and dark_share(toned, light_photo) == 0.0
+    assert 0.2 < dark_share(plain, dark_photo) < 0.8 and 0.2 < dark_share(plain, light_photo) < 0.8
+
+    stripes = torch.full((1, 3, 24, 32), 0.85)
+    stripes[..., ::2] = 0.15  # one pixel wide: every patch (6 x 6 px) the same light
+    flat_tones = (patch_tones(photo, cell), patch_tones(stripes, cell, 1))
+    assert float(tone_penalty(*flat_tones).abs().max()) < 1e-6
+    striped, _ = best_patches(content_feat, style_feat, tones=flat_tones, tone=0.5)
+    np.testing.assert_array_equal(striped.numpy(), plain.numpy())
 
 
 def test_flat_regions_fall_back_on_whole_squares_of_the_style_dealt_out_of_order():

@@ -244,6 +244,8 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
     args += ["--reference-pairs", "1", "--strengths", "0.5,1", "--sheet-rows", "1", "--device", "cpu", "--peer"]
     assert report.main(args) == 0
     data = json.loads((out / "report.json").read_text())
+    default = json.loads((exports / "manifest.json").read_text())["style"]["default_strength"]
+    assert 0 < default < 1 and default != 0.5
     assert data["vgg"]["source"] == "random"
     contents, styles = report.held_out_pictures(None, None)
     pairs = report.fixed_pairs(list(contents), list(styles), 2)
@@ -259,7 +261,8 @@ def test_report_on_the_real_export(exports_dir, tmp_path, capsys):
             if method != "content":
                 assert metrics["seconds"] > 0 and metrics["vgg_content"] > 0 and metrics["effnet_content"] > 0
                 assert np.isfinite([metrics["vgg_style"], metrics["effnet_style"]]).all()
-        assert set(pair["sweep"]) == {"fast", "peer"} and set(pair["sweep"]["fast"]) == {"0.5", "1.0"}
+        # the export's default strength (what the service paints at, and the sheet shows) joins the sweep
+        assert set(pair["sweep"]) == {"fast", "peer"} and set(pair["sweep"]["fast"]) == {"0.5", str(default), "1.0"}
         assert pair["sweep"]["fast"]["1.0"]["vgg_style"] == pair["methods"]["fast"]["vgg_style"]
     ref = data["reference_pairs"]
     assert ref["pairs"] == 1 and set(ref["means"]) == {"content", "fast", "peer", "reference"}

@@ -1,12 +1,13 @@
 """Panels for a blind comparison of Atelier and the peer on the evaluation set.
 
-    python tools/blind_panels.py --exports exports --out reports/blind [--pairs 13] [--size 384] [--seed 0]
+    python tools/blind_panels.py --exports exports --out reports/blind [--pairs 13] [--seed 0] [--strength S]
 
 For each of the report's first ``--pairs`` pairs (``training.style.report.fixed_pairs``, so the
-first 13 use every photo and every style), one PNG: the photo and the style on top, Atelier's and
-the peer's pictures below at strength 1, left and right drawn at random; ``key.json`` says which
-is which. Show the panels to judges who do not know the key and ask which picture is the better
-one of that photo in that style; then score their answers against the key.
+first 13 use every photo and every style), one PNG: the photo and the style on top, Atelier's
+picture (at the export's default strength, what the service paints at) and the peer's (at its full
+strength) below, left and right drawn at random; ``key.json`` says which is which. Show the
+panels to judges who do not know the key and ask which picture is the better one of that photo in
+that style; then score their answers against the key.
 """
 
 from __future__ import annotations
@@ -48,8 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=13)
     p.add_argument("--size", type=int, default=384, help="long side of the photo and the outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the left/right draws")
+    p.add_argument(
+        "--strength",
+        type=float,
+        help="Atelier's strength (default: the export's default, what the service paints at); the peer's is 1",
+    )
     args = p.parse_args(argv)
     manifest = style_manifest(args.exports)
+    strength = manifest.style.default_strength if args.strength is None else args.strength
     fast = FastModel(args.exports, manifest, ["CPUExecutionProvider"])
     peer = PeerModel(torch.device("cpu"))
     contents, styles = held_out_pictures(None, None)
@@ -58,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     key = {}
     for i, (c, s) in enumerate(fixed_pairs(list(contents), list(styles), args.pairs)):
         photo = image_to_tensor(contents[c], args.size)
-        ours = tensor_to_image(fast.stylize(photo, fast.style.style_stats(styles[s]), 1.0))
+        ours = tensor_to_image(fast.stylize(photo, fast.style.style_stats(styles[s]), strength))
         theirs = tensor_to_image(peer.stylize(photo, styles[s], 1.0, timed=False)[0])
         atelier_left = bool(rng.integers(0, 2))
         pair = (ours, theirs) if atelier_left else (theirs, ours)
         name = f"panel_{i:02d}.png"
         panel(tensor_to_image(photo), Image.fromarray(styles[s]), *pair, args.size).save(args.out / name)
-        key[name] = {"content": c, "style": s, "atelier": "A" if atelier_left else "B"}
+        key[name] = {"content": c, "style": s, "atelier": "A" if atelier_left else "B", "strength": strength}
     (args.out / "key.json").write_text(json.dumps(key, indent=1) + "\n")
     print(f"wrote {len(key)} panels and key.json to {args.out}")
     return 0

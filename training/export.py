@@ -26,7 +26,7 @@ from service.sampling import LATENT_RULE, latents_for_seeds
 from training.gan.options import build_models, stored_options
 from training.onnx_export import export_checked, fp16_parity, fp16_variant, fp16_verdict
 from training.runs import CHECKPOINT, atomic_write_bytes, load_checkpoint
-from training.style.export import CONV1_2_ENERGY, export_style
+from training.style.export import CONV1_2_ENERGY, DEFAULT_STRENGTH, export_style
 from training.style.model import FINE_SCALES, PYRAMID, SHADING_RADIUS, check_scales
 from training.style.presets import check_styles_dir
 from training.style.swap import DEFAULT_PATCHES, PatchSettings
@@ -205,6 +205,7 @@ def _patches(args: argparse.Namespace) -> PatchSettings | None:
         block=args.style_patch_block,
         shading=args.style_patch_shading,
         detail_gain=args.style_detail_gain,
+        tone=args.style_patch_tone,
     )
 
 
@@ -305,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PATCHES.detail_gain,
         help="how much detail of the style's matched pixels is added at full size (0: none)",
     )
+    p.add_argument(
+        "--style-patch-tone",
+        type=float,
+        default=DEFAULT_PATCHES.tone,
+        help="how strongly a patch's match also follows the photo's light and dark there (0: structure alone)",
+    )
+    p.add_argument(
+        "--style-default-strength",
+        type=float,
+        default=DEFAULT_STRENGTH,
+        help="the strength the service paints at when a request gives none (0: the photo, 1: the full style)",
+    )
     p.add_argument("--out", type=Path, default=Path("exports"))
     return p
 
@@ -320,10 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (
         ("--style-patch-prior", args.style_patch_prior),
         ("--style-detail-gain", args.style_detail_gain),
+        ("--style-patch-tone", args.style_patch_tone),
     ):
         if not 0 <= value <= 4:
             print(f"error: {flag} must be in [0, 4], not {value}", file=sys.stderr)
             return 2
+    if not 0 <= args.style_default_strength <= 1:
+        print(f"error: --style-default-strength must be in [0, 1], not {args.style_default_strength}", file=sys.stderr)
+        return 2
     gan_run = None if args.no_gan else (args.gan_run or _latest(args.runs_root, "gan"))
     style_run = None if args.no_style else (args.style_run or _latest(args.runs_root, "style"))
     if args.styles_dir is not None and not args.styles_dir.is_dir():
@@ -344,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 "shading_radius": args.style_shading_radius,
                 "conv1_2_energy": args.style_conv1_2_energy,
                 "patches": _patches(args),
+                "default_strength": args.style_default_strength,
             },
         )
     except (ExportError, ValueError) as e:

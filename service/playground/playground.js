@@ -323,6 +323,11 @@ async function start() {
     const labels = (state.info.models.generator || {}).class_labels || [];
     for (const [i, name] of labels.entries()) $("label").append(new Option(`${i}: ${name}`, String(i)));
     if (params.has("label")) $("label").value = params.get("label");
+    const strength = (state.info.models.stylizer || {}).default_strength;  // the export's default
+    if (strength !== undefined) {
+      $("strength").value = $("sample-strength").value = String(strength);
+      $("strength-value").textContent = Number(strength).toFixed(2);
+    }
   }
   if (params.get("tab") === "gan" && params.has("seed")) {
     if (params.has("seed_b")) $("interpolate").click(); else $("gan-form").requestSubmit();

@@ -37,7 +37,7 @@ def evaluate_pair(spaces, fast, peer, vgg, content, style, style_picture, settin
     """One pair: ``(record, images)``; the record holds each method's full-strength metrics
     (``methods``), every strength's (``sweep``), and the reference's convergence when it ran."""
     outputs, times = run_methods(fast, peer, content, style_picture, strengths)
-    images = {"content": content, **{m: by_strength[1.0] for m, by_strength in outputs.items()}}
+    images = {"content": content, "sweep": outputs, **{m: by_strength[1.0] for m, by_strength in outputs.items()}}
     record: dict[str, Any] = {}
     if reference:
         start = time.perf_counter()
@@ -68,7 +68,8 @@ def reconstruction_psnr(fast: FastModel, contents: dict[str, Tensor]) -> dict[st
 
 
 def run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings, plan) -> tuple[list[dict], list[tuple]]:
-    """Every pair's record, and the images of the reference pairs for the sheet."""
+    """Every pair's record, and the images of the reference pairs for the sheet (Atelier's at the
+    export's default strength, the others' at full strength)."""
     run_methods(fast, peer, tensors[pairs[0][0]], pictures[pairs[0][1]], [1.0])  # warm-up: first-run costs
     results, sheet = [], []
     for i, (c_name, s_name) in enumerate(tqdm(pairs, desc="pairs", unit="pair", dynamic_ncols=True)):
@@ -79,7 +80,13 @@ def run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings, plan)
         )
         results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]), **record})
         if with_reference and len(sheet) < plan["sheet_rows"]:
-            sheet.append((c_name, s_name, content, style, images, record["methods"]))
+            default = plan["default_strength"]
+            images["fast"] = images["sweep"]["fast"][default]
+            metrics = {
+                **record["methods"],
+                "fast": {**record["methods"]["fast"], **record["sweep"]["fast"][str(default)]},
+            }
+            sheet.append((c_name, s_name, content, style, images, metrics))
     return results, sheet
 
 

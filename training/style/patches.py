@@ -24,6 +24,7 @@ from torch import Tensor
 
 from training.style.functions import feature_stats, regularised, sqrt_and_inv_sqrt
 
+TONE_SPREAD = 0.25  # the light's spread (0..1) at which a tone difference of one spread costs ``tone``
 OFFSETS = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]  # a 3x3 patch's cells around its centre
 
 
@@ -77,8 +78,35 @@ def home_patches(h: int, w: int, nh: int, nw: int, block: int, device: torch.dev
     return (row * nw + col).reshape(h * w)
 
 
+def patch_tones(image: Tensor, cell: int, stride: int | None = None) -> Tensor:
+    """The light (0..1) of every 3x3 patch of an image's feature grid: (N, P). ``image``
+    (N, 3, H, W) with ``cell`` pixels per feature position. ``stride`` None: every position, its
+    patch mirrored at the edges (the content's queries); else every ``stride``-th inner position
+    (``patch_columns``' grid: the style's kernels)."""
+    light = F.avg_pool2d(image.mean(1, keepdim=True), cell)
+    if stride is None:
+        return F.avg_pool2d(F.pad(light, (1, 1, 1, 1), mode="reflect"), 3, stride=1).flatten(1)
+    return F.avg_pool2d(light, 3, stride=stride).flatten(1)
+
+
+def tone_penalty(ours: Tensor, theirs: Tensor) -> Tensor:
+    """(N, P, h*w): how far each style patch's light is from the light the content's patch asks
+    for: the content's light standardised and laid onto the style's own spread, squared, in units
+    of ``TONE_SPREAD``. A style of one light at the patches' size (stripes finer than a patch) asks
+    nothing; a style of dark and light regions asks for the photo's dark and light."""
+    z = (ours - ours.mean(1, keepdim=True)) / ours.std(1, keepdim=True).clamp_min(1e-3)
+    wanted = theirs.mean(1, keepdim=True) + theirs.std(1, keepdim=True) * z  # (N, h*w)
+    return ((theirs[:, :, None] - wanted[:, None, :]) / TONE_SPREAD).square()
+
+
 def best_patches(
-    content: Tensor, style: Tensor, stride: int = 1, prior: float = 0.0, block: int = 6
+    content: Tensor,
+    style: Tensor,
+    stride: int = 1,
+    prior: float = 0.0,
+    block: int = 6,
+    tones: tuple[Tensor, Tensor] | None = None,
+    tone: float = 0.0,
 ) -> tuple[Tensor, int]:
     """For every position of ``content`` (N, C, h, w) the style patch of ``style`` (N, C, hs, ws)
     whose 3x3 patch correlates best with the content's 3x3 patch there (the content mirrored by one
@@ -88,20 +116,28 @@ def best_patches(
     ``prior`` > 0: the position's ``home_patches`` patch (squares of ``block`` positions) wins unless
     another correlates better with the content patch's *structure* (its deviation from its own mean)
     by more than ``prior`` times the mean length of that structure over the image: decisive where
-    the photo is flat (no structure, whatever its tone), negligible where it has edges or texture."""
+    the photo is flat (no structure, whatever its tone), negligible where it has edges or texture.
+
+    ``tones`` (the content's and the style's ``patch_tones``) and ``tone`` > 0: every score first
+    loses ``tone`` times the mean query length times ``tone_penalty``, so the matches also follow
+    the photo's light and dark where the style has dark and light regions."""
     n, c, h, w = content.shape
     nh, nw = grid_size(*style.shape[-2:], stride)
     kernels = patch_columns(style, stride)
     kernels = kernels / torch.linalg.vector_norm(kernels, dim=1, keepdim=True).clamp_min(1e-12)
     queries = patch_columns(F.pad(content, (1, 1, 1, 1), mode="reflect"))  # (N, 9C, h*w)
     scores = kernels.transpose(1, 2) @ queries  # (N, P, h*w)
+    if tones is not None and tone > 0:
+        # in units of the scores: a query's score is its length times a cosine
+        scale = torch.linalg.vector_norm(queries, dim=1).mean(1).reshape(n, 1, 1)
+        scores = scores - tone * scale * tone_penalty(*tones)
     best = scores.argmax(1)
     if prior <= 0:
         return best, nw
     # <kernel, query - its mean cell> = score - <the kernel's cells summed, the query's mean cell>
     mean_cell = queries.reshape(n, len(OFFSETS), c, h * w).mean(1)  # (N, C, h*w)
     summed = kernels.reshape(n, len(OFFSETS), c, -1).sum(1)  # (N, C, P)
-    structure = scores - summed.transpose(1, 2) @ mean_cell
+    structure = scores - summed.transpose(1, 2) @ mean_cell  # the tone penalty stays in
     spread = torch.linalg.vector_norm(queries - mean_cell.repeat(1, len(OFFSETS), 1), dim=1)  # (N, h*w)
     home = home_patches(h, w, nh, nw, block, content.device)
     # structure[:, home[j], j] for every position j, as one Gather on the flattened (P, h*w) plane

@@ -337,8 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer = PeerModel(device) if args.peer else None
     spaces = feature_spaces(vgg, device)
     tensors = {n: image_to_tensor(pictures[n], args.size).to(device) for n in {x for p in pairs for x in p}}
+    default = manifest.style.default_strength  # what the service paints at: the sheet shows it
     plan = {
-        "strengths": args.strengths,
+        "strengths": sorted({*args.strengths, default}),
+        "default_strength": default,
         "reference_pairs": args.reference_pairs,
         "sheet_rows": args.sheet_rows,
         "peer": peer is not None,
@@ -348,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_step = seconds_per_step(vgg, probe, settings)
     estimate = estimate_seconds(pairs, tensors, per_step / probe[0, 0].numel(), settings.steps, plan)
     print(
-        f"{len(pairs)} pairs at {args.size} px, strengths {args.strengths}, reference {args.reference_steps} steps "
+        f"{len(pairs)} pairs at {args.size} px, strengths {plan['strengths']}, reference {args.reference_steps} steps "
         f"on {min(args.reference_pairs, len(pairs))} pairs, {per_step:.2f} s/step at {tuple(probe.shape[2:])}: "
         f"about {estimate / 60:.1f} minutes"
     )
@@ -376,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "report.json", report)
     if sheet:
-        save_sheet(sheet, args.out / "comparison.png", info, settings.steps, peer.name if peer else None)
+        save_sheet(sheet, args.out / "comparison.png", info, settings.steps, peer.name if peer else None, default)
     if not args.no_record:
         record_in_manifest(args.exports, headline(report))
     print_summary(report)

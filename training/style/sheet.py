@@ -20,14 +20,17 @@ def _caption(m: dict[str, float]) -> str:
     )
 
 
-def save_sheet(rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int, peer_name: str | None) -> None:
-    """content | style | fast | peer | reference, one pair per row, metrics under each output."""
+def save_sheet(
+    rows: list[tuple], path: Path, vgg_info: dict[str, Any], steps: int, peer_name: str | None, strength: float = 1.0
+) -> None:
+    """content | style | fast (at ``strength``: the export's default) | peer | reference, one pair per
+    row, metrics under each output."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    heads = ["content", "style", "Atelier (ONNX, strength 1)"]
+    heads = ["content", "style", f"Atelier (ONNX, strength {strength:g})"]
     if peer_name:
         heads.append(f"peer ({peer_name})")
     heads.append(f"reference (Gatys, {steps} steps)")

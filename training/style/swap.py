@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from training.style.functions import COV_EPS, STYLE_COV_EPS, blend
 from training.style.levels import size_multiple
 from training.style.model import Cascade
-from training.style.patches import best_patches, overlap_average, pixel_patches, whitened
+from training.style.patches import best_patches, overlap_average, patch_tones, pixel_patches, whitened
 from training.style.pyramid import half_size, keep_shading, smooth
 
 
@@ -34,7 +34,9 @@ class PatchSettings:
     - ``shading``: the patch pass keeps its input's large-scale light and dark, as the cascade's
       statistics passes do (``keep_shading`` at the cascade's radius);
     - ``detail_gain``: how much of the matched style pixels' detail is added at full size (0: none);
-    - ``detail_radius``: the detail is what two box filters of side 2 r + 1 remove from them."""
+    - ``detail_radius``: the detail is what two box filters of side 2 r + 1 remove from them;
+    - ``tone``: how much a match also follows the photo's light and dark (``tone_penalty``; 0: the
+      whitened structure alone)."""
 
     scale: int | None = None
     prior: float = 0.2
@@ -43,6 +45,7 @@ class PatchSettings:
     shading: bool = False
     detail_gain: float = 1.0
     detail_radius: int = 4
+    tone: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +93,7 @@ class StyleSwapCascade(nn.Module):
             or settings.stride < 1
             or settings.detail_radius < 1
             or settings.block < 1
+            or settings.tone < 0
         ):
             raise ValueError(f"patch settings out of range: {settings}")
         self.cascade, self.settings = cascade, settings
@@ -123,8 +127,16 @@ class StyleSwapCascade(nn.Module):
                 shrunk = half_size(shrunk)
             theirs = inner_features(cascade.vgg, shrunk, level)
             ours = inner_features(cascade.vgg, x, level)
+            m = size_multiple(level)
+            tones = (patch_tones(x, m), patch_tones(shrunk, m, cfg.stride)) if cfg.tone else None
             best, nw = best_patches(
-                whitened(ours, COV_EPS), whitened(theirs, STYLE_COV_EPS), cfg.stride, cfg.prior, cfg.block
+                whitened(ours, COV_EPS),
+                whitened(theirs, STYLE_COV_EPS),
+                cfg.stride,
+                cfg.prior,
+                cfg.block,
+                tones,
+                cfg.tone,
             )
             h, w = ours.shape[-2:]
             matched.update(best=best, nw=nw, h=h, w=w)
