@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strengths",
         default=",".join(map(str, DEFAULT_STRENGTHS)),
-        help="strengths swept for the fast model and the peer, comma-separated, ending at 1 "
-        f"(default: {','.join(map(str, DEFAULT_STRENGTHS))})",
+        help="strengths swept for the fast model and the peer, comma-separated, ending at 1; the export's "
+        f"default strength is added (default: {','.join(map(str, DEFAULT_STRENGTHS))})",
     )
     p.add_argument(
         "--reference-steps",
@@ -338,8 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     spaces = feature_spaces(vgg, device)
     tensors = {n: image_to_tensor(pictures[n], args.size).to(device) for n in {x for p in pairs for x in p}}
     default = manifest.style.default_strength  # what the service paints at: the sheet shows it
+    args.strengths = sorted({*args.strengths, default})
     plan = {
-        "strengths": sorted({*args.strengths, default}),
+        "strengths": args.strengths,
         "default_strength": default,
         "reference_pairs": args.reference_pairs,
         "sheet_rows": args.sheet_rows,
@@ -350,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_step = seconds_per_step(vgg, probe, settings)
     estimate = estimate_seconds(pairs, tensors, per_step / probe[0, 0].numel(), settings.steps, plan)
     print(
-        f"{len(pairs)} pairs at {args.size} px, strengths {plan['strengths']}, reference {args.reference_steps} steps "
+        f"{len(pairs)} pairs at {args.size} px, strengths {args.strengths}, reference {args.reference_steps} steps "
         f"on {min(args.reference_pairs, len(pairs))} pairs, {per_step:.2f} s/step at {tuple(probe.shape[2:])}: "
         f"about {estimate / 60:.1f} minutes"
     )
