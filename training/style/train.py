@@ -155,13 +155,15 @@ def _train(
         run_dir = from_main(world, new_run_dir(Path(opt.runs_root), KIND, opt.name) if world.main else None)
     log(f"run folder: {run_dir}  device: {device}" + (f"  processes: {world.size}" if world.distributed else ""))
     t0 = time.perf_counter()
-    try:
-        run = start_run(opt, run_dir, device, resume, log, world)
-    except (VGGMismatchError, VGGWeightsError) as e:
-        log(f"error: {e}")
-        return 1
+    started: list[Run] = []  # the run once built: Ctrl-C while it starts is an interruption too
 
     def work() -> int:
+        try:
+            run = start_run(opt, run_dir, device, resume, log, world)
+        except (VGGMismatchError, VGGWeightsError) as e:
+            log(f"error: {e}")
+            return 1
+        started.append(run)
         last = train_loop(run, log)
         log(
             f"done: {run_dir} step {last['step']} in {time.perf_counter() - t0:.1f} s "
@@ -169,11 +171,11 @@ def _train(
         )
         return EXIT_DONE
 
-    return until_interrupted(
-        work,
-        lambda: f"interrupted at step {run.step}; continue from the last checkpoint with --resume {run_dir}",
-        world.main,
-    )
+    def interrupted() -> str:
+        step = started[0].step if started else (resume["step"] if resume else 0)
+        return f"interrupted at step {step}; continue from the last checkpoint with --resume {run_dir}"
+
+    return until_interrupted(work, interrupted, world.main)
 
 
 if __name__ == "__main__":
