@@ -170,7 +170,7 @@ class Stylisation:
     """A checked stylize request, as the heavy-work thread runs it."""
 
     style: StyleChoice
-    strength: float
+    strength: float | None  # None: the export's default
     preserve_color: bool
     max_side: int
     format: str | None

@@ -140,7 +140,7 @@ class Painter:
         )
 
     async def samples(
-        self, images: list[np.ndarray], choice: StyleChoice, strength: float, disconnected: Disconnected
+        self, images: list[np.ndarray], choice: StyleChoice, strength: float | None, disconnected: Disconnected
     ) -> tuple[list[np.ndarray], str]:
         """Generated images enlarged to ``SAMPLE_STYLE_SIDE`` and painted in the heavy queue: the same
         pictures ``stylize`` gives for the enlarged samples, and the style's description."""

@@ -143,9 +143,8 @@ class Atelier:
         seeds, images = await anyio.to_thread.run_sync(gan.sample, seed, r.n, r.truncation, labels, limiter=self.cheap)
         if choice is None:
             return seed, seeds, labels, list(images), None
-        strength = self.models.style.default_strength if r.strength is None else r.strength
         painted_images, described = await self.painter.samples(
-            list(images), choice, strength, ctx.request.is_disconnected
+            list(images), choice, r.strength, ctx.request.is_disconnected
         )
         return seed, seeds, labels, painted_images, described
 
@@ -249,7 +248,6 @@ class Atelier:
         """
         uploads = list(style or [])
         names, blend = self.painter.check(style_name, len(uploads), weights)
-        strength = self.models.style.default_strength if strength is None else strength
         work = Stylisation(StyleChoice(names, [], blend), strength, preserve_color, max_side, format)
         response = await self.painter.stylize(content, uploads, work, ctx.request.is_disconnected)
         ctx.response.status_code = response.status_code  # BentoML applies the context's status to the response

@@ -171,19 +171,19 @@ class StyleTransfer:
         return sorted(shapes, key=lambda hw: (-min(hw), hw))
 
     def stylize(
-        self, content: np.ndarray, stats: Stats | str, strength: float, preserve_color: bool, max_side: int
+        self, content: np.ndarray, stats: Stats | str, strength: float | None, preserve_color: bool, max_side: int
     ) -> np.ndarray:
         """Content (H, W, 3) uint8 -> stylised (h, w, 3) uint8 with the content's aspect ratio, long side <= max_side.
 
         ``stats`` is a style's statistics, or a preset's name (its statistics are already on the
-        device). The input is padded (mirrored) to the session's shape step (the coarsest level's
-        stride, or the shape bucket under CUDA), and to at least ``MIN_FEATURE_SIDE`` features a
-        side, and cropped back.
+        device); ``strength`` None: the export's ``default_strength``. The input is padded
+        (mirrored) to the session's shape step (the coarsest level's stride, or the shape bucket
+        under CUDA), and to at least ``MIN_FEATURE_SIDE`` features a side, and cropped back.
         """
         if max(content.shape[:2]) > max_side:
             content = resize_long_side(content, max_side)
         h, w = content.shape[:2]
-        image = self.stylize_padded(content, stats, strength)
+        image = self.stylize_padded(content, stats, self.default_strength if strength is None else strength)
         out = np.rint(image[0, :, :h, :w].transpose(1, 2, 0) * 255.0).clip(0, 255).astype(np.uint8)
         return keep_colors(content, out) if preserve_color else out
 
