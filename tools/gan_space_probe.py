@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="a finished GAN run folder (a class-conditional one)")
     p.add_argument("--sets", type=int, default=4, help="sets of the evaluation seeds the generator is scored on")
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     checkpoint = load_checkpoint(args.run / CHECKPOINT)
     o = stored_options(checkpoint)
     if not o.num_classes:
@@ -102,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:60s} {cells[0]:>20s} {cells[1]:>20s}", flush=True)
 
     def generated_row(name: str, change: Transform) -> None:
-        line(name, [space.merge([space.score(change(x), labels) for x, labels in sets]) for space in spaces])
+        changed = [(change(x), labels) for x, labels in sets]  # once: both spaces score the same images
+        line(name, [space.merge([space.score(x, labels) for x, labels in changed]) for space in spaces])
 
     held_out = [as_float(split.held_out.images) for split in (data, data.resplit(JUDGE_SPLIT_SEED))]
 

@@ -81,12 +81,12 @@ def run_pairs(spaces, fast, peer, vgg, pairs, pictures, tensors, settings, plan)
         results.append({"content": c_name, "style": s_name, "size_hw": list(content.shape[2:]), **record})
         if with_reference and len(sheet) < plan["sheet_rows"]:
             default = plan["default_strength"]
-            images["fast"] = images["sweep"]["fast"][default]
+            shown = {**images, "fast": images["sweep"]["fast"][default]}
             metrics = {
                 **record["methods"],
                 "fast": {**record["methods"]["fast"], **record["sweep"]["fast"][str(default)]},
             }
-            sheet.append((c_name, s_name, content, style, images, metrics))
+            sheet.append((c_name, s_name, content, style, shown, metrics))
     return results, sheet
 
 
